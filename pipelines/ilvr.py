@@ -1,0 +1,120 @@
+"""ILVR: Iterative Latent Variable Refinement (Choi et al., ICCV 2021, Algorithm 1).
+
+At every conditioned step the low frequencies of the DDPM proposal x'_{t-1} are replaced by those of the
+reference noised to the same level:  x_{t-1} = phi_N(y_{t-1}) + (I - phi_N)(x'_{t-1}).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import PIL.Image
+import torch
+import torch.nn.functional as F
+from diffusers import DiffusionPipeline
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+
+from .images import postprocess, to_model_input
+from .sampling import Callback, check_batch_size, check_num_inference_steps, initial_noise
+
+DOWN_FACTORS = (2, 4, 8, 16, 32, 64)
+
+
+def phi_N(x: torch.Tensor, N: int) -> torch.Tensor:
+    """Linear low-pass filter phi_N(x) = upsample_N(downsample_N(x)): (B,C,H,W) -> (B,C,H,W).
+
+    Bicubic with antialiasing both ways, the closest torch match to the resizer of the official code
+    (Keys cubic, a = -0.5). Computed in fp32 so fp16 models filter the same way.
+    """
+    height, width = x.shape[-2:]
+    kwargs = dict(mode="bicubic", antialias=True, align_corners=False)
+    low = F.interpolate(x.float(), size=(height // N, width // N), **kwargs)
+    return F.interpolate(low, size=(height, width), **kwargs).to(x.dtype)
+
+
+def check_ilvr_args(down_factor: int, range_t: int, size: int, T: int) -> None:
+    allowed = [n for n in DOWN_FACTORS if size % n == 0 and n < size]
+    if down_factor not in allowed:
+        raise ValueError(
+            f"down_factor {down_factor!r} is not allowed for {size}x{size} images; use one of "
+            f"{', '.join(map(str, allowed))} (a power of two that divides the image size)"
+        )
+    if not isinstance(range_t, int) or not 0 <= range_t <= T:
+        raise ValueError(
+            f"range_t must be an integer from 0 (condition every step) to {T} (no conditioning); got {range_t!r}"
+        )
+
+
+@dataclass
+class ILVRPipelineOutput(BaseOutput):
+    """images: the samples; reference_low_pass: phi_N(y) of the reference, in the same output_type."""
+
+    images: list[PIL.Image.Image] | torch.Tensor
+    reference_low_pass: list[PIL.Image.Image] | torch.Tensor
+
+
+class ILVRPipeline(DiffusionPipeline):
+    """Reference-guided sampling from an unconditional DDPM (unet + DDPMScheduler)."""
+
+    def __init__(self, unet, scheduler):
+        super().__init__()
+        self.register_modules(unet=unet, scheduler=scheduler)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        reference,
+        down_factor: int = 4,
+        range_t: int = 0,
+        num_inference_steps: int = 1000,
+        batch_size: int = 1,
+        generator: torch.Generator | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        callback: Callback = None,
+    ):
+        """Sample `batch_size` images whose low frequencies (at factor N = down_factor) follow `reference`.
+
+        reference: PIL image, path or tensor (1,3,H,W) in [0,1]; resized to the model's size.
+        range_t: condition while t > range_t (0: every step; >= T: never, which is plain DDPM sampling).
+        callback(step, t, x_t, x0_hat) is called after every step.
+        """
+        T = self.scheduler.config.num_train_timesteps
+        size = self.unet.config.sample_size
+        check_ilvr_args(down_factor, range_t, size, T)
+        check_num_inference_steps(num_inference_steps, self.scheduler)
+        check_batch_size(batch_size)
+        device = self._execution_device
+
+        # 1. the reference y in [-1,1], one copy per sample: (B,3,H,W)
+        y = to_model_input(reference, size, device, self.unet.dtype)[:1].expand(batch_size, -1, -1, -1)
+
+        # 2. x_T ~ N(0, I), drawn as DDPMPipeline draws it
+        x = initial_noise(self.unet, batch_size, generator, device)
+        self.scheduler.set_timesteps(num_inference_steps)
+
+        for step, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
+            # 3. unconditional proposal x'_{t-1} ~ p_theta(x_{t-1} | x_t)
+            out = self.scheduler.step(self.unet(x, t).sample, t, x, generator=generator)
+            x = out.prev_sample
+            # 4. refine: x_{t-1} = phi_N(y_{t-1}) + (I - phi_N)(x'_{t-1}), with fresh noise for y_{t-1}
+            if t > range_t:
+                y_prev = self.q_sample_prev(y, t, generator)
+                x = phi_N(y_prev, down_factor) + x - phi_N(x, down_factor)
+            if callback is not None:
+                callback(step, int(t), x, out.pred_original_sample)
+
+        images = postprocess(x, output_type)
+        low_pass = postprocess(phi_N(y[:1], down_factor), output_type)
+        if not return_dict:
+            return images, low_pass
+        return ILVRPipelineOutput(images=images, reference_low_pass=low_pass)
+
+    def q_sample_prev(self, y: torch.Tensor, t, generator) -> torch.Tensor:
+        """y_{t-1} ~ q(y_{t-1} | y) at the timestep after t; past the last step (no prev) y itself."""
+        prev = self.scheduler.previous_timestep(t)
+        if prev < 0:
+            return y
+        eps = randn_tensor(y.shape, generator=generator, device=y.device, dtype=y.dtype)
+        return self.scheduler.add_noise(y, eps, torch.as_tensor(prev).reshape(1))

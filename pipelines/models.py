@@ -1,0 +1,197 @@
+"""Model registry and cached loaders: one instance per model id for the whole process.
+
+Every tab and every click gets the same UNet2DModel (and the same CLIP), loaded lazily on first use,
+on CUDA in fp16 when there is a GPU and on the CPU in fp32 otherwise, from safetensors only.
+Schedulers are stateful (`set_timesteps`), so the loader hands out the scheduler *config* and each
+request builds its own scheduler from it with `make_scheduler`.
+
+Environment variables (documented in the README):
+    STEER_MODEL       default diffusion model: a registry id or a local directory
+    STEER_CLIP_MODEL  CLIP model: a registry id or a local directory
+    STEER_MODEL_DIR   folder of local copies, laid out as STEER_MODEL_DIR/<org>/<name>
+                      (e.g. STEER_MODEL_DIR/google/ddpm-cat-256); used before the hub
+    STEER_DEVICE      force "cpu" or "cuda" (default: cuda when available)
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
+from diffusers.configuration_utils import FrozenDict
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One registry entry: what the model is and what it is good for."""
+
+    kind: str  # "ddpm" (an unconditional UNet2DModel + DDPMScheduler) or "clip"
+    resolution: int  # image side in pixels (224 for CLIP's image tower)
+    domain: str  # what the model has seen, shown in the UI
+    note: str = ""
+
+
+REGISTRY: dict[str, ModelInfo] = {
+    "google/ddpm-celebahq-256": ModelInfo("ddpm", 256, "faces (CelebA-HQ)"),
+    "google/ddpm-ema-celebahq-256": ModelInfo("ddpm", 256, "faces (CelebA-HQ, EMA weights)"),
+    "google/ddpm-cat-256": ModelInfo("ddpm", 256, "cats (LSUN cat)"),
+    "google/ddpm-church-256": ModelInfo("ddpm", 256, "churches (LSUN church)"),
+    "google/ddpm-bedroom-256": ModelInfo("ddpm", 256, "bedrooms (LSUN bedroom)"),
+    "google/ddpm-cifar10-32": ModelInfo("ddpm", 32, "CIFAR-10 objects", "unconditional, 32x32"),
+    "openai/clip-vit-base-patch32": ModelInfo("clip", 224, "image-text (CLIP ViT-B/32)"),
+}
+
+DEFAULT_MODEL = "google/ddpm-celebahq-256"
+DEFAULT_CLIP = "openai/clip-vit-base-patch32"
+
+
+class ModelLoadError(RuntimeError):
+    """A model could not be loaded; the message names it, says why, and how to use a local copy."""
+
+
+def default_model_id() -> str:
+    return os.environ.get("STEER_MODEL", DEFAULT_MODEL)
+
+
+def default_clip_id() -> str:
+    return os.environ.get("STEER_CLIP_MODEL", DEFAULT_CLIP)
+
+
+def diffusion_model_ids() -> list[str]:
+    """The diffusion models the app offers: the registry's, plus the default if it is a local path."""
+    ids = [name for name, info in REGISTRY.items() if info.kind == "ddpm"]
+    if default_model_id() not in ids:
+        ids.insert(0, default_model_id())
+    return ids
+
+
+def device_and_dtype() -> tuple[torch.device, torch.dtype]:
+    """CUDA in fp16 when there is a GPU (or STEER_DEVICE=cuda), else the CPU in fp32."""
+    wanted = os.environ.get("STEER_DEVICE", "cuda" if torch.cuda.is_available() else "cpu")
+    if wanted not in ("cpu", "cuda"):
+        raise ValueError(f"STEER_DEVICE={wanted!r} is not supported; use 'cpu' or 'cuda'")
+    if wanted == "cuda":
+        return torch.device("cuda"), torch.float16
+    return torch.device("cpu"), torch.float32
+
+
+def resolve(model_id: str, kind: str) -> Path:
+    """A local directory holding `model_id`: the id itself if it is a directory, a copy under
+    STEER_MODEL_DIR, or a snapshot from the hub (registry ids only, safetensors and json only)."""
+    if Path(model_id).is_dir():
+        return Path(model_id)
+    info = REGISTRY.get(model_id)
+    if info is None:
+        known = ", ".join(n for n, i in REGISTRY.items() if i.kind == kind)
+        raise ModelLoadError(
+            f"{model_id!r} is neither a registry model nor a local directory. Registry {kind} models: {known}."
+        )
+    if info.kind != kind:
+        raise ModelLoadError(f"{model_id!r} is a {info.kind} model, not a {kind} model.")
+    local_root = os.environ.get("STEER_MODEL_DIR")
+    if local_root and (Path(local_root) / model_id).is_dir():
+        return Path(local_root) / model_id
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(model_id, allow_patterns=["*.json", "*.safetensors", "*.txt"]))
+    except Exception as err:  # the hub client raises many kinds of network and HTTP errors
+        raise ModelLoadError(
+            f"Could not load {model_id!r}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}. "
+            f"Without network, download it elsewhere (`hf download {model_id} --local-dir DIR`) and either set "
+            f"STEER_MODEL_DIR so that STEER_MODEL_DIR/{model_id} is that copy, or point STEER_MODEL at DIR."
+        ) from err
+
+
+@dataclass(frozen=True)
+class DiffusionModel:
+    """A loaded diffusion model: the shared UNet and the config every request builds its scheduler from."""
+
+    model_id: str
+    unet: UNet2DModel
+    scheduler_config: FrozenDict
+
+
+_cache: dict[tuple[str, str], object] = {}
+_lock = threading.Lock()
+load_count: dict[str, int] = {}  # model id -> times actually loaded (the cache makes this 1)
+
+
+def _cached(kind: str, model_id: str, load):
+    with _lock:
+        key = (kind, model_id)
+        if key not in _cache:
+            _cache[key] = load(model_id)
+            load_count[model_id] = load_count.get(model_id, 0) + 1
+        return _cache[key]
+
+
+def _subfolder(root: Path, name: str, config_file: str) -> str | None:
+    """diffusers' pipeline layout keeps components in subfolders; the google/ddpm-* repos are flat."""
+    return name if (root / name / config_file).is_file() else None
+
+
+def _load_diffusion(model_id: str) -> DiffusionModel:
+    root = resolve(model_id, "ddpm")
+    device, dtype = device_and_dtype()
+    try:
+        unet = UNet2DModel.from_pretrained(
+            root, subfolder=_subfolder(root, "unet", "config.json"), use_safetensors=True
+        )
+        scheduler = DDPMScheduler.from_pretrained(
+            root, subfolder=_subfolder(root, "scheduler", "scheduler_config.json")
+        )
+    except (OSError, ValueError, EnvironmentError) as err:
+        raise ModelLoadError(
+            f"Could not load {model_id!r} from {root}: {err}. A local copy needs the layout of "
+            "DDPMPipeline.save_pretrained (unet/ and scheduler/) or of the google/ddpm-* repositories, "
+            "with the weights as .safetensors."
+        ) from err
+    unet = unet.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    return DiffusionModel(model_id, unet, scheduler.config)
+
+
+def load_diffusion(model_id: str | None = None) -> DiffusionModel:
+    """The cached UNet + scheduler config for a registry id or local directory (default: STEER_MODEL)."""
+    return _cached("ddpm", model_id or default_model_id(), _load_diffusion)
+
+
+def make_scheduler(model: DiffusionModel, kind: str = "ddpm", **overrides):
+    """A fresh scheduler for one request: "ddpm" (DDPMScheduler) or "ddim" (DDIMScheduler), same noise schedule."""
+    schedulers = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler}
+    if kind not in schedulers:
+        raise ValueError(f"scheduler kind {kind!r} is not supported; use 'ddpm' or 'ddim'")
+    return schedulers[kind].from_config(model.scheduler_config, **overrides)
+
+
+@dataclass(frozen=True)
+class ClipModel:
+    model_id: str
+    model: "transformers.CLIPModel"  # noqa: F821
+    tokenizer: "transformers.CLIPTokenizer"  # noqa: F821
+
+
+def _load_clip(model_id: str) -> ClipModel:
+    from transformers import CLIPModel, CLIPTokenizer
+
+    root = resolve(model_id, "clip")
+    device, dtype = device_and_dtype()
+    try:
+        model = CLIPModel.from_pretrained(root, use_safetensors=True)
+        tokenizer = CLIPTokenizer.from_pretrained(root)
+    except (OSError, ValueError, EnvironmentError) as err:
+        raise ModelLoadError(
+            f"Could not load CLIP {model_id!r} from {root}: {err}. A local copy needs the layout of "
+            "CLIPModel.save_pretrained plus the tokenizer files, with the weights as .safetensors."
+        ) from err
+    model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    return ClipModel(model_id, model, tokenizer)
+
+
+def load_clip(model_id: str | None = None) -> ClipModel:
+    """The cached CLIP model and tokenizer (default: STEER_CLIP_MODEL or openai/clip-vit-base-patch32)."""
+    return _cached("clip", model_id or default_clip_id(), _load_clip)

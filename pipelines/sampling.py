@@ -1,0 +1,54 @@
+"""Pieces every sampler shares: argument checks, the initial noise, and the DDIM split x_prev = sqrt(abar_prev) P_t + D_t.
+
+The schedulers own every schedule formula; what is here only reads `scheduler.alphas_cumprod`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+
+# callback(step, t, x_t, x0_hat): step index, timestep, current sample and predicted clean image, both (B,3,H,W) in [-1,1]
+Callback = Optional[Callable[[int, int, torch.Tensor, torch.Tensor], None]]
+
+
+def check_num_inference_steps(num_inference_steps: int, scheduler) -> None:
+    T = scheduler.config.num_train_timesteps
+    if not isinstance(num_inference_steps, int) or not 1 <= num_inference_steps <= T:
+        raise ValueError(f"num_inference_steps must be an integer from 1 to {T}; got {num_inference_steps!r}")
+
+
+def check_batch_size(batch_size: int, limit: int = 64) -> None:
+    if not isinstance(batch_size, int) or not 1 <= batch_size <= limit:
+        raise ValueError(f"batch_size must be an integer from 1 to {limit}; got {batch_size!r}")
+
+
+def sample_shape(unet, batch_size: int) -> tuple[int, int, int, int]:
+    size = unet.config.sample_size
+    height, width = (size, size) if isinstance(size, int) else size
+    return (batch_size, unet.config.in_channels, height, width)
+
+
+def initial_noise(unet, batch_size: int, generator, device) -> torch.Tensor:
+    """x_T ~ N(0, I), drawn exactly as diffusers' DDPMPipeline/DDIMPipeline draw it: (B,C,H,W)."""
+    return randn_tensor(sample_shape(unet, batch_size), generator=generator, device=device, dtype=unet.dtype)
+
+
+def abar(scheduler, t) -> torch.Tensor:
+    """abar_t = alphas_cumprod[t]; for t < 0 (past the last step) the scheduler's final value."""
+    t = int(t)
+    if t >= 0:
+        return scheduler.alphas_cumprod[t]
+    return scheduler.final_alpha_cumprod if hasattr(scheduler, "final_alpha_cumprod") else scheduler.one
+
+
+def P_t(x_t: torch.Tensor, eps: torch.Tensor, abar_t: torch.Tensor) -> torch.Tensor:
+    """Predicted clean image P_t(eps) = (x_t - sqrt(1-abar_t) eps) / sqrt(abar_t), unclipped."""
+    return (x_t - (1 - abar_t).sqrt() * eps) / abar_t.sqrt()
+
+
+def D_t(eps: torch.Tensor, abar_prev: torch.Tensor, sigma_t=0.0) -> torch.Tensor:
+    """Direction pointing to x_t: D_t(eps) = sqrt(1 - abar_prev - sigma_t^2) eps."""
+    return (1 - abar_prev - sigma_t**2).sqrt() * eps
