@@ -16,7 +16,7 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from .images import postprocess, to_model_input
-from .sampling import Callback, check_batch_size, check_num_inference_steps, initial_noise
+from .sampling import Callback, check_batch_size, check_num_inference_steps, eps_theta, initial_noise
 
 DOWN_FACTORS = (2, 4, 8, 16, 32, 64)
 
@@ -96,7 +96,7 @@ class ILVRPipeline(DiffusionPipeline):
 
         for step, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
             # 3. unconditional proposal x'_{t-1} ~ p_theta(x_{t-1} | x_t)
-            out = self.scheduler.step(self.unet(x, t).sample, t, x, generator=generator)
+            out = self.scheduler.step(eps_theta(self.unet, x, t), t, x, generator=generator)
             x = out.prev_sample
             # 4. refine: x_{t-1} = phi_N(y_{t-1}) + (I - phi_N)(x'_{t-1}), with fresh noise for y_{t-1}
             if t > range_t:

@@ -36,6 +36,18 @@ def initial_noise(unet, batch_size: int, generator, device) -> torch.Tensor:
     return randn_tensor(sample_shape(unet, batch_size), generator=generator, device=device, dtype=unet.dtype)
 
 
+def eps_theta(unet, x_t: torch.Tensor, t, class_labels: torch.Tensor | None = None) -> torch.Tensor:
+    """The model's noise prediction eps_theta(x_t, t): (B,C,H,W) -> (B,C,H,W).
+
+    A class-conditional UNet (config.num_class_embeds set; its last class is the null class of
+    classifier-free training) samples unconditionally when no class_labels are given.
+    """
+    num_classes = unet.config.num_class_embeds
+    if num_classes is not None and class_labels is None:
+        class_labels = torch.full((x_t.shape[0],), num_classes - 1, device=x_t.device, dtype=torch.long)
+    return unet(x_t, t, class_labels=class_labels).sample
+
+
 def abar(scheduler, t) -> torch.Tensor:
     """abar_t = alphas_cumprod[t]; for t < 0 (past the last step) the scheduler's final value."""
     t = int(t)
