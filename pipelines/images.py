@@ -30,6 +30,8 @@ def open_image(source: str | os.PathLike | bytes | Image.Image) -> Image.Image:
     else:
         try:
             image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else Path(source))
+        except Image.DecompressionBombError as err:  # PIL's own guard fires above ~179 megapixels
+            raise ValueError(f"{err} The limit is {MAX_PIXELS / 1e6:.0f} megapixels; resize it and try again.") from err
         except (UnidentifiedImageError, OSError) as err:
             raise ValueError(f"This file is not an image we can read ({err}). Upload a PNG, JPEG or WebP.") from err
     width, height = image.size

@@ -47,3 +47,28 @@ def tiny_model_dir(tmp_path):
     path = tmp_path / "tiny-ddpm"
     DDPMPipeline(unet=tiny_unet(), scheduler=ddpm_scheduler()).save_pretrained(path, safe_serialization=True)
     return path
+
+
+def tiny_clip_components(seed: int = 0):
+    """A random ~0.1M-parameter CLIPModel and a character-level CLIPTokenizer (no merges), built offline."""
+    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
+
+    chars = [chr(c) for c in range(ord("!"), ord("~") + 1)]  # printable ASCII, as byte-level BPE shows it
+    tokens = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
+    tokenizer = CLIPTokenizer(vocab={tok: i for i, tok in enumerate(tokens)}, merges=[])
+    torch.manual_seed(seed)
+    config = CLIPConfig(
+        text_config=dict(vocab_size=len(tokens), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, max_position_embeddings=77, projection_dim=16,
+                         bos_token_id=len(tokens) - 2, eos_token_id=len(tokens) - 1, pad_token_id=len(tokens) - 1),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                           image_size=32, patch_size=8, projection_dim=16),
+        projection_dim=16,
+    )
+    return CLIPModel(config).eval(), tokenizer
+
+
+@pytest.fixture
+def tiny_clip():
+    """(CLIPModel, CLIPTokenizer), tiny and random, built offline."""
+    return tiny_clip_components()

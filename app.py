@@ -1,0 +1,41 @@
+"""Steering a pretrained diffusion model without retraining it: ILVR, classifier guidance, CycleDiffusion, Asyrrp.
+
+Run `python app.py` (or `gradio app.py`). Environment variables are listed in README.md.
+"""
+
+from __future__ import annotations
+
+import os
+
+import gradio as gr
+
+from ui import common, ilvr_tab
+
+TABS = [ilvr_tab]
+
+INTRO = """
+# Steering a pretrained diffusion model
+Four ways to control what a pretrained, *unconditional* diffusion model draws, **without retraining it**.
+Each tab is one paper; the explanation under its title gives the update rule it adds to the sampler.
+All tabs share one copy of each model.
+"""
+
+
+def build_demo() -> gr.Blocks:
+    with gr.Blocks(title="Steering diffusion models without retraining") as demo:
+        gr.Markdown(INTRO)
+        status = gr.Markdown("Checking the default model…")
+        for tab in TABS:
+            tab.build_tab()
+        demo.load(common.status_markdown, outputs=status, api_visibility="private")
+    return demo.queue(default_concurrency_limit=2, max_size=int(os.environ.get("STEER_QUEUE_SIZE", "32")))
+
+
+demo = build_demo()
+
+if __name__ == "__main__":
+    demo.launch(
+        server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"),
+        max_file_size="20mb",
+        theme=gr.themes.Soft(),
+    )

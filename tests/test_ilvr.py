@@ -1,0 +1,99 @@
+"""ILVR: the low-pass constraint it enforces, the effect of N, and plain DDPM when conditioning is off."""
+
+import pytest
+import torch
+from diffusers import DDPMPipeline
+
+from conftest import ddpm_scheduler
+from pipelines import ILVRPipeline
+from pipelines.ilvr import phi_N
+
+STEPS = 20
+
+
+def smooth_reference(seed: int = 0) -> torch.Tensor:
+    """A (1,3,32,32) image in [0,1] with coarse structure: a random 4x4 colour grid, bicubically enlarged."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(1, 3, 4, 4, generator=g)
+    return torch.nn.functional.interpolate(coarse, size=(32, 32), mode="bicubic", align_corners=False).clamp(0, 1)
+
+
+def ilvr(unet, reference, seed, **kwargs):
+    pipe = ILVRPipeline(unet=unet, scheduler=ddpm_scheduler())
+    kwargs = {"num_inference_steps": STEPS, "output_type": "pt", **kwargs}
+    return pipe(reference, generator=torch.Generator().manual_seed(seed), **kwargs).images
+
+
+def low_pass_gap(x: torch.Tensor, y: torch.Tensor, N: int) -> float:
+    return (phi_N(x, N) - phi_N(y, N)).abs().mean().item()
+
+
+def test_conditioning_off_equals_ddpm_pipeline_bit_for_bit(unet):
+    reference = smooth_reference()
+    for seed in (0, 1):
+        expected = DDPMPipeline(unet=unet, scheduler=ddpm_scheduler())(
+            batch_size=2, generator=torch.Generator().manual_seed(seed), num_inference_steps=STEPS, output_type="pt"
+        ).images
+        got = ilvr(unet, reference, seed, range_t=1000, batch_size=2)
+        assert torch.equal(got, expected)
+
+
+def test_output_keeps_the_references_low_frequencies(unet):
+    reference = smooth_reference()
+    N = 4
+    conditioned = [low_pass_gap(ilvr(unet, reference, seed, down_factor=N), reference, N) for seed in range(3)]
+    free = [low_pass_gap(ilvr(unet, reference, seed, range_t=1000), reference, N) for seed in range(3)]
+    # the last step sets phi_N(x_0) = phi_N(y) up to phi_N not being an exact projection and the final clamp;
+    # an unconditioned random-model sample is an unrelated image, so its low-pass gap is many times larger
+    assert max(conditioned) < 0.03
+    assert max(conditioned) < 0.2 * min(free)
+
+
+def test_larger_N_gives_a_larger_gap_to_the_reference(unet):
+    reference = smooth_reference(1)
+    gaps = {
+        N: sum(low_pass_gap(ilvr(unet, reference, seed, down_factor=N), reference, 2) for seed in range(3))
+        for N in (2, 8, 16)
+    }
+    # R_N is a subset of R_M for N <= M: measured at the fine scale 2, looser conditioning drifts further
+    assert gaps[2] < gaps[8] < gaps[16]
+
+
+def test_shorter_conditioning_range_gives_a_larger_gap(unet):
+    reference = smooth_reference(2)
+    gaps = [
+        sum(low_pass_gap(ilvr(unet, reference, seed, down_factor=4, range_t=r), reference, 4) for seed in range(3))
+        for r in (0, 500, 1000)
+    ]
+    # R_N is a subset of R_{N,(T,k)}: conditioning only while t > k leaves the late steps free
+    assert gaps[0] < gaps[1] < gaps[2]
+
+
+def test_batch_samples_differ_and_share_the_reference(unet):
+    x = ilvr(unet, smooth_reference(), 0, down_factor=4, batch_size=3)
+    assert x.shape == (3, 3, 32, 32)
+    assert (x[0] - x[1]).abs().mean() > 1e-3  # fresh noise per sample, not one sample copied
+
+
+def test_callback_sees_every_step(unet):
+    seen = []
+    ilvr(unet, smooth_reference(), 0, callback=lambda step, t, x_t, x0: seen.append((step, t, x_t.shape, x0.shape)))
+    assert [s[0] for s in seen] == list(range(STEPS))
+    assert seen[0][1] > seen[-1][1] and seen[-1][2] == seen[-1][3] == (1, 3, 32, 32)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"down_factor": 3}, "use one of 2, 4, 8, 16"),
+        ({"down_factor": 64}, "use one of 2, 4, 8, 16"),  # 64 does not fit a 32x32 model
+        ({"range_t": -1}, "range_t must be an integer from 0"),
+        ({"range_t": 1001}, "to 1000"),
+        ({"num_inference_steps": 0}, "num_inference_steps must be an integer from 1 to 1000"),
+        ({"batch_size": 0}, "batch_size must be an integer from 1"),
+        ({"output_type": "jpeg"}, "output_type"),
+    ],
+)
+def test_bad_parameters_say_what_is_allowed(unet, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ilvr(unet, smooth_reference(), 0, **{"num_inference_steps": 2, **kwargs})

@@ -1,0 +1,100 @@
+"""What every tab shares: model choice, seeds, errors a student understands, progress, the process view."""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import gradio as gr
+import torch
+
+from pipelines import images, models
+
+GPU_CONCURRENCY = dict(concurrency_limit=1, concurrency_id="gpu")  # all GPU work shares one slot
+MAX_SEED = 2**31 - 1
+
+try:  # on Hugging Face ZeroGPU, GPU work runs inside spaces.GPU; elsewhere this is a no-op
+    import spaces
+
+    gpu = spaces.GPU(duration=120)
+except ImportError:
+
+    def gpu(fn: Callable) -> Callable:
+        return fn
+
+
+def model_dropdown(label: str = "Model") -> gr.Dropdown:
+    choices = [(_describe(m), m) for m in models.diffusion_model_ids()]
+    return gr.Dropdown(choices=choices, value=models.default_model_id(), label=label)
+
+
+def _describe(model_id: str) -> str:
+    info = models.REGISTRY.get(model_id)
+    return f"{model_id} — {info.domain}, {info.resolution}px" if info else f"{model_id} (local)"
+
+
+def seed_input() -> gr.Number:
+    return gr.Number(value=0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed (same seed + settings = same image)")
+
+
+def make_generator(seed) -> torch.Generator:
+    """A CPU generator: the same seed draws the same noise on every device."""
+    if seed is None or not 0 <= int(seed) <= MAX_SEED:
+        raise ValueError(f"the seed must be a whole number from 0 to {MAX_SEED}")
+    return torch.Generator("cpu").manual_seed(int(seed))
+
+
+def user_errors(fn: Callable) -> Callable:
+    """Turn the library's ValueError / ModelLoadError into a gr.Error the page shows; the server keeps serving."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except models.ModelLoadError as err:
+            raise gr.Error(str(err), title="Model not available") from err
+        except ValueError as err:
+            raise gr.Error(str(err), title="Invalid input") from err
+
+    return wrapper
+
+
+def require_image(image, what: str = "an image"):
+    if image is None:
+        raise gr.Error(f"Upload {what} first (or pick one of the examples below).", title="No image")
+    return image
+
+
+class StepReporter:
+    """The pipeline callback: moves the progress bar and keeps x_t and x0_hat at a few steps for the process view."""
+
+    def __init__(self, progress: gr.Progress, total: int, desc: str, snapshots: int = 0):
+        self.progress, self.total, self.desc = progress, total, desc
+        every = max(1, total // snapshots) if snapshots else 0
+        self.keep = {s for s in range(total - 1, -1, -every)} if every else set()
+        self.frames: list[tuple] = []
+
+    def __call__(self, step: int, t: int, x_t: torch.Tensor, x0_hat: torch.Tensor) -> None:
+        self.progress((step + 1, self.total), desc=self.desc)
+        if step in self.keep:
+            x_t_img, x0_img = images.postprocess(torch.stack([x_t[0], x0_hat[0]]))
+            self.frames += [(display(x_t_img), f"t={t}: x_t"), (display(x0_img), f"t={t}: predicted x0")]
+
+
+def display(image):
+    """Gallery-ready image: small samples are enlarged with nearest neighbour."""
+    return images.upscale_for_display(image)
+
+
+def status_markdown() -> str:
+    """One line on the device and the default model, refreshed on every page load."""
+    device, dtype = models.device_and_dtype()
+    model_id = models.default_model_id()
+    try:
+        models.load_diffusion(model_id)
+        state = f"default model **{model_id}** is ready"
+    except models.ModelLoadError as err:
+        state = f"⚠️ default model **{model_id}** cannot be loaded: {err}"
+    return f"Running on **{device.type.upper()}** ({str(dtype).removeprefix('torch.')}); {state}."

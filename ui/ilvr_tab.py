@@ -1,0 +1,79 @@
+"""The ILVR tab: reference-guided sampling."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from pipelines import ILVRPipeline, images, load_diffusion, make_scheduler
+from pipelines.ilvr import DOWN_FACTORS
+
+from .common import GPU_CONCURRENCY, StepReporter, display, gpu, make_generator, model_dropdown, require_image, seed_input, user_errors
+
+EXPLANATION = r"""
+**ILVR** (Choi et al., ICCV 2021) steers an *unconditional* DDPM toward a reference image y without any training.
+After each ordinary sampling step it swaps the low frequencies of the sample for those of the reference,
+noised to the same level:
+
+$$x_{t-1} = \phi_N(y_{t-1}) + (I - \phi_N)(x'_{t-1}), \qquad x'_{t-1} \sim p_\theta(x_{t-1} \mid x_t),\; y_{t-1} \sim q(y_{t-1} \mid y)$$
+
+$\phi_N$ downsamples by N and upsamples back (a low-pass filter). The model fills in the details, so the samples
+share the reference's coarse layout and colours (what $\phi_N(y)$ shows) but not its fine details.
+A **larger N** keeps only coarser structure (more freedom); **stopping the conditioning earlier** (a larger
+"condition while t >") also gives more freedom. Tick *show the process* to watch $x_t$ and the predicted $x_0$.
+"""
+
+# reference, N, condition while t >, steps, samples, seed, show the process
+EXAMPLES = [
+    ["assets/astronaut.png", 4, 0, 100, 2, 0, True],
+    ["assets/chelsea.png", 8, 0, 100, 2, 1, False],
+    ["assets/astronaut.png", 16, 300, 100, 2, 2, False],
+]
+
+
+@user_errors
+@gpu
+def run_ilvr(reference, model_id, down_factor, range_t, steps, samples, seed, show_process, progress=gr.Progress()):
+    require_image(reference, "a reference image")
+    model = load_diffusion(model_id)
+    reference = images.center_crop_resize(images.open_image(reference), model.unet.config.sample_size)
+    pipe = ILVRPipeline(unet=model.unet, scheduler=make_scheduler(model, "ddpm"))
+    reporter = StepReporter(progress, int(steps), "ILVR sampling", snapshots=6 if show_process else 0)
+    out = pipe(
+        reference,
+        down_factor=int(down_factor),
+        range_t=int(range_t),
+        num_inference_steps=int(steps),
+        batch_size=int(samples),
+        generator=make_generator(seed),
+        callback=reporter,
+    )
+    gallery = [(display(reference), "reference y"), (display(out.reference_low_pass[0]), f"φ_N(y), N={down_factor}")]
+    gallery += [(display(image), f"sample {i + 1}") for i, image in enumerate(out.images)]
+    return gallery, gr.update(value=reporter.frames, visible=bool(show_process))
+
+
+def build_tab() -> None:
+    with gr.Tab("ILVR"):
+        gr.Markdown(EXPLANATION, latex_delimiters=[{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}])
+        with gr.Row():
+            with gr.Column():
+                reference = gr.Image(type="filepath", label="Reference image y", height=320)
+                model_id = model_dropdown()
+                down_factor = gr.Dropdown(DOWN_FACTORS, value=4, label="Downsampling factor N (larger = looser)")
+                samples = gr.Slider(1, 8, value=2, step=1, label="Number of samples")
+                with gr.Accordion("Advanced", open=False):
+                    range_t = gr.Slider(0, 1000, value=0, step=10, label="Condition while t > (0 = every step, 1000 = never)")
+                    steps = gr.Slider(10, 1000, value=100, step=10, label="Sampling steps (the paper uses 1000)")
+                    seed = seed_input()
+                    show_process = gr.Checkbox(False, label="Show the process (x_t and predicted x0 at a few steps)")
+                run = gr.Button("Run ILVR", variant="primary")
+            with gr.Column():
+                gallery = gr.Gallery(label="Reference, its low-pass φ_N(y), samples", columns=4, height=420)
+                process = gr.Gallery(label="The process, first sample", columns=6, visible=False)
+        inputs = [reference, model_id, down_factor, range_t, steps, samples, seed, show_process]
+        gr.Examples(
+            EXAMPLES,
+            inputs=[reference, down_factor, range_t, steps, samples, seed, show_process],
+            label="Examples (pick one, then Run)",
+        )
+        run.click(run_ilvr, inputs, [gallery, process], api_name="ilvr", **GPU_CONCURRENCY)
