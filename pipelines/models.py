@@ -140,7 +140,7 @@ def _load_diffusion(model_id: str) -> DiffusionModel:
     device, dtype = device_and_dtype()
     try:
         unet = UNet2DModel.from_pretrained(
-            root, subfolder=_subfolder(root, "unet", "config.json"), use_safetensors=True
+            root, subfolder=_subfolder(root, "unet", "config.json"), use_safetensors=True, torch_dtype=dtype
         )
         scheduler = DDPMScheduler.from_pretrained(
             root, subfolder=_subfolder(root, "scheduler", "scheduler_config.json")
@@ -151,7 +151,7 @@ def _load_diffusion(model_id: str) -> DiffusionModel:
             "DDPMPipeline.save_pretrained (unet/ and scheduler/) or of the google/ddpm-* repositories, "
             "with the weights as .safetensors."
         ) from err
-    unet = unet.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    unet = unet.to(device).eval().requires_grad_(False)
     return DiffusionModel(model_id, unet, scheduler.config)
 
 
@@ -181,14 +181,14 @@ def _load_clip(model_id: str) -> ClipModel:
     root = resolve(model_id, "clip")
     device, dtype = device_and_dtype()
     try:
-        model = CLIPModel.from_pretrained(root, use_safetensors=True)
+        model = CLIPModel.from_pretrained(root, use_safetensors=True, dtype=dtype)
         tokenizer = CLIPTokenizer.from_pretrained(root)
     except (OSError, ValueError, EnvironmentError) as err:
         raise ModelLoadError(
             f"Could not load CLIP {model_id!r} from {root}: {err}. A local copy needs the layout of "
             "CLIPModel.save_pretrained plus the tokenizer files, with the weights as .safetensors."
         ) from err
-    model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    model = model.to(device).eval().requires_grad_(False)
     return ClipModel(model_id, model, tokenizer)
 
 

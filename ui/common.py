@@ -61,10 +61,12 @@ def user_errors(fn: Callable) -> Callable:
     return wrapper
 
 
-def require_image(image, what: str = "an image"):
-    if image is None:
+def uploaded_path(image, what: str = "an image") -> str:
+    """The file behind an unprocessed gr.Image value. Events run with preprocess=False so that our own
+    reader (pipelines.images) judges every upload and a bad file gets a message, not a crash."""
+    if not image:
         raise gr.Error(f"Upload {what} first (or pick one of the examples below).", title="No image")
-    return image
+    return image["path"] if isinstance(image, dict) else image
 
 
 class StepReporter:
@@ -72,8 +74,7 @@ class StepReporter:
 
     def __init__(self, progress: gr.Progress, total: int, desc: str, snapshots: int = 0):
         self.progress, self.total, self.desc = progress, total, desc
-        every = max(1, total // snapshots) if snapshots else 0
-        self.keep = {s for s in range(total - 1, -1, -every)} if every else set()
+        self.keep = {round(i * (total - 1) / max(1, snapshots - 1)) for i in range(snapshots)}  # evenly, ends included
         self.frames: list[tuple] = []
 
     def __call__(self, step: int, t: int, x_t: torch.Tensor, x0_hat: torch.Tensor) -> None:

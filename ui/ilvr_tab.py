@@ -7,7 +7,7 @@ import gradio as gr
 from pipelines import ILVRPipeline, images, load_diffusion, make_scheduler
 from pipelines.ilvr import DOWN_FACTORS
 
-from .common import GPU_CONCURRENCY, StepReporter, display, gpu, make_generator, model_dropdown, require_image, seed_input, user_errors
+from .common import GPU_CONCURRENCY, StepReporter, display, gpu, make_generator, model_dropdown, uploaded_path, seed_input, user_errors
 
 EXPLANATION = r"""
 **ILVR** (Choi et al., ICCV 2021) steers an *unconditional* DDPM toward a reference image y without any training.
@@ -33,9 +33,9 @@ EXAMPLES = [
 @user_errors
 @gpu
 def run_ilvr(reference, model_id, down_factor, range_t, steps, samples, seed, show_process, progress=gr.Progress()):
-    require_image(reference, "a reference image")
+    path = uploaded_path(reference, "a reference image")
     model = load_diffusion(model_id)
-    reference = images.center_crop_resize(images.open_image(reference), model.unet.config.sample_size)
+    reference = images.center_crop_resize(images.open_image(path), model.unet.config.sample_size)
     pipe = ILVRPipeline(unet=model.unet, scheduler=make_scheduler(model, "ddpm"))
     reporter = StepReporter(progress, int(steps), "ILVR sampling", snapshots=6 if show_process else 0)
     out = pipe(
@@ -49,7 +49,7 @@ def run_ilvr(reference, model_id, down_factor, range_t, steps, samples, seed, sh
     )
     gallery = [(display(reference), "reference y"), (display(out.reference_low_pass[0]), f"φ_N(y), N={down_factor}")]
     gallery += [(display(image), f"sample {i + 1}") for i, image in enumerate(out.images)]
-    return gallery, gr.update(value=reporter.frames, visible=bool(show_process))
+    return gallery, reporter.frames
 
 
 def build_tab() -> None:
@@ -76,4 +76,5 @@ def build_tab() -> None:
             inputs=[reference, down_factor, range_t, steps, samples, seed, show_process],
             label="Examples (pick one, then Run)",
         )
-        run.click(run_ilvr, inputs, [gallery, process], api_name="ilvr", **GPU_CONCURRENCY)
+        show_process.change(lambda show: gr.Gallery(visible=show), show_process, process, api_visibility="private")
+        run.click(run_ilvr, inputs, [gallery, process], api_name="ilvr", preprocess=False, **GPU_CONCURRENCY)
