@@ -95,7 +95,7 @@ def status_markdown() -> str:
     model_id = models.default_model_id()
     try:
         models.load_diffusion(model_id)
-        state = f"default model **{model_id}** is ready"
+        state = f"default model **{model_id}** is ready."
     except models.ModelLoadError as err:
         state = f"⚠️ default model **{model_id}** cannot be loaded: {err}"
-    return f"Running on **{device.type.upper()}** ({str(dtype).removeprefix('torch.')}); {state}."
+    return f"Running on **{device.type.upper()}** ({str(dtype).removeprefix('torch.')}); {state}"
