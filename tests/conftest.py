@@ -72,3 +72,23 @@ def tiny_clip_components(seed: int = 0):
 def tiny_clip():
     """(CLIPModel, CLIPTokenizer), tiny and random, built offline."""
     return tiny_clip_components()
+
+
+@pytest.fixture(scope="session")
+def live_app(tmp_path_factory):
+    """The app launched locally on a tiny random model saved to a local directory: (url, model_dir)."""
+    import importlib
+
+    from diffusers import DDPMPipeline
+
+    model_dir = tmp_path_factory.mktemp("models") / "tiny-ddpm"
+    DDPMPipeline(unet=tiny_unet(), scheduler=ddpm_scheduler()).save_pretrained(model_dir)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("STEER_MODEL", str(model_dir))
+    import app
+
+    demo = importlib.reload(app).build_demo()
+    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+    yield url, str(model_dir)
+    demo.close()
+    mp.undo()

@@ -1,28 +1,13 @@
 """The app's endpoints driven with gradio_client against the app launched locally on a tiny local model."""
 
-import importlib
-
 import pytest
 from gradio_client import Client, handle_file
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory):
-    from diffusers import DDPMPipeline
-
-    from conftest import ddpm_scheduler, tiny_unet
-
-    model_dir = tmp_path_factory.mktemp("models") / "tiny-ddpm"
-    DDPMPipeline(unet=tiny_unet(), scheduler=ddpm_scheduler()).save_pretrained(model_dir)
-    mp = pytest.MonkeyPatch()
-    mp.setenv("STEER_MODEL", str(model_dir))
-    import app
-
-    demo = importlib.reload(app).build_demo()
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
-    yield Client(url, verbose=False), str(model_dir)
-    demo.close()
-    mp.undo()
+def client(live_app):
+    url, model_dir = live_app
+    return Client(url, verbose=False), model_dir
 
 
 def test_ilvr_endpoint_returns_reference_low_pass_and_samples(client):

@@ -4,7 +4,6 @@ Skipped where /usr/bin/chromium or playwright is missing; .ci/run installs both.
 docs/screenshots/, which the README shows.
 """
 
-import importlib
 import shutil
 from pathlib import Path
 
@@ -17,22 +16,8 @@ pytestmark = pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason="Debian's
 
 
 @pytest.fixture(scope="module")
-def app_url(tmp_path_factory):
-    from diffusers import DDPMPipeline
-
-    from conftest import ddpm_scheduler, tiny_unet
-
-    model_dir = tmp_path_factory.mktemp("models") / "tiny-ddpm"
-    DDPMPipeline(unet=tiny_unet(), scheduler=ddpm_scheduler()).save_pretrained(model_dir)
-    mp = pytest.MonkeyPatch()
-    mp.setenv("STEER_MODEL", str(model_dir))
-    import app
-
-    demo = importlib.reload(app).build_demo()
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
-    yield url
-    demo.close()
-    mp.undo()
+def app_url(live_app):
+    return live_app[0]
 
 
 @pytest.fixture(scope="module")

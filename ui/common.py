@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import functools
+import tempfile
+import time
+import uuid
+from pathlib import Path
 from typing import Callable
 
 import gradio as gr
@@ -84,9 +88,24 @@ class StepReporter:
             self.frames += [(display(x_t_img), f"t={t}: x_t"), (display(x0_img), f"t={t}: predicted x0")]
 
 
-def display(image):
-    """Gallery-ready image: small samples are enlarged with nearest neighbour."""
-    return images.upscale_for_display(image)
+OUTPUT_DIR = Path(tempfile.mkdtemp(prefix="steer-outputs-"))
+OUTPUT_MAX_AGE_S = 900
+
+
+def display(image) -> str:
+    """A gallery item: the image (small samples enlarged with nearest neighbour) as a PNG file of its own.
+
+    Gradio copies a returned file into its cache atomically (write, then rename), whereas it rewrites a returned
+    PIL image in place under its content hash, so a concurrent download of an identical image (twenty students
+    running the same example) could read it half-written. Files older than OUTPUT_MAX_AGE_S are removed.
+    """
+    now = time.time()
+    for old in OUTPUT_DIR.glob("*.png"):
+        if now - old.stat().st_mtime > OUTPUT_MAX_AGE_S:
+            old.unlink(missing_ok=True)
+    path = OUTPUT_DIR / f"{uuid.uuid4().hex}.png"
+    images.upscale_for_display(image).save(path)
+    return str(path)
 
 
 def status_markdown() -> str:
