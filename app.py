@@ -17,7 +17,8 @@ INTRO = """
 # Steering a pretrained diffusion model
 Four ways to control what a pretrained, *unconditional* diffusion model draws, **without retraining it**.
 Each tab is one paper; the explanation under its title gives the update rule it adds to the sampler.
-All tabs share one copy of each model.
+All tabs share one copy of each model. The same seed and settings give the same image on the same device
+(a GPU in fp16 and a CPU in fp32 differ slightly).
 """
 
 
