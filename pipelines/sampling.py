@@ -5,9 +5,11 @@ The schedulers own every schedule formula; what is here only reads `scheduler.al
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable, Optional
 
 import torch
+from diffusers import DDIMInverseScheduler
 from diffusers.utils.torch_utils import randn_tensor
 
 # callback(step, t, x_t, x0_hat): step index, timestep, current sample and predicted clean image, both (B,3,H,W) in [-1,1]
@@ -64,3 +66,21 @@ def P_t(x_t: torch.Tensor, eps: torch.Tensor, abar_t: torch.Tensor) -> torch.Ten
 def D_t(eps: torch.Tensor, abar_prev: torch.Tensor, sigma_t=0.0) -> torch.Tensor:
     """Direction pointing to x_t: D_t(eps) = sqrt(1 - abar_prev - sigma_t^2) eps."""
     return (1 - abar_prev - sigma_t**2).sqrt() * eps
+
+
+def ddim_invert(unet, scheduler_config, x0: torch.Tensor, num_inference_steps: int, callback: Callback = None) -> torch.Tensor:
+    """Deterministic DDIM inversion x_0 -> x_T (eta = 0): the DDIM sampler of the same steps run backwards, (B,C,H,W) in [-1,1] -> (B,C,H,W).
+
+    diffusers' DDIMInverseScheduler visits the forward sampler's timesteps in increasing order, so decoding
+    the result with DDIMScheduler.set_timesteps(num_inference_steps) and eta = 0 reconstructs x_0.
+    """
+    accepted = inspect.signature(DDIMInverseScheduler.__init__).parameters
+    inverse = DDIMInverseScheduler.from_config({k: v for k, v in scheduler_config.items() if k in accepted})
+    inverse.set_timesteps(num_inference_steps)
+    x = x0
+    for step, t in enumerate(inverse.timesteps):
+        out = inverse.step(eps_theta(unet, x, t), t, x)
+        x = out.prev_sample
+        if callback is not None:
+            callback(step, int(t), x, out.pred_original_sample)
+    return x

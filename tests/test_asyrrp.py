@@ -1,0 +1,198 @@
+"""Asyrrp: the identity cases against plain DDIM, linearity and additivity of h-space edits, the inversion cache,
+direction learning with a tiny CLIP, direction files, and the automatic interval."""
+
+import pytest
+import torch
+from diffusers import DDIMScheduler
+from safetensors.torch import save_file
+
+from conftest import ddpm_scheduler, tiny_unet
+from pipelines import AsyrrpPipeline
+from pipelines.clip import ClipJudge
+from pipelines.directions import DeltaBlock, load_direction, save_direction
+
+STEPS = 5  # timesteps 800, 600, 400, 200, 0
+SIZE = 16  # h-space (32, 8, 8)
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    pipe = AsyrrpPipeline(unet=tiny_unet(SIZE), scheduler=ddpm_scheduler())
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def image(seed: int = 0) -> torch.Tensor:
+    return torch.rand(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(seed))
+
+
+def direction(pipe, seed: int = 0) -> torch.Tensor:
+    return torch.randn(pipe.h_shape, generator=torch.Generator().manual_seed(seed))
+
+
+def edit(pipe, img, d, scale=1.0, seed=0, **kwargs):
+    kwargs = {"t_edit": 400, "t_boost": 200, "num_inference_steps": STEPS, "output_type": "pt", **kwargs}
+    return pipe(img, d, scale=scale, generator=torch.Generator().manual_seed(seed), **kwargs).images
+
+
+@torch.no_grad()
+def plain_ddim(pipe, x_T, t_boost, seed):
+    """diffusers' DDIM loop from x_T: eta = 0, then eta = 1 below t_boost, noise from the same generator."""
+    ddim = DDIMScheduler.from_config(pipe.scheduler.config)
+    ddim.set_timesteps(STEPS)
+    generator, x = torch.Generator().manual_seed(seed), x_T
+    for t in ddim.timesteps:
+        eta = 1.0 if t < t_boost else 0.0
+        x = ddim.step(pipe.unet(x, t).sample, t, x, eta=eta, generator=generator).prev_sample
+    return (x / 2 + 0.5).clamp(0, 1)
+
+
+@pytest.mark.parametrize("t_boost", [0, 500])
+def test_no_zero_or_unscaled_direction_is_plain_ddim_bit_for_bit(pipe, t_boost):
+    img = image()
+    expected = plain_ddim(pipe, pipe.invert(img, STEPS), t_boost, seed=3)
+    d = direction(pipe)
+    for d_, scale in ((None, 1.0), (torch.zeros(pipe.h_shape), 1.0), (d, 0.0), ([d, -d * 0], 0.0)):
+        got = edit(pipe, img, d_, scale, seed=3, t_edit=600, t_boost=t_boost)
+        assert torch.equal(got, expected)
+
+
+def test_edit_grows_with_scale_and_reverses_with_its_sign(pipe):
+    img, d = image(1), direction(pipe, 1)
+    # small scales (h has std ~0.7 here), where the paper's linearity holds; large ones saturate the clipped P_t
+    strip = edit(pipe, img, d, scale=[0.0, 0.01, 0.02, 0.04, -0.02], t_boost=0)
+    change = [(x - strip[0]).abs().mean().item() for x in strip]
+    assert change[0] == 0 and 0 < change[1] < change[2] < change[3]
+    assert 1.5 < change[3] / change[2] < 2.5  # roughly linear: twice the scale, about twice the change
+    # -delta_h moves the image the other way: nearly opposite to +delta_h (exactly so only to first order)
+    plus, minus = strip[2] - strip[0], strip[4] - strip[0]
+    assert torch.nn.functional.cosine_similarity(plus.flatten(), minus.flatten(), dim=0) < -0.5
+
+
+def test_directions_add(pipe):
+    img, d1, d2 = image(2), direction(pipe, 2), direction(pipe, 3)
+    together = edit(pipe, img, [d1, d2])
+    assert torch.equal(together, edit(pipe, img, d1 + d2))
+    assert (together - edit(pipe, img, d1)).abs().mean() > 1e-3  # the second direction is not ignored
+
+
+def test_inversion_is_cached_so_a_new_scale_does_not_invert_again(pipe):
+    calls = []
+    handle = pipe.unet.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        img = image(4)
+        edit(pipe, img, direction(pipe), 1.0)
+        first = len(calls)
+        edit(pipe, img, direction(pipe), 2.0)
+        second = len(calls) - first
+    finally:
+        handle.remove()
+    assert first == STEPS + STEPS  # inversion + sampling (the edited and original eps share one call per step)
+    assert second == STEPS
+    assert pipe.invert(img, STEPS) is pipe.invert(img, STEPS)
+    assert not torch.equal(pipe.invert(img, STEPS), pipe.invert(img, STEPS + 1))  # steps are part of the key
+
+
+def test_inversion_is_the_exact_inverse_of_ddim_for_a_model_with_consistent_eps():
+    # eps_theta = 0 everywhere (a zeroed output layer) makes DDIM a pure rescaling, so inversion followed by
+    # decoding must give x_0 back up to float round-off; a timestep misalignment between the two would not
+    unet = tiny_unet(SIZE)
+    torch.nn.init.zeros_(unet.conv_out.weight)
+    torch.nn.init.zeros_(unet.conv_out.bias)
+    pipe = AsyrrpPipeline(unet=unet, scheduler=ddpm_scheduler())
+    pipe.set_progress_bar_config(disable=True)
+    img = image(5)
+    x_T = pipe.invert(img, STEPS)
+    first = pipe.ddim(STEPS).timesteps[0]
+    assert torch.allclose(x_T, pipe.scheduler.alphas_cumprod[first].sqrt() * (img * 2 - 1), atol=1e-5)
+    assert (edit(pipe, img, None, t_boost=0) - img).abs().max() < 1e-5
+
+
+def test_learned_direction_lowers_the_directional_loss_it_was_trained_on(pipe, tiny_clip):
+    judge = ClipJudge(*tiny_clip)
+    img, src, trg = image(6), "a photo", "a red photo"
+    loss = lambda d: pipe.directional_loss(img, judge, src, trg, d, t_edit=400, num_inference_steps=STEPS)  # noqa: E731
+    # no edit: the image delta is 0, its cosine with the text delta 0, the loss exactly 1
+    assert loss(None) == 1.0
+    learned = {}
+    for kind in ("global", "implicit"):
+        learned[kind] = pipe.learn_direction(img, judge, src, trg, kind=kind, t_edit=400, num_inference_steps=STEPS, iterations=2)
+        assert loss(learned[kind]) < 1.0, kind  # the edit now moves CLIP's image embedding toward the target text
+    assert loss(-learned["global"]) > 1.0  # and the opposite direction moves it away
+
+
+def test_learning_stops_when_asked(pipe, tiny_clip):
+    seen = []
+    pipe.learn_direction(image(8), ClipJudge(*tiny_clip), "a", "b", kind="global", t_edit=800, num_inference_steps=STEPS,
+                         iterations=5, progress=lambda i, n, loss: seen.append(i), should_stop=lambda: len(seen) >= 2)
+    assert seen == [1, 2]
+
+
+def test_direction_files_round_trip(pipe, tmp_path):
+    d = direction(pipe)
+    save_direction(tmp_path / "d.safetensors", d, model_id="m", t_edit=400, num_inference_steps=STEPS, source="a", target="b")
+    loaded, meta = load_direction(tmp_path / "d.safetensors", shape=pipe.h_shape, model_id="m")
+    assert torch.equal(loaded, d)
+    assert (meta["source"], meta["target"], meta["t_edit"], meta["num_inference_steps"], meta["kind"]) == ("a", "b", "400", str(STEPS), "global")
+
+    f_t = DeltaBlock(pipe.h_shape[0])
+    torch.nn.init.normal_(f_t.conv2.weight, std=0.1)  # not the zero function, so the comparison means something
+    save_direction(tmp_path / "f.safetensors", f_t, model_id="m", t_edit=400, num_inference_steps=STEPS)
+    loaded, meta = load_direction(tmp_path / "f.safetensors", shape=pipe.h_shape, model_id="m")
+    h = torch.randn(2, *pipe.h_shape)
+    assert meta["kind"] == "implicit"
+    assert torch.equal(loaded(h, 500), f_t(h, 500))
+
+
+def test_bad_direction_files_are_refused(pipe, tmp_path):
+    torch.save({"delta_h": direction(pipe)}, tmp_path / "pickled.pt")
+    with pytest.raises(ValueError, match="pickled"):
+        load_direction(tmp_path / "pickled.pt", shape=pipe.h_shape)
+    save_direction(tmp_path / "other.safetensors", torch.zeros(8, 4, 4), model_id="m", t_edit=400, num_inference_steps=5)
+    with pytest.raises(ValueError, match="shape"):
+        load_direction(tmp_path / "other.safetensors", shape=pipe.h_shape)
+    save_direction(tmp_path / "d.safetensors", direction(pipe), model_id="google/ddpm-cat-256", t_edit=400, num_inference_steps=5)
+    with pytest.raises(ValueError, match="ddpm-cat-256"):
+        load_direction(tmp_path / "d.safetensors", shape=pipe.h_shape, model_id="google/ddpm-church-256")
+    save_file({"x": torch.zeros(1)}, str(tmp_path / "weights.safetensors"))
+    with pytest.raises(ValueError, match="not an Asyrrp direction"):
+        load_direction(tmp_path / "weights.safetensors", shape=pipe.h_shape)
+
+
+def test_bad_arguments_are_refused(pipe):
+    with pytest.raises(ValueError, match="t_boost <= t_edit"):
+        edit(pipe, image(), None, t_edit=200, t_boost=400)
+    with pytest.raises(ValueError, match="shape"):
+        edit(pipe, image(), torch.zeros(3, 8, 8))
+    with pytest.raises(ValueError, match="kind"):
+        pipe.learn_direction(image(), None, "a", "b", kind="pca")
+
+
+def test_unsupervised_directions_are_orthogonal_principal_axes_that_edit(pipe):
+    dirs = pipe.unsupervised_directions(k=3, num_samples=8, generator=torch.Generator().manual_seed(0))
+    assert dirs.shape == (3, *pipe.h_shape)
+    flat = dirs.flatten(1)
+    gram = flat @ flat.T
+    # orthogonal up to float32 round-off in the SVD; sorted by variance explained
+    assert (gram - torch.diag(gram.diag())).abs().max() < 1e-3 * gram.diag().max()
+    assert gram[0, 0] >= gram[1, 1] >= gram[2, 2] > 0
+    assert (edit(pipe, image(), dirs[0]) - edit(pipe, image(), None)).abs().mean() > 1e-3
+
+
+def test_automatic_interval_follows_the_lpips_thresholds(pipe):
+    T = pipe.scheduler.config.num_train_timesteps
+    never = lambda x, y: torch.zeros(x.shape[0])  # noqa: E731
+    always = lambda x, y: torch.full((x.shape[0],), 2.0)  # noqa: E731
+    assert pipe.choose_interval(image(), never, STEPS) == (T, T)  # thresholds never reached: no edit, no boost
+    assert pipe.choose_interval(image(), always, STEPS) == (0, 0)  # reached at once: the smallest timestep
+    # a distance that grows with the noise level: x_t drifts from x_0 faster than P_t does, so t_boost <= t_edit
+    l1 = lambda x, y: (x - y).abs().mean(dim=(1, 2, 3))  # noqa: E731
+    t_edit, t_boost = pipe.choose_interval(image(), l1, STEPS, generator=torch.Generator().manual_seed(0))
+    assert 0 <= t_boost <= t_edit <= T
+
+
+def test_callback_sees_every_step(pipe):
+    seen = []
+    edit(pipe, image(), direction(pipe), callback=lambda step, t, x_t, x0: seen.append((step, t, x_t.shape)))
+    assert [s[0] for s in seen] == list(range(STEPS))
+    assert [s[1] for s in seen] == [800, 600, 400, 200, 0]
