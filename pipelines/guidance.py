@@ -1,0 +1,227 @@
+"""Classifier guidance (Dhariwal & Nichol, NeurIPS 2021, Algorithms 1 and 2) for an unconditional diffusion model.
+
+With g = grad_{x_t} log p_phi(y | x_t, t) and scale s:
+    DDPM (Alg. 1):  x_{t-1} ~ N(mu + s Sigma g, Sigma)
+    DDIM (Alg. 2):  eps_hat = eps_theta(x_t) - sqrt(1 - abar_t) s g, then the DDIM step with eps_hat
+
+A classifier is any callable classifier(x_t, t, x0_hat) -> logits (B,K): x_t (B,3,H,W) in [-1,1] at timestep
+t (B,) long, and x0_hat = P_t(eps_theta(x_t)) (B,3,H,W), unclipped. A noise-aware classifier (a torch.nn.Module
+trained on noisy images) reads x_t and t and may ignore x0_hat; a clean-image classifier such as CLIP zero-shot
+reads x0_hat. `gradient` chooses how x0_hat depends on x_t: "exact" differentiates through the U-Net,
+"fixed_eps" holds eps fixed (d x0_hat / d x_t = 1/sqrt(abar_t)), which skips the U-Net backward.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import PIL.Image
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler, DiffusionPipeline
+from diffusers.utils import BaseOutput
+
+from .clip import ClipJudge
+from .clip_guidance import grad_exact, grad_fixed_eps, guided_eps
+from .images import postprocess
+from .sampling import Callback, abar, check_batch_size, check_num_inference_steps, eps_theta, initial_noise
+
+SAMPLERS = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler}
+GRADIENTS = ("exact", "fixed_eps")
+
+
+class ClipZeroShotClassifier:
+    """p(y=k | x0_hat) = softmax_k(logit_scale cos(CLIP(x0_hat), CLIP(prompt_k))) over K >= 2 label prompts.
+
+    The text embeddings are computed once, here; each call embeds the predicted clean image with
+    differentiable CLIP preprocessing. CLIP has no notion of noise, so x_t and t are ignored.
+    """
+
+    def __init__(self, judge: ClipJudge, prompts: list[str]):
+        prompts = [p.strip() for p in prompts if p and p.strip()]
+        if len(prompts) < 2:
+            raise ValueError(
+                f"give at least two non-empty label prompts (e.g. 'a photo of a smiling person', "
+                f"'a photo of a person with glasses'); got {len(prompts)}"
+            )
+        self.judge = judge
+        self.prompts = prompts
+        self.num_classes = len(prompts)
+        self.text_emb = judge.text_embeds(prompts)  # (K,D)
+
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor, x0_hat: torch.Tensor) -> torch.Tensor:
+        """(B,3,H,W) in [-1,1] -> logits (B,K)."""
+        return self.judge.logits(x0_hat, self.text_emb)
+
+
+def log_p_y(classifier, t: torch.Tensor, y: torch.Tensor):
+    """The score f(x_t, x0_hat) = log p_phi(y | x_t, t) = log_softmax(classifier(x_t, t, x0_hat))[y]: (B,)."""
+
+    def f(x_t: torch.Tensor, x0_hat: torch.Tensor) -> torch.Tensor:
+        logits = classifier(x_t, t, x0_hat).float()  # (B,K)
+        check_labels(y, logits.shape[-1])
+        return logits.log_softmax(dim=-1).gather(1, y.view(-1, 1)).squeeze(1)
+
+    return f
+
+
+def Sigma_t(scheduler: DDPMScheduler, t) -> torch.Tensor:
+    """Sigma of the DDPM step x_{t-1} ~ N(mu, Sigma): the variance DDPMScheduler.step samples with (a scalar)."""
+    variance_type = scheduler.config.variance_type
+    if variance_type not in ("fixed_small", "fixed_large"):
+        raise ValueError(
+            f"the DDPM sampler supports variance_type 'fixed_small' or 'fixed_large' (the hub DDPMs); "
+            f"this scheduler has {variance_type!r}; use sampler='ddim'"
+        )
+    return scheduler._get_variance(int(t))
+
+
+def declared_num_classes(classifier) -> int | None:
+    """K when the classifier declares it (an attribute, or a diffusers/transformers config entry), else None."""
+    config = getattr(classifier, "config", None)
+    return getattr(config, "num_classes", None) or getattr(classifier, "__dict__", {}).get("num_classes")
+
+
+def check_labels(y: torch.Tensor, num_classes: int) -> None:
+    if int(y.min()) < 0 or int(y.max()) >= num_classes:
+        raise ValueError(
+            f"class_labels must lie in 0..{num_classes - 1} (the classifier has {num_classes} classes); "
+            f"got {y.tolist()}"
+        )
+
+
+def check_guidance_args(class_labels, guidance_scale, sampler, gradient, eta) -> list[int]:
+    if isinstance(class_labels, int):
+        class_labels = [class_labels]
+    if isinstance(class_labels, torch.Tensor):
+        class_labels = class_labels.reshape(-1).tolist()
+    if not isinstance(class_labels, (list, tuple)) or not class_labels:
+        raise ValueError("class_labels must be a class index or a non-empty list of them, one per sample")
+    if not all(isinstance(y, int) and not isinstance(y, bool) for y in class_labels):
+        raise ValueError(f"class_labels must be integers (class indices); got {class_labels!r}")
+    check_batch_size(len(class_labels))
+    if not isinstance(guidance_scale, (int, float)) or not math.isfinite(guidance_scale) or guidance_scale < 0:
+        raise ValueError(f"guidance_scale must be a finite number >= 0 (0 = no guidance); got {guidance_scale!r}")
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler {sampler!r} is not supported; use 'ddim' or 'ddpm'")
+    if gradient not in GRADIENTS:
+        raise ValueError(f"gradient {gradient!r} is not supported; use 'exact' (through the U-Net) or 'fixed_eps' (cheap)")
+    if not isinstance(eta, (int, float)) or not 0 <= eta <= 1:
+        raise ValueError(f"eta must be a number from 0 (deterministic DDIM) to 1 (DDPM-like); got {eta!r}")
+    return list(class_labels)
+
+
+def check_finite(x: torch.Tensor, what: str, step: int, t, scale: float) -> None:
+    if not torch.isfinite(x).all():
+        raise ValueError(
+            f"the {what} became NaN or infinite at step {step} (t={int(t)}) with guidance_scale={scale:g}; "
+            f"try a smaller guidance_scale"
+        )
+
+
+@dataclass
+class ClassifierGuidancePipelineOutput(BaseOutput):
+    """images: the samples; probabilities: (B,K) float32, the classifier's p(k | x_0) of each final sample."""
+
+    images: list[PIL.Image.Image] | torch.Tensor
+    probabilities: torch.Tensor
+
+
+class ClassifierGuidancePipeline(DiffusionPipeline):
+    """Sampling from an unconditional DDPM (unet + scheduler) steered toward a class by a classifier's gradient."""
+
+    def __init__(self, unet, scheduler, classifier=None):
+        super().__init__()
+        self.register_modules(unet=unet, scheduler=scheduler, classifier=classifier)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        class_labels,
+        guidance_scale: float = 1.0,
+        sampler: str = "ddim",
+        num_inference_steps: int = 50,
+        eta: float = 0.0,
+        gradient: str = "exact",
+        generator: torch.Generator | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        callback: Callback = None,
+    ):
+        """Sample one image per entry of `class_labels`, guided toward that class.
+
+        class_labels: an int or a list of ints, one target class per sample (batch size = its length).
+        guidance_scale: s >= 0; 0 is the plain sampler (DDPMPipeline / DDIMPipeline bit for bit).
+        sampler: "ddim" (Algorithm 2, noise level eta, 0 = deterministic) or "ddpm" (Algorithm 1; eta unused).
+        gradient: "exact" (through the U-Net) or "fixed_eps" (eps held fixed, no U-Net backward).
+        callback(step, t, x_t, x0_hat) is called after every step.
+        """
+        labels = check_guidance_args(class_labels, guidance_scale, sampler, gradient, eta)
+        check_num_inference_steps(num_inference_steps, self.scheduler)
+        if self.classifier is None:
+            raise ValueError("this pipeline has no classifier; pass classifier=... when building it")
+        num_classes = declared_num_classes(self.classifier)
+        if num_classes is not None:  # otherwise checked against the classifier's first logits
+            check_labels(torch.tensor(labels), num_classes)
+        device = self._execution_device
+        batch_size = len(labels)
+        y = torch.tensor(labels, device=device)  # (B,)
+
+        # 1. a fresh scheduler of the sampler's kind from the model's schedule, as DDPMPipeline/DDIMPipeline build it
+        scheduler = SAMPLERS[sampler].from_config(self.scheduler.config)
+        scheduler.set_timesteps(num_inference_steps)
+        # With clip_sample, Algorithm 2 needs eps re-derived from the clipped x0 (see ALGORITHMS.md); at s = 0 this
+        # is DDIMPipeline(use_clipped_model_output=True), which differs from DDIMPipeline's default whenever the
+        # clip is active. One clipping convention for every scale, so the guided and plain runs stay comparable.
+        use_clipped_model_output = bool(scheduler.config.get("clip_sample", False))
+
+        # 2. x_T ~ N(0, I), drawn as DDPMPipeline/DDIMPipeline draw it
+        x = initial_noise(self.unet, batch_size, generator, device)
+
+        for step, t in enumerate(self.progress_bar(scheduler.timesteps)):
+            abar_t = abar(scheduler, t)
+            t_batch = torch.full((batch_size,), int(t), device=device, dtype=torch.long)  # (B,)
+            # 3. eps_theta(x_t) and, when guiding, g = grad_{x_t} log p_phi(y | x_t, t)
+            if guidance_scale == 0:
+                eps, g = eps_theta(self.unet, x, t), None
+            else:
+                eps, g = self.grad_log_p(x, t, t_batch, y, abar_t, gradient)
+                check_finite(g, "classifier gradient", step, t, guidance_scale)
+            # 4. the guided step
+            if sampler == "ddim":
+                if g is not None:
+                    eps = guided_eps(eps, g, abar_t, guidance_scale)
+                out = scheduler.step(
+                    eps, t, x, eta=eta, use_clipped_model_output=use_clipped_model_output, generator=generator
+                )
+                x = out.prev_sample
+            else:
+                out = scheduler.step(eps, t, x, generator=generator)
+                x = out.prev_sample
+                if g is not None:
+                    x = x + (guidance_scale * Sigma_t(scheduler, t) * g).to(x.dtype)
+            if g is not None:
+                check_finite(x, "sample", step, t, guidance_scale)
+            if callback is not None:
+                callback(step, int(t), x, out.pred_original_sample)
+
+        # 5. the classifier's verdict on the final samples, at t = 0 where x_0 is its own clean image
+        zero = torch.zeros(batch_size, device=device, dtype=torch.long)
+        logits = self.classifier(x, zero, x).float()
+        check_labels(y, logits.shape[-1])
+        probabilities = logits.softmax(dim=-1).cpu()
+
+        images = postprocess(x, output_type)
+        if not return_dict:
+            return images, probabilities
+        return ClassifierGuidancePipelineOutput(images=images, probabilities=probabilities)
+
+    def grad_log_p(self, x, t, t_batch, y, abar_t, gradient: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(eps_theta(x_t), g) with g = grad_{x_t} log p_phi(y | x_t, t), both (B,3,H,W) in the model's dtype."""
+        f = log_p_y(self.classifier, t_batch, y)
+        if gradient == "exact":
+            g, eps = grad_exact(f, x, lambda x_: eps_theta(self.unet, x_, t), abar_t)
+        else:
+            eps = eps_theta(self.unet, x, t)
+            g = grad_fixed_eps(f, x, eps, abar_t)
+        return eps, g

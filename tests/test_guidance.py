@@ -1,0 +1,167 @@
+import pytest
+import torch
+from diffusers import DDIMPipeline, DDPMPipeline, DDPMScheduler
+
+from conftest import ddpm_scheduler, tiny_unet
+from pipelines.clip import ClipJudge
+from pipelines.guidance import ClassifierGuidancePipeline, ClipZeroShotClassifier
+
+STEPS = 4
+
+
+@pytest.fixture(scope="module")
+def small_unet():
+    return tiny_unet(sample_size=16)
+
+
+class RedVsBlue(torch.nn.Module):
+    """A clean-image toy classifier on x0_hat: class 0 = 'more red than blue', class 1 = the opposite."""
+
+    def forward(self, x_t, t, x0_hat):
+        red_minus_blue = (x0_hat[:, 0] - x0_hat[:, 2]).mean(dim=(1, 2))  # (B,)
+        return 4 * torch.stack([red_minus_blue, -red_minus_blue], dim=1)  # (B,2)
+
+
+class NoiseAware(torch.nn.Module):
+    """A noise-aware classifier shaped like a trained one: reads x_t and a timestep embedding, ignores x0_hat."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(1)
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.t_emb = torch.nn.Embedding(1000, 4)
+        self.head = torch.nn.Linear(4, 3)
+        self.seen_t = []
+
+    def forward(self, x_t, t, x0_hat=None):
+        self.seen_t.append(t.clone())
+        h = self.conv(x_t).mean(dim=(2, 3)) + self.t_emb(t)  # (B,4)
+        return self.head(torch.tanh(h))  # (B,3)
+
+
+def run(pipe, labels, scale, sampler="ddim", seed=0, **kwargs):
+    generator = torch.Generator().manual_seed(seed)
+    return pipe(labels, guidance_scale=scale, sampler=sampler, num_inference_steps=STEPS, generator=generator,
+                output_type="pt", **kwargs)
+
+
+def test_scale_zero_is_ddpm_pipeline(small_unet, scheduler):
+    pipe = ClassifierGuidancePipeline(small_unet, scheduler, RedVsBlue())
+    ours = run(pipe, [0, 1, 0], 0.0, sampler="ddpm").images
+    plain = DDPMPipeline(small_unet, scheduler)(
+        batch_size=3, num_inference_steps=STEPS, generator=torch.Generator().manual_seed(0), output_type="pt"
+    ).images
+    assert torch.equal(ours, plain)
+
+
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+def test_scale_zero_is_ddim_pipeline(small_unet, eta):
+    """With clip_sample the guided DDIM step re-derives eps from the clipped x0 at every scale, so at s = 0 it is
+    DDIMPipeline(use_clipped_model_output=True); without clip_sample it is DDIMPipeline's default."""
+    for clip_sample in (True, False):
+        scheduler = DDPMScheduler(beta_schedule="linear", clip_sample=clip_sample, variance_type="fixed_small")
+        pipe = ClassifierGuidancePipeline(small_unet, scheduler, RedVsBlue())
+        ours = run(pipe, [0, 1, 0], 0.0, sampler="ddim", eta=eta).images
+        plain = DDIMPipeline(small_unet, scheduler)(
+            batch_size=3, num_inference_steps=STEPS, eta=eta, generator=torch.Generator().manual_seed(0),
+            use_clipped_model_output=clip_sample, output_type="pt",
+        ).images
+        assert torch.equal(ours, plain)
+    # the random UNet's x0 predictions leave [-1,1], so the clipping convention is visible: the default differs
+    default = DDIMPipeline(small_unet, ddpm_scheduler())(
+        batch_size=3, num_inference_steps=STEPS, eta=eta, generator=torch.Generator().manual_seed(0), output_type="pt"
+    ).images
+    clipped = run(ClassifierGuidancePipeline(small_unet, ddpm_scheduler(), RedVsBlue()), [0, 1, 0], 0.0, eta=eta)
+    assert not torch.equal(clipped.images, default)
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
+def test_guidance_moves_log_p_toward_the_target(small_unet, scheduler, sampler):
+    pipe = ClassifierGuidancePipeline(small_unet, scheduler, RedVsBlue())
+    log_p0 = {}  # mean log p(0 | x_0) over the same four seeds
+    for name, labels, scale in [("plain", [0] * 4, 0.0), ("to 0", [0] * 4, 30.0), ("to 1", [1] * 4, 30.0)]:
+        log_p0[name] = run(pipe, labels, scale, sampler=sampler).probabilities[:, 0].log().mean()
+    assert log_p0["to 0"] > log_p0["plain"] > log_p0["to 1"]
+
+
+def test_noise_aware_module_plugs_in(small_unet, scheduler):
+    """A module that reads (x_t, t) only: it gets t as a (B,) long tensor of the sampler's timesteps, and since it
+    ignores x0_hat the exact and the fixed-eps gradients are the same gradient."""
+    classifier = NoiseAware()
+    pipe = ClassifierGuidancePipeline(small_unet, scheduler, classifier)
+    exact = run(pipe, [0, 2], 5.0, gradient="exact")
+    scheduler.set_timesteps(STEPS)
+    seen = torch.stack(classifier.seen_t[:STEPS])  # (STEPS,B); the last call judges the final samples at t = 0
+    assert seen.dtype == torch.long and torch.equal(seen, scheduler.timesteps.view(-1, 1).expand(-1, 2))
+    assert torch.equal(classifier.seen_t[-1], torch.zeros(2, dtype=torch.long))
+    cheap = run(pipe, [0, 2], 5.0, gradient="fixed_eps")
+    # same math, but the exact mode runs the U-Net under autograd: allow float reordering noise
+    torch.testing.assert_close(exact.images, cheap.images, atol=1e-5, rtol=0)
+    assert exact.probabilities.shape == (2, 3)
+
+
+def test_clip_zero_shot_classifier_end_to_end(small_unet, scheduler, tiny_clip):
+    model, tokenizer = tiny_clip
+    judge = ClipJudge(model, tokenizer)
+    classifier = ClipZeroShotClassifier(judge, ["a photo of a smiling person", "a photo of a person with glasses"])
+    calls = []
+    judge.tokenizer = lambda *a, **k: calls.append(a) or tokenizer(*a, **k)
+    pipe = ClassifierGuidancePipeline(small_unet, scheduler, classifier)
+    results = {mode: run(pipe, [0, 1], 200.0, gradient=mode) for mode in ("exact", "fixed_eps")}
+    assert calls == []  # the text embeddings were computed once, before sampling
+    plain = run(pipe, [0, 1], 0.0)
+    target = torch.tensor([[0], [1]])
+    for result in results.values():
+        assert result.probabilities.shape == (2, 2)
+        torch.testing.assert_close(result.probabilities.sum(dim=1), torch.ones(2))  # a distribution per sample
+        assert result.probabilities.gather(1, target).log().mean() > plain.probabilities.gather(1, target).log().mean()
+    # the two gradients differ (the exact one also flows through the U-Net), so the samples differ
+    assert not torch.allclose(results["exact"].images, results["fixed_eps"].images)
+
+
+def test_non_finite_guidance_is_an_error(small_unet, scheduler):
+    pipe = ClassifierGuidancePipeline(small_unet, scheduler, RedVsBlue())
+    with pytest.raises(ValueError, match="smaller guidance_scale"):
+        run(pipe, [0], 1e39, sampler="ddpm")
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(class_labels=[]), "non-empty"),
+        (dict(class_labels=[0, 2]), r"0\.\.1"),
+        (dict(class_labels=[-1]), r"0\.\.1"),
+        (dict(guidance_scale=-1.0), ">= 0"),
+        (dict(guidance_scale=float("nan")), ">= 0"),
+        (dict(num_inference_steps=0), "from 1 to 1000"),
+        (dict(num_inference_steps=-3), "from 1 to 1000"),
+        (dict(sampler="euler"), "'ddim' or 'ddpm'"),
+        (dict(gradient="finite_differences"), "'exact'"),
+        (dict(eta=1.5), "from 0"),
+    ],
+)
+def test_bad_arguments(small_unet, scheduler, tiny_clip, kwargs, message):
+    classifier = ClipZeroShotClassifier(ClipJudge(*tiny_clip), ["a cat", "a dog"])
+    pipe = ClassifierGuidancePipeline(small_unet, scheduler, classifier)
+    args = dict(class_labels=[0], guidance_scale=1.0, num_inference_steps=2) | kwargs
+    with pytest.raises(ValueError, match=message):
+        pipe(**args)
+
+
+@pytest.mark.parametrize("prompts", [[], ["a cat"], ["a cat", "  "]])
+def test_too_few_label_prompts(tiny_clip, prompts):
+    with pytest.raises(ValueError, match="at least two"):
+        ClipZeroShotClassifier(ClipJudge(*tiny_clip), prompts)
+
+
+def test_missing_classifier_undeclared_classes_and_callback(small_unet, scheduler):
+    with pytest.raises(ValueError, match="no classifier"):
+        ClassifierGuidancePipeline(small_unet, scheduler)([0], num_inference_steps=2)
+    with pytest.raises(ValueError, match=r"0\.\.1 \(the classifier has 2 classes\)"):  # K read from its logits
+        run(ClassifierGuidancePipeline(small_unet, scheduler, RedVsBlue()), [0, 2], 1.0)
+    seen = []
+    pipe = ClassifierGuidancePipeline(small_unet, scheduler, RedVsBlue())
+    run(pipe, [0], 1.0, callback=lambda step, t, x_t, x0_hat: seen.append((step, t, x_t.shape, x0_hat.shape)))
+    scheduler.set_timesteps(STEPS)
+    assert [(s, t) for s, t, _, _ in seen] == list(enumerate(scheduler.timesteps.tolist()))
+    assert all(a == b == (1, 3, 16, 16) for _, _, a, b in seen)
