@@ -22,7 +22,8 @@ from pathlib import Path
 
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
-from diffusers.configuration_utils import FrozenDict
+from diffusers.configuration_utils import ConfigMixin, FrozenDict, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
 
 
 @dataclass(frozen=True)
@@ -195,3 +196,60 @@ def _load_clip(model_id: str) -> ClipModel:
 def load_clip(model_id: str | None = None) -> ClipModel:
     """The cached CLIP model and tokenizer (default: STEER_CLIP_MODEL or openai/clip-vit-base-patch32)."""
     return _cached("clip", model_id or default_clip_id(), _load_clip)
+
+
+class NoiseAwareClassifier(ModelMixin, ConfigMixin):
+    """p_phi(y | x_t, t): the U-Net's encoder half (time-conditioned ResNet blocks, downsampling) pooled to K logits.
+
+    forward(x_t, t, x0_hat=None) -> logits (B, K); x_t (B,C,H,W) in [-1,1] at noise level t. Being trained on
+    noisy x_t it needs no x0_hat, which it accepts and ignores so that it is a guidance classifier as it stands.
+    """
+
+    @register_to_config
+    def __init__(self, sample_size: int = 16, in_channels: int = 3, num_classes: int = 3,
+                 block_out_channels: tuple[int, ...] = (32, 64, 64), norm_num_groups: int = 16):
+        super().__init__()
+        from diffusers.models.embeddings import TimestepEmbedding, Timesteps
+        from diffusers.models.resnet import Downsample2D, ResnetBlock2D
+
+        temb_channels = 4 * block_out_channels[0]
+        self.time_proj = Timesteps(block_out_channels[0], flip_sin_to_cos=True, downscale_freq_shift=0)
+        self.time_embedding = TimestepEmbedding(block_out_channels[0], temb_channels)
+        self.conv_in = torch.nn.Conv2d(in_channels, block_out_channels[0], 3, padding=1)
+        channels = [block_out_channels[0], *block_out_channels]
+        self.resnets = torch.nn.ModuleList(
+            ResnetBlock2D(in_channels=c_in, out_channels=c_out, temb_channels=temb_channels, groups=norm_num_groups)
+            for c_in, c_out in zip(channels[:-1], channels[1:])
+        )
+        self.downsamplers = torch.nn.ModuleList(
+            Downsample2D(c, use_conv=True, name="op") if i < len(block_out_channels) - 1 else torch.nn.Identity()
+            for i, c in enumerate(block_out_channels)
+        )
+        self.norm_out = torch.nn.GroupNorm(norm_num_groups, block_out_channels[-1])
+        self.head = torch.nn.Linear(block_out_channels[-1], num_classes)
+
+    def forward(self, x_t: torch.Tensor, t, x0_hat: torch.Tensor | None = None) -> torch.Tensor:
+        t = torch.as_tensor(t, device=x_t.device).expand(x_t.shape[0])
+        temb = self.time_embedding(self.time_proj(t).to(x_t.dtype))  # (B, 4*C0)
+        h = self.conv_in(x_t)
+        for resnet, down in zip(self.resnets, self.downsamplers):
+            h = down(resnet(h, temb))
+        h = torch.nn.functional.silu(self.norm_out(h)).mean(dim=(2, 3))  # (B, C_last)
+        return self.head(h)
+
+
+def _load_classifier(path: str) -> NoiseAwareClassifier:
+    device, dtype = device_and_dtype()
+    try:
+        classifier = NoiseAwareClassifier.from_pretrained(path, use_safetensors=True, torch_dtype=dtype)
+    except (OSError, ValueError, EnvironmentError) as err:
+        raise ModelLoadError(
+            f"Could not load the noise-aware classifier from {path}: {err}. It needs the layout of "
+            "NoiseAwareClassifier.save_pretrained (config.json and a .safetensors file)."
+        ) from err
+    return classifier.to(device).eval().requires_grad_(False)
+
+
+def load_classifier(path: str) -> NoiseAwareClassifier:
+    """The cached noise-aware classifier p_phi(y | x_t, t) saved in the directory `path`."""
+    return _cached("classifier", str(path), _load_classifier)

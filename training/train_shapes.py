@@ -1,0 +1,211 @@
+"""Train the bundled shapes model: a class-conditional UNet2DModel and a noise-aware classifier p_phi(y | x_t, t).
+
+    python -m training.train_shapes                  # trains, or resumes from runs/shapes-16/checkpoint.pt
+    python -m training.train_shapes --export-only --out runs/shapes-16/now   # exports the checkpoint as it stands
+
+Step counts may change between runs (--unet-steps, --classifier-steps): the learning rate is constant after
+warm-up, so a run extended or cut short is the same run up to that step.
+
+Data: training.shapes, a fresh seeded batch every step (batch i is make_batch(B, size, seed * 1_000_003 + i)), so a
+resumed run sees exactly the batches an uninterrupted one would. The U-Net learns eps prediction,
+||eps - eps_theta(sqrt(abar_t) x_0 + sqrt(1-abar_t) eps, t, y)||^2 with t uniform over the 1000 training steps
+of the hub models' schedule; y is replaced by the null class (num_class_embeds - 1) with probability p_uncond,
+as classifier-free training does, so the same model also samples unconditionally. Its EMA weights are shipped.
+The classifier then learns cross-entropy on x_t of the same schedule. Everything is written to runs/<name>/:
+checkpoint.pt (every checkpoint_every steps), loss.csv (phase, step, loss, seconds), and finally the weights
+in assets/<name>/ as DDPMPipeline.save_pretrained does (unet/, scheduler/) plus classifier/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+from diffusers.training_utils import EMAModel
+from tqdm.auto import tqdm
+
+from pipelines.models import NoiseAwareClassifier
+from training.shapes import CLASSES, make_batch
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Config:
+    name: str = "shapes-16"
+    image_size: int = 16
+    seed: int = 0
+    batch_size: int = 64
+    unet_steps: int = 3000
+    classifier_steps: int = 2000
+    lr: float = 1e-3
+    warmup: int = 200
+    p_uncond: float = 0.1
+    ema_decay: float = 0.999
+    checkpoint_every: int = 250
+    block_out_channels: tuple[int, ...] = (32, 64, 64)
+
+
+def make_unet(config: Config) -> UNet2DModel:
+    """~1.1M parameters: three levels (16, 8, 4 pixels at 16x16), self-attention at the lowest, one class per shape plus the null class."""
+    return UNet2DModel(
+        sample_size=config.image_size,
+        block_out_channels=config.block_out_channels,
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+        norm_num_groups=16,
+        num_class_embeds=len(CLASSES) + 1,
+    )
+
+
+def make_classifier(config: Config) -> NoiseAwareClassifier:
+    return NoiseAwareClassifier(sample_size=config.image_size, num_classes=len(CLASSES))
+
+
+def make_noise_scheduler() -> DDPMScheduler:
+    """The hub DDPMs' schedule: linear betas 1e-4..0.02, 1000 steps, clip_sample, fixed_small."""
+    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
+                         clip_sample=True, variance_type="fixed_small")
+
+
+def lr_at(step: int, config: Config) -> float:
+    """Linear warm-up, then constant: the EMA does the averaging, and a run can be extended or cut without changing its past."""
+    return config.lr * min(1.0, (step + 1) / config.warmup)
+
+
+def noisy_batch(config: Config, step: int, scheduler: DDPMScheduler):
+    """(x_t, t, eps, y) for training step `step`: x_0 (B,3,H,W) in [-1,1] from the generator, t and eps seeded by the step."""
+    seed = config.seed * 1_000_003 + step
+    images, shapes = make_batch(config.batch_size, config.image_size, seed)
+    x0 = images * 2 - 1
+    g = torch.Generator().manual_seed(seed)
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (config.batch_size,), generator=g)
+    eps = torch.randn(x0.shape, generator=g)
+    drop = torch.rand(config.batch_size, generator=g) < config.p_uncond
+    y = torch.where(drop, len(CLASSES), shapes.label)
+    return scheduler.add_noise(x0, eps, t), t, eps, y, shapes.label
+
+
+def _without_steps(config: dict) -> dict:
+    """The parts of a config a checkpoint must share to be resumed: all but the step counts, which may grow or shrink."""
+    return {k: v for k, v in config.items() if k not in ("unet_steps", "classifier_steps")}
+
+
+class Run:
+    """Models, optimisers and progress of one training run, saved to and restored from runs/<name>/checkpoint.pt."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.dir = ROOT / "runs" / config.name
+        self.dir.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(config.seed)
+        self.unet = make_unet(config)
+        self.ema = EMAModel(self.unet.parameters(), decay=config.ema_decay)
+        self.unet_opt = torch.optim.AdamW(self.unet.parameters(), lr=config.lr, weight_decay=0.0)
+        self.classifier = make_classifier(config)
+        self.classifier_opt = torch.optim.AdamW(self.classifier.parameters(), lr=config.lr, weight_decay=1e-4)
+        self.unet_step = self.classifier_step = 0
+        self.seconds = 0.0
+        self.checkpoint = self.dir / "checkpoint.pt"
+        if self.checkpoint.exists():
+            state = torch.load(self.checkpoint, weights_only=False)
+            if _without_steps(state["config"]) != _without_steps(asdict(config)):
+                raise ValueError(f"{self.checkpoint} was written with another config: {state['config']}")
+            self.unet.load_state_dict(state["unet"])
+            self.ema.load_state_dict(state["ema"])
+            self.unet_opt.load_state_dict(state["unet_opt"])
+            self.classifier.load_state_dict(state["classifier"])
+            self.classifier_opt.load_state_dict(state["classifier_opt"])
+            self.unet_step, self.classifier_step, self.seconds = state["unet_step"], state["classifier_step"], state["seconds"]
+
+    def save(self) -> None:
+        state = dict(config=asdict(self.config), unet=self.unet.state_dict(), ema=self.ema.state_dict(),
+                     unet_opt=self.unet_opt.state_dict(), classifier=self.classifier.state_dict(),
+                     classifier_opt=self.classifier_opt.state_dict(), unet_step=self.unet_step,
+                     classifier_step=self.classifier_step, seconds=self.seconds)
+        tmp = self.checkpoint.with_suffix(".tmp")
+        torch.save(state, tmp)
+        tmp.replace(self.checkpoint)
+
+    def log(self, phase: str, step: int, loss: float) -> None:
+        path = self.dir / "loss.csv"
+        new = not path.exists()
+        with path.open("a", newline="") as f:
+            writer = csv.writer(f)
+            if new:
+                writer.writerow(["phase", "step", "loss", "seconds"])
+            writer.writerow([phase, step, f"{loss:.5f}", f"{self.seconds:.1f}"])
+
+    def train(self, phase: str) -> None:
+        config, scheduler = self.config, make_noise_scheduler()
+        model, opt, total = ((self.unet, self.unet_opt, config.unet_steps) if phase == "unet"
+                             else (self.classifier, self.classifier_opt, config.classifier_steps))
+        start = self.unet_step if phase == "unet" else self.classifier_step
+        if start >= total:
+            return
+        model.train()
+        bar = tqdm(range(start, total), initial=start, total=total, desc=phase, mininterval=10)
+        running = None
+        for step in bar:
+            began = time.perf_counter()
+            x_t, t, eps, y, label = noisy_batch(config, step, scheduler)
+            if phase == "unet":
+                loss = torch.nn.functional.mse_loss(model(x_t, t, class_labels=y).sample, eps)
+            else:
+                loss = torch.nn.functional.cross_entropy(model(x_t, t), label)
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, config)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            if phase == "unet":
+                self.ema.step(model.parameters())
+                self.unet_step = step + 1
+            else:
+                self.classifier_step = step + 1
+            self.seconds += time.perf_counter() - began
+            running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+            bar.set_postfix(loss=f"{running:.4f}")
+            if (step + 1) % 50 == 0:
+                self.log(phase, step + 1, running)
+            if (step + 1) % config.checkpoint_every == 0 or step + 1 == total:
+                self.save()
+        model.eval()
+
+    def export(self, out: Path) -> Path:
+        """unet/ (EMA weights) and scheduler/ as DDPMPipeline.save_pretrained writes them, and classifier/."""
+        unet = make_unet(self.config)
+        self.ema.copy_to(unet.parameters())
+        DDPMPipeline(unet=unet, scheduler=make_noise_scheduler()).save_pretrained(out, safe_serialization=True)
+        self.classifier.save_pretrained(out / "classifier", safe_serialization=True)
+        return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--unet-steps", type=int, default=Config.unet_steps)
+    parser.add_argument("--classifier-steps", type=int, default=Config.classifier_steps)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--export-only", action="store_true", help="only export the checkpoint as it stands")
+    parser.add_argument("--out", type=Path, default=None, help="where to export (default: assets/<name>)")
+    args = parser.parse_args()
+    config = Config(unet_steps=args.unet_steps, classifier_steps=args.classifier_steps)
+    torch.set_num_threads(args.threads)
+    run = Run(config)
+    if not args.export_only:
+        run.train("unet")
+        run.train("classifier")
+    out = run.export(args.out or ROOT / "assets" / config.name)
+    print(f"exported {run.unet_step} U-Net + {run.classifier_step} classifier steps "
+          f"({run.seconds / 60:.1f} min of training) to {out}")
+
+
+if __name__ == "__main__":
+    main()
