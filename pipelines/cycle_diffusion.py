@@ -22,7 +22,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .clip import ClipJudge
 from .clip_guidance import clip_text_score, grad_exact, grad_fixed_eps, guided_eps
-from .images import postprocess, to_model_input
+from .images import pil_to_tensor, postprocess, to_model_input
 from .sampling import Callback, abar, eps_theta
 
 # the scheduler config entries that define the noise schedule: two models can share a latent only if these agree
@@ -324,14 +324,23 @@ class CycleDiffusionPipeline(DiffusionPipeline):
         return CycleDiffusionPipelineOutput(images=images, reconstructions=reconstructions, latent=latent)
 
 
-def clip_similarity(clip: ClipJudge, image: torch.Tensor, prompt: str) -> float:
-    """Mean cosine similarity of CLIP's image embedding of (B,3,H,W) in [0,1] to the prompt's embedding."""
+def _unit_tensor(image) -> torch.Tensor:
+    """A PIL image, a list of them, or a tensor (B,3,H,W) in [0,1] -> float32 (B,3,H,W) in [0,1] on the CPU."""
+    if isinstance(image, PIL.Image.Image):
+        return pil_to_tensor(image)
+    if isinstance(image, (list, tuple)):
+        return torch.cat([_unit_tensor(i) for i in image])
+    return image.detach().float().cpu()
+
+
+def clip_similarity(clip: ClipJudge, image, prompt: str) -> float:
+    """Mean cosine similarity of CLIP's embedding of an image (PIL or (B,3,H,W) in [0,1]) to the prompt's."""
     with torch.no_grad():
-        x = (image.to(clip.device) * 2 - 1).to(clip.model.dtype)
+        x = (_unit_tensor(image) * 2 - 1).to(clip.device, clip.model.dtype)
         return float(clip.similarity(x, clip.text_embeds([prompt])).mean())
 
 
-def faithfulness(image: torch.Tensor, result: torch.Tensor) -> dict[str, float]:
-    """PSNR (dB) and SSIM of a result to the input, both (B,3,H,W) in [0,1]: the paper's faithfulness metrics."""
+def faithfulness(image, result) -> dict[str, float]:
+    """PSNR (dB) and SSIM of a result to the input (PIL or (B,3,H,W) in [0,1]): the paper's faithfulness metrics."""
+    image, result = _unit_tensor(image), _unit_tensor(result)
     return {"psnr": psnr(result, image), "ssim": ssim(result, image)}
-

@@ -1,0 +1,163 @@
+"""The CycleDiffusion tab: encode an image into a stochastic sampler's latent, decode it with another model or text."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from pipelines import CycleDiffusionPipeline, images, load_clip, load_diffusion, make_scheduler, models
+from pipelines.clip import ClipJudge
+from pipelines.cycle_diffusion import clip_similarity, faithfulness
+
+from .common import GPU_CONCURRENCY, StepReporter, display, gpu, make_generator, model_dropdown, seed_input, uploaded_path, user_errors
+
+MODES = ["reconstruct", "translate", "text edit"]
+
+EXPLANATION = r"""
+**CycleDiffusion** (Wu & De la Torre, ICCV 2023) gives a stochastic sampler (DDIM with $\eta > 0$) a latent code:
+$z = (x_{t_0}, \epsilon_{t_0}, \dots, \epsilon_{1})$, the start of the chain and the noise of every step, decoded by
+$x_{t-1} = \mu_\theta(x_t, t) + \sigma_t \epsilon_t$. The **DPM-Encoder** runs the forward process on your image and
+keeps, at each step, the noise that makes the model land exactly on the next state:
+
+$$\epsilon_t = \frac{x_{t-1} - \mu_\theta(x_t, t)}{\sigma_t},\qquad x_{t-1} \sim q(x_{t-1} \mid x_t, x_0),\ \text{and } x_0 \text{ itself at the last step}$$
+
+so decoding $z$ with the same model gives your image back (**reconstruct**; PSNR far above 40 dB). Decoding the
+*same* $z$ with **another model** of the same size turns a face into a cat with the same pose and colours
+(**translate**); decoding it with the same model **CLIP-guided toward a text**
+($\hat\epsilon = \epsilon_\theta - \sqrt{1-\bar\alpha_t}\, s\, \nabla_{x_t} \text{CLIP}(\hat x_0, \text{text})$)
+changes what the text names (**text edit**). A **lower strength** starts the chain at a smaller $t_0$: more faithful,
+less change. PSNR and SSIM measure faithfulness to the input, the CLIP similarity the edit.
+"""
+
+# image, mode, source model, target model, target text, source text, strength, eta, steps, seed
+EXAMPLES = [
+    ["assets/astronaut.png", "reconstruct", "google/ddpm-celebahq-256", None, "", "", 1.0, 1.0, 100, 0],
+    ["assets/astronaut.png", "translate", "google/ddpm-celebahq-256", "google/ddpm-cat-256", "", "", 0.6, 1.0, 100, 0],
+    ["assets/chelsea.png", "translate", "google/ddpm-cat-256", "google/ddpm-celebahq-256", "", "", 0.5, 1.0, 100, 1],
+    ["assets/astronaut.png", "text edit", "google/ddpm-celebahq-256", None, "a smiling face", "a face", 0.6, 1.0, 100, 2],
+]
+
+
+def resolution(model_id: str) -> int | None:
+    """The image size of a model: from the registry, or by loading a local model (cached); None if it cannot load."""
+    info = models.REGISTRY.get(model_id)
+    if info is not None:
+        return info.resolution
+    try:
+        return load_diffusion(model_id).unet.config.sample_size
+    except models.ModelLoadError:
+        return None
+
+
+def target_choices(source_id: str) -> list[str]:
+    """The models that can decode a latent of `source_id`: the others of the same resolution (the hub DDPMs of one
+    resolution share one noise schedule; the pipeline checks the schedule again at run time)."""
+    size = resolution(source_id)
+    return [m for m in models.diffusion_model_ids() if m != source_id and size is not None and resolution(m) == size]
+
+
+def target_dropdown_update(source_id: str, current: str | None) -> gr.Dropdown:
+    choices = target_choices(source_id)
+    return gr.Dropdown(choices=choices, value=current if current in choices else (choices[0] if choices else None))
+
+
+class StageCounter:
+    """Numbers the steps of encode, decode(s) and Langevin one after the other for a single progress bar."""
+
+    def __init__(self, reporter: StepReporter):
+        self.reporter, self.count = reporter, 0
+
+    def __call__(self, step, t, x_t, x0_hat) -> None:
+        self.reporter(self.count, t, x_t, x0_hat)
+        self.count += 1
+
+
+@user_errors
+@gpu
+def run_cycle(image, mode, source_id, target_id, target_prompt, source_prompt, strength, eta, steps, guidance_scale,
+              exact_gradient, pnp_steps, step_size, seed, progress=gr.Progress()):
+    path = uploaded_path(image)
+    if mode not in MODES:
+        raise gr.Error(f"Pick a mode: {', '.join(MODES)}.", title="Invalid input")
+    source = load_diffusion(source_id)
+    picture = images.center_crop_resize(images.open_image(path), source.unet.config.sample_size)
+    pipe = CycleDiffusionPipeline(unet=source.unet, scheduler=make_scheduler(source, "ddim"))
+    kwargs = {}
+    if mode == "translate":
+        if not target_id:
+            raise gr.Error("Pick a target model of the same resolution as the source model.", title="No target model")
+        target = load_diffusion(target_id)
+        kwargs = dict(target_unet=target.unet, target_scheduler=make_scheduler(target, "ddim"))
+    clip = None
+    if mode == "text edit":
+        if not (target_prompt or "").strip():
+            raise gr.Error("Write the target text (what the edited image should show).", title="No target text")
+        clip_model = load_clip()
+        clip = ClipJudge(clip_model.model, clip_model.tokenizer)
+        kwargs = dict(clip=clip, target_prompt=target_prompt.strip(), source_prompt=(source_prompt or "").strip() or None,
+                      guidance_scale=float(guidance_scale), exact_gradient=bool(exact_gradient),
+                      plug_and_play_steps=int(pnp_steps), step_size=float(step_size))
+    stages = 2 if mode == "reconstruct" else 3
+    total = stages * max(1, round(float(strength) * int(steps))) + (int(pnp_steps) if mode == "text edit" else 0)
+    reporter = StepReporter(progress, total, f"CycleDiffusion: {mode}")
+    out = pipe(picture, strength=float(strength), eta=float(eta), num_inference_steps=int(steps),
+               generator=make_generator(seed), callback=StageCounter(reporter), **kwargs)
+    result, reconstruction = out.images[0], out.reconstructions[0]
+    gallery = [(display(picture), "input"), (display(reconstruction), "reconstruction G1(z) (same model)")]
+    if mode != "reconstruct":
+        gallery.append((display(result), f"{mode}: " + (target_id if mode == "translate" else f"“{target_prompt}”")))
+    return gallery, metrics_markdown(picture, reconstruction, result, mode, clip, target_prompt, out.latent.t0)
+
+
+def metrics_markdown(picture, reconstruction, result, mode, clip, target_prompt, t0) -> str:
+    rec, res = faithfulness(picture, reconstruction), faithfulness(picture, result)
+    lines = [
+        f"Chain started at **t0 = {t0}**.",
+        "| | PSNR to input (dB) | SSIM to input |",
+        "| --- | --- | --- |",
+        f"| reconstruction | {rec['psnr']:.1f} | {rec['ssim']:.4f} |",
+    ]
+    if mode != "reconstruct":
+        lines.append(f"| result | {res['psnr']:.1f} | {res['ssim']:.4f} |")
+    if clip is not None:
+        before, after = clip_similarity(clip, reconstruction, target_prompt), clip_similarity(clip, result, target_prompt)
+        lines.append(f"\nCLIP similarity to “{target_prompt}”: reconstruction **{before:.3f}** → edit **{after:.3f}**.")
+    return "\n".join(lines)
+
+
+def build_tab() -> None:
+    with gr.Tab("CycleDiffusion"):
+        gr.Markdown(EXPLANATION, latex_delimiters=[{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}])
+        with gr.Row():
+            with gr.Column():
+                image = gr.Image(type="filepath", label="Input image", height=320)
+                mode = gr.Radio(MODES, value="translate", label="Mode")
+                source_id = model_dropdown("Source model (encodes the input)")
+                first_targets = target_choices(models.default_model_id())
+                target_id = gr.Dropdown(first_targets, value=first_targets[0] if first_targets else None,
+                                        label="Target model (translate: same resolution as the source)")
+                target_prompt = gr.Textbox(label="Target text (text edit)", placeholder="a smiling face")
+                source_prompt = gr.Textbox(label="Source text, optional (text edit: steer away from it)",
+                                           placeholder="a face")
+                strength = gr.Slider(0.1, 1.0, value=0.6, step=0.05, label="Strength (start t0 = strength × 1000; lower = more faithful)")
+                with gr.Accordion("Advanced", open=False):
+                    eta = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="η (noise of the sampler; must be > 0, the paper uses 1)")
+                    steps = gr.Slider(10, 999, value=100, step=1, label="Sampling steps")
+                    guidance_scale = gr.Slider(0, 100, value=10, step=0.5, label="CLIP guidance scale s (text edit)")
+                    exact_gradient = gr.Checkbox(False, label="Exact CLIP gradient through the U-Net (about 3× slower)")
+                    pnp_steps = gr.Slider(0, 50, value=0, step=1, label="Plug-and-play guidance: Langevin steps on z "
+                                          "(0 = off; backpropagates through the whole chain, wants a GPU)")
+                    step_size = gr.Number(1e-3, minimum=1e-6, maximum=1.0, label="Langevin step size λ")
+                    seed = seed_input()
+                run = gr.Button("Run CycleDiffusion", variant="primary")
+            with gr.Column():
+                gallery = gr.Gallery(label="Input, reconstruction, result", columns=3, height=420)
+                metrics = gr.Markdown()
+        gr.Examples(
+            EXAMPLES,
+            inputs=[image, mode, source_id, target_id, target_prompt, source_prompt, strength, eta, steps, seed],
+            label="Examples (pick one, then Run)",
+        )
+        source_id.change(target_dropdown_update, [source_id, target_id], target_id, api_visibility="private")
+        inputs = [image, mode, source_id, target_id, target_prompt, source_prompt, strength, eta, steps, guidance_scale,
+                  exact_gradient, pnp_steps, step_size, seed]
+        run.click(run_cycle, inputs, [gallery, metrics], api_name="cycle", preprocess=False, **GPU_CONCURRENCY)
