@@ -9,9 +9,9 @@ import os
 
 import gradio as gr
 
-from ui import common, ilvr_tab
+from ui import asyrrp_tab, common, cycle_tab, guidance_tab, ilvr_tab
 
-TABS = [ilvr_tab]
+TABS = [ilvr_tab, guidance_tab, cycle_tab, asyrrp_tab]
 
 INTRO = """
 # Steering a pretrained diffusion model

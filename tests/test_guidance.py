@@ -1,3 +1,4 @@
+import gradio as gr
 import pytest
 import torch
 from diffusers import DDIMPipeline, DDPMPipeline, DDPMScheduler
@@ -165,3 +166,25 @@ def test_missing_classifier_undeclared_classes_and_callback(small_unet, schedule
     scheduler.set_timesteps(STEPS)
     assert [(s, t) for s, t, _, _ in seen] == list(enumerate(scheduler.timesteps.tolist()))
     assert all(a == b == (1, 3, 16, 16) for _, _, a, b in seen)
+
+
+def test_tab_runs_a_sweep_on_local_models(tiny_model_dir, tiny_clip, tmp_path, monkeypatch):
+    from pipelines import models
+    from ui import guidance_tab
+
+    model, tokenizer = tiny_clip
+    model.save_pretrained(tmp_path / "clip", safe_serialization=True)
+    tokenizer.save_pretrained(tmp_path / "clip")
+    monkeypatch.setattr(models, "_cache", {})
+    monkeypatch.setenv("STEER_CLIP_MODEL", str(tmp_path / "clip"))
+    prompts = "a photo of a cat\na photo of a dog"
+    args = dict(prompts_text=prompts, target="a photo of a dog", model_id=str(tiny_model_dir), scale=1.0,
+                sampler="ddim", gradient="fixed_eps", eta=0.0, steps=2, samples=2, seed=0, sweep=True,
+                sweep_scales="0, 20", progress=lambda *a, **k: None)
+    gallery = guidance_tab.run_guidance(**args)
+    assert [caption.split(":")[0] for _, caption in gallery] == [
+        "s=0, sample 1", "s=0, sample 2", "s=20, sample 1", "s=20, sample 2"]
+    with pytest.raises(gr.Error, match="not one of the label prompts"):
+        guidance_tab.run_guidance(**args | dict(target="a photo of a car"))
+    with pytest.raises(gr.Error, match="at least two"):  # the pipeline's ValueError, shown to the student
+        guidance_tab.run_guidance(**args | dict(prompts_text="a photo of a dog"))
