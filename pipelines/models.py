@@ -2,11 +2,16 @@
 
 Every tab and every click gets the same UNet2DModel (and the same CLIP), loaded lazily on first use,
 on CUDA in fp16 when there is a GPU and on the CPU in fp32 otherwise, from safetensors only.
+
+The default model is google/ddpm-celebahq-256 on a GPU that can reach the hub (or has a local copy), and the
+bundled shapes-16 otherwise: a 16x16 class-conditional model of coloured shapes trained by this project
+(training/train_shapes.py), shipped in assets/shapes-16 with its noise-aware classifier, which runs in
+seconds on a CPU without network.
 Schedulers are stateful (`set_timesteps`), so the loader hands out the scheduler *config* and each
 request builds its own scheduler from it with `make_scheduler`.
 
 Environment variables (documented in the README):
-    STEER_MODEL       default diffusion model: a registry id or a local directory
+    STEER_MODEL       default diffusion model: a registry id or a local directory (overrides the choice above)
     STEER_CLIP_MODEL  CLIP model: a registry id or a local directory
     STEER_MODEL_DIR   folder of local copies, laid out as STEER_MODEL_DIR/<org>/<name>
                       (e.g. STEER_MODEL_DIR/google/ddpm-cat-256); used before the hub
@@ -15,10 +20,13 @@ Environment variables (documented in the README):
 
 from __future__ import annotations
 
+import functools
 import os
+import socket
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
@@ -30,10 +38,13 @@ from diffusers.models.modeling_utils import ModelMixin
 class ModelInfo:
     """One registry entry: what the model is and what it is good for."""
 
-    kind: str  # "ddpm" (an unconditional UNet2DModel + DDPMScheduler) or "clip"
+    kind: str  # "ddpm" (a UNet2DModel + DDPMScheduler) or "clip"
     resolution: int  # image side in pixels (224 for CLIP's image tower)
     domain: str  # what the model has seen, shown in the UI
     note: str = ""
+    path: str = ""  # bundled models: their directory, relative to the repository root
+    class_names: tuple[str, ...] = ()  # class-conditional models: the name of every class label but the null class
+    classifier: str = ""  # bundled noise-aware classifier p_phi(y | x_t, t): its directory, relative to the repository root
 
 
 REGISTRY: dict[str, ModelInfo] = {
@@ -44,9 +55,16 @@ REGISTRY: dict[str, ModelInfo] = {
     "google/ddpm-bedroom-256": ModelInfo("ddpm", 256, "bedrooms (LSUN bedroom)"),
     "google/ddpm-cifar10-32": ModelInfo("ddpm", 32, "CIFAR-10 objects", "unconditional, 32x32"),
     "openai/clip-vit-base-patch32": ModelInfo("clip", 224, "image-text (CLIP ViT-B/32)"),
+    "shapes-16": ModelInfo(
+        "ddpm", 16, "coloured shapes (circle, square, triangle)",
+        "class-conditional, 16x16, bundled: runs offline on a CPU", path="assets/shapes-16",
+        class_names=("circle", "square", "triangle"), classifier="assets/shapes-16/classifier",
+    ),
 }
 
+ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = "google/ddpm-celebahq-256"
+BUNDLED_MODEL = "shapes-16"
 DEFAULT_CLIP = "openai/clip-vit-base-patch32"
 
 
@@ -55,7 +73,34 @@ class ModelLoadError(RuntimeError):
 
 
 def default_model_id() -> str:
-    return os.environ.get("STEER_MODEL", DEFAULT_MODEL)
+    """STEER_MODEL if set; else DEFAULT_MODEL where it can serve (a GPU, and the hub or a local copy), else BUNDLED_MODEL."""
+    if "STEER_MODEL" in os.environ:
+        return os.environ["STEER_MODEL"]
+    return DEFAULT_MODEL if _hub_default_can_serve() else BUNDLED_MODEL
+
+
+@functools.cache
+def _hub_default_can_serve() -> bool:
+    """A GPU, and DEFAULT_MODEL in STEER_MODEL_DIR, in the hub cache, or on a reachable hub (checked once per process)."""
+    if device_and_dtype()[0].type != "cuda":
+        return False
+    local_root = os.environ.get("STEER_MODEL_DIR")
+    if local_root and (Path(local_root) / DEFAULT_MODEL).is_dir():
+        return True
+    from huggingface_hub import constants, snapshot_download
+
+    try:
+        snapshot_download(DEFAULT_MODEL, allow_patterns=["*.json"], local_files_only=True)
+        return True
+    except Exception:  # not in the cache: the hub client raises several kinds of error for that
+        pass
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return False
+    try:
+        socket.create_connection((urlparse(constants.ENDPOINT).hostname, 443), timeout=3).close()
+        return True
+    except OSError:
+        return False
 
 
 def default_clip_id() -> str:
@@ -86,6 +131,8 @@ def resolve(model_id: str, kind: str) -> Path:
     if Path(model_id).is_dir():
         return Path(model_id)
     info = REGISTRY.get(model_id)
+    if info is not None and info.path:
+        return ROOT / info.path
     if info is None:
         known = ", ".join(n for n, i in REGISTRY.items() if i.kind == kind)
         raise ModelLoadError(
@@ -250,6 +297,12 @@ def _load_classifier(path: str) -> NoiseAwareClassifier:
     return classifier.to(device).eval().requires_grad_(False)
 
 
-def load_classifier(path: str) -> NoiseAwareClassifier:
-    """The cached noise-aware classifier p_phi(y | x_t, t) saved in the directory `path`."""
+def load_classifier(model_id_or_path: str | os.PathLike) -> NoiseAwareClassifier:
+    """The cached noise-aware classifier p_phi(y | x_t, t) of a registry model that ships one (e.g. "shapes-16"),
+    or saved in a directory (NoiseAwareClassifier.save_pretrained)."""
+    info = REGISTRY.get(str(model_id_or_path))
+    if info is not None and not info.classifier:
+        raise ModelLoadError(f"{model_id_or_path!r} comes with no noise-aware classifier; "
+                             f"{', '.join(n for n, i in REGISTRY.items() if i.classifier)} do.")
+    path = ROOT / info.classifier if info is not None else Path(model_id_or_path)
     return _cached("classifier", str(path), _load_classifier)

@@ -93,3 +93,31 @@ def test_noise_aware_classifier_saves_loads_and_ignores_x0_hat(tmp_path, monkeyp
     x = x_t.requires_grad_(True)
     (grad,) = torch.autograd.grad(torch.log_softmax(loaded(x, 500), -1)[:, 0].sum(), x)
     assert grad.abs().sum() > 0  # differentiable in x_t, as classifier guidance needs
+
+
+def test_bundled_model_is_the_default_without_a_gpu(monkeypatch):
+    monkeypatch.delenv("STEER_MODEL", raising=False)
+    monkeypatch.setattr(models, "device_and_dtype", lambda: (torch.device("cpu"), torch.float32))
+    models._hub_default_can_serve.cache_clear()
+    assert models.default_model_id() == models.BUNDLED_MODEL
+    assert models.resolve(models.BUNDLED_MODEL, "ddpm") == models.ROOT / "assets" / "shapes-16"
+    assert models.REGISTRY[models.BUNDLED_MODEL].class_names == CLASSES
+    monkeypatch.setenv("STEER_MODEL", "google/ddpm-cat-256")
+    assert models.default_model_id() == "google/ddpm-cat-256"  # the environment still decides
+    models._hub_default_can_serve.cache_clear()
+
+
+def test_bundled_model_is_the_default_on_a_gpu_without_the_hub(monkeypatch, tmp_path):
+    monkeypatch.delenv("STEER_MODEL", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))  # an empty cache: no copy of the hub default
+    monkeypatch.setattr(models, "device_and_dtype", lambda: (torch.device("cuda"), torch.float16))
+    models._hub_default_can_serve.cache_clear()
+    assert models.default_model_id() == models.BUNDLED_MODEL
+    (tmp_path / "copies" / models.DEFAULT_MODEL).mkdir(parents=True)
+    monkeypatch.setenv("STEER_MODEL_DIR", str(tmp_path / "copies"))
+    models._hub_default_can_serve.cache_clear()
+    assert models.default_model_id() == models.DEFAULT_MODEL  # a local copy serves without the hub
+    models._hub_default_can_serve.cache_clear()
