@@ -1,0 +1,175 @@
+"""The Asyrrp tab: semantic edits of a real image in the U-Net's h-space."""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+from pathlib import Path
+
+import gradio as gr
+
+from pipelines import AsyrrpPipeline, images, load_clip, load_diffusion, make_scheduler
+from pipelines.asyrrp import LPIPS_BOOST, LPIPS_EDIT, default_interval, load_lpips
+from pipelines.clip import ClipJudge
+from pipelines.directions import load_direction, save_direction
+
+from .common import GPU_CONCURRENCY, StepReporter, display, gpu, make_generator, model_dropdown, seed_input, uploaded_path, user_errors
+
+SOURCES = ["unsupervised (k-th principal direction)", "learn from two texts", "load a direction file"]
+STRIP = [-2.0, -1.0, 1.0, 2.0]
+PCA_SAMPLES = 32
+
+EXPLANATION = r"""
+**Asyrrp** (Kwon, Jeong & Uh, ICLR 2023) finds a *semantic latent space* in a frozen, unconditional diffusion model:
+**h-space**, the output of the U-Net's bottleneck (512×8×8 for the 256px models). Your image is inverted to $x_T$ by
+deterministic DDIM, then decoded with a shift $\Delta h_t$ added to h — but only in the predicted clean image, not in
+the direction back to $x_t$ (the *asymmetric* reverse process):
+
+$$x_{t-1} = \sqrt{\bar\alpha_{t-1}}\, P_t\big(\epsilon_\theta(x_t \mid h_t + s\,\Delta h_t)\big) + D_t\big(\epsilon_\theta(x_t)\big)\quad\text{for } t \ge t_\text{edit}$$
+
+then plain DDIM down to $t_\text{boost}$ and stochastic steps ($\eta = 1$) below it, which restore fine detail
+(*quality boosting*). The same $\Delta h$ works on every image, the scale $s$ sets the strength (negative reverses it)
+and directions add. Find one **without text** (the top principal directions of h over random samples: what the model
+varies most), **learn** one from a source and a target text (CLIP directional loss + L1, as a global $\Delta h$ or as the
+paper's small network $f_t(h_t, t)$), or **load** a saved one. Scale 0 is the inversion's reconstruction.
+"""
+
+INTERVAL_NOTE = (
+    "Defaults per model come from the official code (kwonminki/Asyrp_official): t_edit from utils/t_edit_dic.py, t_boost "
+    f"where its LPIPS tables reach LPIPS(x, x_t) = {LPIPS_BOOST} (church 293, bedroom 221, dog faces 167, used for cats; "
+    "faces use its scripts' 200). *Choose automatically* applies the paper's rule to your image: t_edit = the first t with "
+    f"LPIPS(x, P_t) ≥ {LPIPS_EDIT}, t_boost = the first t with LPIPS(x, x_t) ≥ {LPIPS_BOOST}; it needs the `lpips` package "
+    "and its downloaded weights, and falls back to the defaults (saying so) when they are unavailable."
+)
+
+# image, source, k, scale, strip, steps, seed
+EXAMPLES = [
+    ["assets/astronaut.png", SOURCES[0], 1, 1.0, True, 40, 0],
+    ["assets/astronaut.png", SOURCES[0], 2, 1.5, True, 40, 0],
+    ["assets/chelsea.png", SOURCES[0], 1, 1.0, True, 40, 0],
+]
+
+_stop_flags: dict[str, threading.Event] = {}
+
+
+def _pipe(model_id: str) -> AsyrrpPipeline:
+    model = load_diffusion(model_id)
+    return AsyrrpPipeline(unet=model.unet, scheduler=make_scheduler(model, "ddim"))
+
+
+def _image(path_or_upload, pipe: AsyrrpPipeline):
+    path = uploaded_path(path_or_upload, "an image to edit")
+    return images.center_crop_resize(images.open_image(path), pipe.unet.config.sample_size)
+
+
+def interval_defaults(model_id: str):
+    t_edit, t_boost = default_interval(model_id)
+    return gr.Slider(value=t_edit), gr.Slider(value=t_boost)
+
+
+def _direction(pipe, model_id, source, k, learned_path, file_path):
+    """The direction the user picked, and a label for it."""
+    if source == SOURCES[0]:
+        directions = pipe.unsupervised_directions(k=int(k), num_samples=PCA_SAMPLES, generator=make_generator(0))
+        return directions[int(k) - 1], f"principal direction {int(k)}"
+    path = learned_path if source == SOURCES[1] else (file_path["path"] if isinstance(file_path, dict) else file_path)
+    if not path:
+        what = "Learn a direction first (button below the texts)" if source == SOURCES[1] else "Upload a .safetensors direction file first"
+        raise gr.Error(what, title="No direction")
+    direction, meta = load_direction(path, shape=pipe.h_shape, model_id=model_id)
+    return direction, f"{meta.get('source') or '?'} → {meta.get('target') or '?'}"
+
+
+@user_errors
+@gpu
+def run_asyrrp(image, model_id, source, k, learned_path, file_path, scale, strip, auto, t_edit, t_boost, steps, seed, progress=gr.Progress()):
+    pipe = _pipe(model_id)
+    picture = _image(image, pipe)
+    note = ""
+    if auto:
+        lpips = load_lpips()
+        if lpips is None:
+            note = "LPIPS is not available here (no `lpips` package or no network for its weights): used the t_edit and t_boost sliders (the official defaults unless you moved them). "
+        else:
+            t_edit, t_boost = pipe.choose_interval(picture, lpips, int(steps), generator=make_generator(seed))
+            note = f"LPIPS chose t_edit = {t_edit}, t_boost = {t_boost}. "
+    direction, label = _direction(pipe, model_id, source, k, learned_path, file_path)
+    scales = [0.0] + ([s * float(scale) for s in STRIP] if strip else [float(scale)])
+    reporter = StepReporter(progress, int(steps), "Asyrrp: DDIM inversion, then editing")
+    out = pipe(picture, direction, scale=scales, t_edit=int(t_edit), t_boost=int(t_boost), num_inference_steps=int(steps),
+               generator=make_generator(seed), callback=reporter, model_id=model_id)
+    gallery = [(display(picture), "input"), (display(out.images[0]), "reconstruction (scale 0)")]
+    gallery += [(display(img), f"scale {s:+.2g}") for s, img in zip(scales[1:], out.images[1:])]
+    return gallery, f"{note}Direction: {label}; t_edit = {int(t_edit)}, t_boost = {int(t_boost)}, {int(steps)} steps."
+
+
+@user_errors
+@gpu
+def learn(image, model_id, source_text, target_text, kind, iterations, t_edit, steps, request: gr.Request, progress=gr.Progress()):
+    if not source_text.strip() or not target_text.strip():
+        raise gr.Error("Write both a source text (what the image shows) and a target text (what it should show).", title="Missing text")
+    pipe = _pipe(model_id)
+    picture = _image(image, pipe)
+    clip = load_clip()
+    stop = _stop_flags.setdefault(request.session_hash or "", threading.Event())
+    stop.clear()
+    progress((0, int(iterations)), desc="Inverting the image")
+    direction = pipe.learn_direction(
+        picture, ClipJudge(clip.model, clip.tokenizer), source_text, target_text, kind="implicit" if kind.startswith("f_t") else "global",
+        t_edit=int(t_edit), num_inference_steps=int(steps), iterations=int(iterations), model_id=model_id,
+        progress=lambda i, n, loss: progress((i, n), desc=f"Learning: CLIP directional loss {loss:.3f}"), should_stop=stop.is_set,
+    )
+    name = "".join(c if c.isalnum() else "_" for c in f"{source_text}_to_{target_text}")[:60]
+    path = Path(tempfile.mkdtemp()) / f"asyrrp_{name}.safetensors"
+    save_direction(path, direction, model_id=model_id, t_edit=int(t_edit), num_inference_steps=int(steps), source=source_text, target=target_text)
+    stopped = " (stopped early)" if stop.is_set() else ""
+    return str(path), str(path), f"Learned “{source_text}” → “{target_text}”{stopped}. Pick *learn from two texts* and press Edit."
+
+
+def request_stop(request: gr.Request):
+    _stop_flags.setdefault(request.session_hash or "", threading.Event()).set()
+
+
+def build_tab() -> None:
+    with gr.Tab("Asyrrp"):
+        gr.Markdown(EXPLANATION, latex_delimiters=[{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}])
+        learned_path = gr.State(None)
+        with gr.Row():
+            with gr.Column():
+                image = gr.Image(type="filepath", label="Image to edit", height=320)
+                model_id = model_dropdown()
+                default_edit, default_boost = default_interval(model_id.value)
+                source = gr.Radio(SOURCES, value=SOURCES[0], label="Direction")
+                k = gr.Slider(1, 8, value=1, step=1, label="k (unsupervised: the k-th principal direction of h)")
+                with gr.Accordion("Learn a direction from two texts", open=False):
+                    source_text = gr.Textbox("a face", label="Source text (what the image shows)")
+                    target_text = gr.Textbox("a smiling face", label="Target text (what it should show)")
+                    kind = gr.Radio(["f_t (the paper's implicit function)", "global Δh"], value="f_t (the paper's implicit function)", label="Kind")
+                    iterations = gr.Slider(1, 20, value=5, step=1, label="Passes over the edit interval")
+                    with gr.Row():
+                        learn_button = gr.Button("Learn direction")
+                        stop_button = gr.Button("Stop", variant="stop")
+                    learned_file = gr.File(label="Learned direction (.safetensors, download to reuse)", interactive=False)
+                direction_file = gr.File(label="Direction file (.safetensors)", file_types=[".safetensors"])
+                scale = gr.Slider(-3, 3, value=1.0, step=0.1, label="Scale s (negative reverses the edit)")
+                strip = gr.Checkbox(True, label="Show a strip of scales (-2s, -s, s, 2s) to see the linearity")
+                with gr.Accordion("Advanced", open=False):
+                    gr.Markdown(INTERVAL_NOTE)
+                    auto = gr.Checkbox(False, label="Choose t_edit and t_boost automatically (LPIPS)")
+                    t_edit = gr.Slider(0, 1000, value=default_edit, step=1, label="t_edit (edit while t ≥ t_edit)")
+                    t_boost = gr.Slider(0, 1000, value=default_boost, step=1, label="t_boost (stochastic steps below it; 0 = off)")
+                    steps = gr.Slider(10, 200, value=40, step=10, label="Steps (inversion and sampling; the paper uses 40)")
+                    seed = seed_input()
+                run = gr.Button("Edit", variant="primary")
+            with gr.Column():
+                gallery = gr.Gallery(label="Input, reconstruction, edits", columns=3, height=460)
+                info = gr.Markdown()
+        gr.Examples(EXAMPLES, inputs=[image, source, k, scale, strip, steps, seed], label="Examples (pick one, then Edit)")
+        model_id.change(interval_defaults, model_id, [t_edit, t_boost], api_visibility="private")
+        learn_button.click(
+            learn, [image, model_id, source_text, target_text, kind, iterations, t_edit, steps], [learned_path, learned_file, info],
+            api_name="asyrrp_learn", preprocess=False, **GPU_CONCURRENCY,
+        )
+        stop_button.click(request_stop, None, None, api_visibility="private", queue=False)
+        inputs = [image, model_id, source, k, learned_path, direction_file, scale, strip, auto, t_edit, t_boost, steps, seed]
+        run.click(run_asyrrp, inputs, [gallery, info], api_name="asyrrp", preprocess=False, **GPU_CONCURRENCY)
