@@ -4,6 +4,6 @@ from .cycle_diffusion import CycleDiffusionPipeline, CycleLatent
 from .asyrrp import AsyrrpPipeline
 from .guidance import ClassifierGuidancePipeline, ClipZeroShotClassifier
 from .ilvr import ILVRPipeline
-from .models import REGISTRY, ModelLoadError, load_clip, load_diffusion, make_scheduler
+from .models import REGISTRY, ModelLoadError, NoiseAwareClassifier, load_classifier, load_clip, load_diffusion, make_scheduler
 
-__all__ = ["AsyrrpPipeline", "CycleDiffusionPipeline", "ClassifierGuidancePipeline", "ClipZeroShotClassifier", "CycleLatent", "ILVRPipeline", "REGISTRY", "ModelLoadError", "load_clip", "load_diffusion", "make_scheduler"]
+__all__ = ["AsyrrpPipeline", "CycleDiffusionPipeline", "ClassifierGuidancePipeline", "ClipZeroShotClassifier", "CycleLatent", "ILVRPipeline", "REGISTRY", "ModelLoadError", "NoiseAwareClassifier", "load_classifier", "load_clip", "load_diffusion", "make_scheduler"]
