@@ -103,9 +103,10 @@ class AsyrrpPipeline(DiffusionPipeline):
 
     @torch.no_grad()
     def invert(self, image, num_inference_steps: int = 40, callback: Callback = None) -> torch.Tensor:
-        """x_T = DDIM_inversion(x_0), eta = 0: (B,3,H,W) in [-1,1]. Cached per (image, model, steps)."""
+        """x_T = DDIM_inversion(x_0), eta = 0, for an image (PIL, path or (B,3,H,W) in [0,1]): (B,3,H,W).
+        Cached per (image, model, steps), so a new scale or direction does not invert again."""
         check_num_inference_steps(num_inference_steps, self.scheduler)
-        x0 = image if isinstance(image, torch.Tensor) and image.min() < 0 else self.x0_of(image)
+        x0 = self.x0_of(image)  # (B,3,H,W) in [-1,1]
         cache = _inversions.setdefault(self.unet, OrderedDict())
         key = (_digest(x0), num_inference_steps, str(sorted(self.scheduler.config.items())))
         if key in cache:
@@ -249,7 +250,7 @@ class AsyrrpPipeline(DiffusionPipeline):
         t_edit = default_interval(model_id or "")[0] if t_edit is None else t_edit
         check_interval(t_edit, 0, T)
         device = self._execution_device
-        x_T = self.invert(self.x0_of(images), num_inference_steps)
+        x_T = self.invert(images, num_inference_steps)
         text = judge.text_embeds([source, target])
         text_delta = (text[1] - text[0]).to(device)
         if kind == "global":
@@ -272,7 +273,7 @@ class AsyrrpPipeline(DiffusionPipeline):
     @torch.no_grad()
     def directional_loss(self, images, judge, source: str, target: str, direction, t_edit: int, num_inference_steps: int = 40) -> float:
         """Mean CLIP directional loss of `direction` over the edit interval on `images` (what learn_direction lowers)."""
-        x_T = self.invert(self.x0_of(images), num_inference_steps)
+        x_T = self.invert(images, num_inference_steps)
         text = judge.text_embeds([source, target])
         losses = self.edit_losses(x_T, direction, judge, (text[1] - text[0]).to(x_T.device), t_edit, self.ddim(num_inference_steps))
         return sum(losses) / len(losses)
