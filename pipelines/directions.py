@@ -46,10 +46,11 @@ class DeltaBlock(nn.Module):
         nn.init.zeros_(self.conv2.bias)
 
     def forward(self, h: torch.Tensor, t) -> torch.Tensor:
-        """(B,C,h,w), timestep -> delta_h_t (B,C,h,w)."""
+        """(B,C,h,w), timestep -> delta_h_t (B,C,h,w); computed in the block's dtype (fp32), returned in h's."""
+        x = h.to(self.conv1.weight.dtype)
         t = torch.as_tensor(t, device=h.device).reshape(-1).expand(h.shape[0])
-        emb = self.time_embed(self.time_proj(t).to(h.dtype))  # (B,C)
-        return self.conv2(F.silu(self.norm(self.conv1(h)) + emb[:, :, None, None]))
+        emb = self.time_embed(self.time_proj(t).to(x.dtype))  # (B,C)
+        return self.conv2(F.silu(self.norm(self.conv1(x)) + emb[:, :, None, None])).to(h.dtype)
 
 
 def delta_h(direction, h: torch.Tensor, t) -> torch.Tensor:
