@@ -1,13 +1,14 @@
 """Measure the bundled shapes model without using any model to judge it.
 
-    python -m training.evaluate_shapes [--model assets/shapes-16] [--per-class 64] [--unconditional 192] [--steps 100]
+    python -m training.evaluate_shapes [--model assets/shapes-16] [--per-class 64] [--unconditional 192] [--steps 100] [--card]
 
 Samples with the DDPM sampler of the model's own scheduler (respaced to --steps) and reads every sample back with
 training.shapes.measure (the shape by fitting its outline, the colour, the one-clean-shape check). Reports:
 - class-conditional: the share of samples judged the requested class, and the share that are one clean shape;
 - unconditional (the null class): the share that are one clean shape, and how the judged classes are spread;
 - the noise-aware classifier's accuracy on generator images noised to several t.
-Prints a markdown table, writes runs/<name>/eval.json and a grid of samples runs/<name>/samples.png.
+Prints a markdown table, writes runs/<name>/eval.json and a grid of samples runs/<name>/samples.png, and with
+--card the model card MODEL/README.md (from MODEL/training.json, which the training export writes).
 """
 
 from __future__ import annotations
@@ -56,6 +57,84 @@ def save_grid(images: torch.Tensor, path: Path, per_row: int = 16, zoom: int = 4
     image.resize((image.width * zoom, image.height * zoom), Image.NEAREST).save(path)
 
 
+CARD = """---
+license: apache-2.0
+library_name: diffusers
+pipeline_tag: unconditional-image-generation
+---
+
+# shapes-16: a small class-conditional DDPM of coloured shapes
+
+Bundled with the Space so that every tab runs offline, on a CPU, in seconds, and so that tests can check what
+each steering method means: the images have known attributes that `training/shapes.py` measures without a model.
+
+## Data
+`training/shapes.py`: one shape per 16x16 image, class uniform over circle, square, upright triangle; the shape
+inscribed in a square of half-side r uniform in [3.2, 5.3] px, centred anywhere that leaves a one-pixel margin;
+a saturated colour (HSV hue uniform, saturation 0.6-1, value 0.7-1) on a plain dark-grey background (0.1, 0.1, 0.1);
+anti-aliased by 4x4 supersampling. A fresh batch every step, deterministic by seed: no data set to download.
+
+## Models
+- `unet/`: `UNet2DModel`, {unet_params:,} parameters, blocks {blocks}, self-attention at 4x4, `num_class_embeds` 4:
+  labels 0, 1, 2 = {classes}, label 3 = the null class (unconditional). The weights are the EMA (decay {ema_decay}).
+- `scheduler/`: `DDPMScheduler` as the google/ddpm-* models: 1000 steps, linear betas 1e-4..0.02, clip_sample,
+  fixed_small. Sample with fewer steps (`set_timesteps(50..100)`).
+- `classifier/`: `pipelines.models.NoiseAwareClassifier`, {classifier_params:,} parameters, p_phi(y | x_t, t) over the
+  three classes, for classifier guidance (`pipelines.models.load_classifier("shapes-16")`).
+
+## Training
+    {command}
+
+Seed {seed}, batch {batch_size}, AdamW at lr {lr} (linear warm-up over {warmup} steps, then constant), gradient norm
+clipped at 1. The U-Net: {unet_steps} steps of eps-prediction MSE with t uniform over 0..999 and the label dropped to the
+null class with probability {p_uncond} (classifier-free training). The classifier: {classifier_steps} steps of
+cross-entropy on x_t of the same schedule. {minutes} minutes of training (the time spent in the training steps) on
+one CPU thread (`--threads 1`, the default) of a 2-core machine shared with other work.
+
+## Measured quality
+    {eval_command}
+
+Samples from {steps} DDPM steps, judged by
+`training.shapes.measure`, which fits each class's outline to the image (no model involved):
+
+{table}
+"""
+
+
+def table(results: dict) -> str:
+    """The measured figures as markdown rows."""
+    rows = [
+        ("class-conditional samples judged the requested class", results["conditional_judged_requested"]),
+        *((f"&nbsp; requested {name}", v["judged_requested"]) for name, v in results["per_class"].items()),
+        ("class-conditional samples that are one clean shape", results["conditional_clean"]),
+        ("unconditional samples that are one clean shape", results["unconditional_clean"]),
+        *((f"&nbsp; unconditional samples judged {name}", v) for name, v in results["unconditional_classes"].items()),
+        *((f"classifier accuracy on generator images noised to t = {t}", v)
+          for t, v in results.get("classifier_accuracy", {}).items()),
+    ]
+    return "| measure | value |\n|---|---|\n" + "\n".join(f"| {name} | {value:.1%} |" for name, value in rows)
+
+
+def write_card(model_dir: Path, results: dict) -> Path:
+    """model_dir/README.md from training.json (written by the export) and the measured results."""
+    record = json.loads((model_dir / "training.json").read_text())
+    config = record["config"]
+    model = load_diffusion(str(model_dir))
+    classifier = load_classifier(model_dir / "classifier")
+    card = CARD.format(
+        unet_params=sum(p.numel() for p in model.unet.parameters()), blocks=tuple(config["block_out_channels"]),
+        classes=", ".join(CLASSES), ema_decay=config["ema_decay"],
+        classifier_params=sum(p.numel() for p in classifier.parameters()), command=record["command"],
+        seed=config["seed"], batch_size=config["batch_size"], lr=config["lr"], warmup=config["warmup"],
+        unet_steps=record["unet_steps"], p_uncond=config["p_uncond"], classifier_steps=record["classifier_steps"],
+        minutes=record["minutes"], steps=results["steps"], eval_command=results["command"],
+        table=table(results) + f"\n\n{results['n_conditional']} class-conditional and {results['n_unconditional']} "
+                               f"unconditional samples, measured in {results['seconds']} s.",
+    )
+    (model_dir / "README.md").write_text(card)
+    return model_dir / "README.md"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=str(ROOT / "assets" / "shapes-16"))
@@ -64,6 +143,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--card", action="store_true", help="write the model card, MODEL/README.md, with the figures")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     began = time.perf_counter()
@@ -71,7 +151,11 @@ def main() -> None:
     generator = torch.Generator(model.unet.device).manual_seed(args.seed)
     device = model.unet.device
 
-    results: dict = {"model": args.model, "steps": args.steps, "seed": args.seed, "per_class": {}}
+    model_arg = Path(args.model).resolve()
+    shown = model_arg.relative_to(ROOT) if model_arg.is_relative_to(ROOT) else model_arg
+    command = (f"python -m training.evaluate_shapes --model {shown} --per-class {args.per_class} "
+               f"--unconditional {args.unconditional} --steps {args.steps} --seed {args.seed}{' --card' * args.card}")
+    results: dict = {"model": str(shown), "command": command, "steps": args.steps, "seed": args.seed, "per_class": {}}
     grids = []
     conditional = []
     for k, name in enumerate(CLASSES):
@@ -84,6 +168,7 @@ def main() -> None:
             "clean": sum(m.clean for m in measured) / len(measured),
         }
     n_cond = len(conditional)
+    results["n_conditional"], results["n_unconditional"] = n_cond, args.unconditional
     results["conditional_judged_requested"] = sum(
         results["per_class"][name]["judged_requested"] * args.per_class for name in CLASSES) / n_cond
     results["conditional_clean"] = sum(m.clean for m in conditional) / n_cond
@@ -108,17 +193,10 @@ def main() -> None:
     (out / "eval.json").write_text(json.dumps(results, indent=2))
     save_grid(torch.cat(grids), out / "samples.png")
 
-    print(f"| measure ({args.steps} DDPM steps) | value |\n|---|---|")
-    print(f"| class-conditional samples judged the requested class ({n_cond}) | {results['conditional_judged_requested']:.1%} |")
-    for name in CLASSES:
-        print(f"| &nbsp; {name} | {results['per_class'][name]['judged_requested']:.1%} |")
-    print(f"| class-conditional samples that are one clean shape | {results['conditional_clean']:.1%} |")
-    print(f"| unconditional samples that are one clean shape ({args.unconditional}) | {results['unconditional_clean']:.1%} |")
-    spread = ", ".join(f"{name} {share:.0%}" for name, share in results["unconditional_classes"].items())
-    print(f"| unconditional samples judged as | {spread} |")
-    for t, accuracy in results.get("classifier_accuracy", {}).items():
-        print(f"| classifier accuracy on generator images at t = {t} | {accuracy:.1%} |")
+    print(table(results))
     print(f"\nmeasured in {results['seconds']} s; wrote {out / 'eval.json'} and {out / 'samples.png'}")
+    if args.card:
+        print(f"wrote {write_card(Path(args.model), results)}")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -180,11 +181,17 @@ class Run:
         model.eval()
 
     def export(self, out: Path) -> Path:
-        """unet/ (EMA weights) and scheduler/ as DDPMPipeline.save_pretrained writes them, and classifier/."""
+        """unet/ (EMA weights) and scheduler/ as DDPMPipeline.save_pretrained writes them, classifier/, and training.json
+        (config, steps, minutes of training, the command that reproduces it)."""
         unet = make_unet(self.config)
         self.ema.copy_to(unet.parameters())
         DDPMPipeline(unet=unet, scheduler=make_noise_scheduler()).save_pretrained(out, safe_serialization=True)
         self.classifier.save_pretrained(out / "classifier", safe_serialization=True)
+        record = dict(config=asdict(self.config), unet_steps=self.unet_step, classifier_steps=self.classifier_step,
+                      minutes=round(self.seconds / 60, 1),
+                      command=f"python -m training.train_shapes --unet-steps {self.unet_step} "
+                              f"--classifier-steps {self.classifier_step}")
+        (out / "training.json").write_text(json.dumps(record, indent=2))
         return out
 
 
