@@ -11,7 +11,7 @@ from pipelines.clip_guidance import clip_text_score, grad_exact, grad_fixed_eps
 from pipelines.cycle_diffusion import CycleLatent, encoder_scheduler, psnr, sigma_t
 from pipelines.sampling import abar, eps_theta
 
-STEPS = 10
+STEPS = 6
 
 
 def smooth_image(seed: int = 0, batch: int = 1) -> torch.Tensor:
