@@ -67,13 +67,16 @@ def log_p_y(classifier, t: torch.Tensor, y: torch.Tensor):
 
 def Sigma_t(scheduler: DDPMScheduler, t) -> torch.Tensor:
     """Sigma of the DDPM step x_{t-1} ~ N(mu, Sigma): the variance DDPMScheduler.step samples with (a scalar)."""
+    return scheduler._get_variance(int(t))
+
+
+def check_variance_type(scheduler: DDPMScheduler) -> None:
     variance_type = scheduler.config.variance_type
     if variance_type not in ("fixed_small", "fixed_large"):
         raise ValueError(
-            f"the DDPM sampler supports variance_type 'fixed_small' or 'fixed_large' (the hub DDPMs); "
+            f"the guided DDPM sampler supports variance_type 'fixed_small' or 'fixed_large' (the hub DDPMs); "
             f"this scheduler has {variance_type!r}; use sampler='ddim'"
         )
-    return scheduler._get_variance(int(t))
 
 
 def declared_num_classes(classifier) -> int | None:
@@ -170,6 +173,8 @@ class ClassifierGuidancePipeline(DiffusionPipeline):
         # 1. a fresh scheduler of the sampler's kind from the model's schedule, as DDPMPipeline/DDIMPipeline build it
         scheduler = SAMPLERS[sampler].from_config(self.scheduler.config)
         scheduler.set_timesteps(num_inference_steps)
+        if sampler == "ddpm":
+            check_variance_type(scheduler)
         # With clip_sample, Algorithm 2 needs eps re-derived from the clipped x0 (see ALGORITHMS.md); at s = 0 this
         # is DDIMPipeline(use_clipped_model_output=True), which differs from DDIMPipeline's default whenever the
         # clip is active. One clipping convention for every scale, so the guided and plain runs stay comparable.

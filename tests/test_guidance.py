@@ -4,6 +4,7 @@ import torch
 from diffusers import DDIMPipeline, DDPMPipeline, DDPMScheduler
 
 from conftest import ddpm_scheduler, tiny_unet
+from pipelines import NoiseAwareClassifier
 from pipelines.clip import ClipJudge
 from pipelines.guidance import ClassifierGuidancePipeline, ClipZeroShotClassifier
 
@@ -99,6 +100,24 @@ def test_noise_aware_module_plugs_in(small_unet, scheduler):
     # same math, but the exact mode runs the U-Net under autograd: allow float reordering noise
     torch.testing.assert_close(exact.images, cheap.images, atol=1e-5, rtol=0)
     assert exact.probabilities.shape == (2, 3)
+
+
+def test_project_noise_aware_classifier_plugs_in_unchanged(small_unet, scheduler):
+    """The project's NoiseAwareClassifier (diffusers ModelMixin) as it stands: its config's num_classes is used to
+    reject a bad label before sampling, and guidance toward class 1 raises p(1) over the unguided run."""
+    torch.manual_seed(0)
+    classifier = NoiseAwareClassifier(sample_size=16, num_classes=3, block_out_channels=(16, 32), norm_num_groups=8)
+    pipe = ClassifierGuidancePipeline(small_unet, scheduler, classifier.eval().requires_grad_(False))
+    with pytest.raises(ValueError, match=r"0\.\.2"):
+        pipe([3], num_inference_steps=1)
+    plain, guided = (run(pipe, [1, 1], s, sampler="ddpm").probabilities[:, 1].log().mean() for s in (0.0, 50.0))
+    assert guided > plain
+
+
+def test_learned_variance_is_refused_by_the_ddpm_sampler(small_unet):
+    scheduler = DDPMScheduler(variance_type="learned_range")
+    with pytest.raises(ValueError, match="sampler='ddim'"):
+        ClassifierGuidancePipeline(small_unet, scheduler, RedVsBlue())([0], sampler="ddpm", num_inference_steps=2)
 
 
 def test_clip_zero_shot_classifier_end_to_end(small_unet, scheduler, tiny_clip):
