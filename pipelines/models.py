@@ -132,6 +132,9 @@ def resolve(model_id: str, kind: str) -> Path:
         return Path(model_id)
     info = REGISTRY.get(model_id)
     if info is not None and info.path:
+        if not (ROOT / info.path).is_dir():
+            raise ModelLoadError(f"The bundled model {model_id!r} is missing from {info.path}; "
+                                 "train it with `python -m training.train_shapes`.")
         return ROOT / info.path
     if info is None:
         known = ", ".join(n for n, i in REGISTRY.items() if i.kind == kind)

@@ -100,11 +100,18 @@ def test_bundled_model_is_the_default_without_a_gpu(monkeypatch):
     monkeypatch.setattr(models, "device_and_dtype", lambda: (torch.device("cpu"), torch.float32))
     models._hub_default_can_serve.cache_clear()
     assert models.default_model_id() == models.BUNDLED_MODEL
-    assert models.resolve(models.BUNDLED_MODEL, "ddpm") == models.ROOT / "assets" / "shapes-16"
     assert models.REGISTRY[models.BUNDLED_MODEL].class_names == CLASSES
     monkeypatch.setenv("STEER_MODEL", "google/ddpm-cat-256")
     assert models.default_model_id() == "google/ddpm-cat-256"  # the environment still decides
     models._hub_default_can_serve.cache_clear()
+
+
+def test_bundled_model_resolves_inside_the_repository_or_says_how_to_train_it(monkeypatch, tmp_path):
+    monkeypatch.setattr(models, "ROOT", tmp_path)
+    with pytest.raises(models.ModelLoadError, match="python -m training.train_shapes"):
+        models.resolve(models.BUNDLED_MODEL, "ddpm")
+    (tmp_path / "assets" / "shapes-16").mkdir(parents=True)
+    assert models.resolve(models.BUNDLED_MODEL, "ddpm") == tmp_path / "assets" / "shapes-16"
 
 
 def test_bundled_model_is_the_default_on_a_gpu_without_the_hub(monkeypatch, tmp_path):
