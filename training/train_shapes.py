@@ -13,7 +13,8 @@ of the hub models' schedule; y is replaced by the null class (num_class_embeds -
 as classifier-free training does, so the same model also samples unconditionally. Its EMA weights are shipped.
 The classifier then learns cross-entropy on x_t of the same schedule. Everything is written to runs/<name>/:
 checkpoint.pt (every checkpoint_every steps), loss.csv (phase, step, loss, seconds), and finally the weights
-in assets/<name>/ as DDPMPipeline.save_pretrained does (unet/, scheduler/) plus classifier/.
+in assets/<name>/ as DDPMPipeline.save_pretrained does (unet/, scheduler/) plus classifier/ and training.json.
+Then `python -m training.evaluate_shapes --card` measures the model and writes its card, assets/<name>/README.md.
 """
 
 from __future__ import annotations
