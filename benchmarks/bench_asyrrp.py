@@ -10,7 +10,6 @@ CLIP ViT-B/32). Target: the edit at most 1.6x plain DDIM (its steps in [T, t_edi
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -18,35 +17,15 @@ import torch
 from diffusers import DDIMScheduler
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from benchmarks.common import celebahq_scheduler, celebahq_unet, print_table, timed  # noqa: E402
-from conftest import tiny_clip_components  # noqa: E402  (its character tokenizer; the CLIP built here is full size)
+from benchmarks.common import benchmark_unet, celebahq_scheduler, parse_args, print_table, random_clip_b32, timed  # noqa: E402
 from pipelines import AsyrrpPipeline  # noqa: E402
 from pipelines.asyrrp import _inversions, default_interval  # noqa: E402
-from pipelines.clip import ClipJudge  # noqa: E402
 from pipelines.sampling import eps_theta  # noqa: E402
 
 
-def random_clip_b32(device):
-    """openai/clip-vit-base-patch32's architecture with random weights (no download)."""
-    from transformers import CLIPConfig, CLIPModel
-
-    _, tokenizer = tiny_clip_components()
-    vocab = len(tokenizer)
-    config = CLIPConfig(text_config=dict(vocab_size=vocab, bos_token_id=vocab - 2, eos_token_id=vocab - 1, pad_token_id=vocab - 1))
-    return ClipJudge(CLIPModel(config).eval().requires_grad_(False).to(device), tokenizer)
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args()
-
-    dtype = torch.float16 if args.device == "cuda" else torch.float32
-    unet = celebahq_unet(args.size).to(args.device, dtype)
+    args = parse_args(__doc__, size=64, steps=10, repeats=3)
+    unet = benchmark_unet(args)
     pipe = AsyrrpPipeline(unet=unet, scheduler=celebahq_scheduler()).to(args.device)
     pipe.set_progress_bar_config(disable=True)
     image = torch.rand(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(0))

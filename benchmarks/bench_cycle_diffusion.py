@@ -9,7 +9,6 @@ work is a q_sample and a posterior step per step).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -17,22 +16,14 @@ import torch
 from diffusers import DDIMPipeline
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import celebahq_scheduler, celebahq_unet, print_table, timed  # noqa: E402
+from benchmarks.common import benchmark_unet, celebahq_scheduler, parse_args, print_table, timed  # noqa: E402
 from pipelines import CycleDiffusionPipeline  # noqa: E402
 from pipelines.cycle_diffusion import encoder_scheduler  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--eta", type=float, default=1.0)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args()
-
-    dtype = torch.float16 if args.device == "cuda" else torch.float32
-    unet = celebahq_unet(args.size).to(args.device, dtype)
+    args = parse_args(__doc__, size=64, steps=10, repeats=2, eta=1.0)
+    unet = benchmark_unet(args)
     image = torch.rand(1, 3, args.size, args.size)
     plain = DDIMPipeline(unet=unet, scheduler=encoder_scheduler(celebahq_scheduler().config))
     cycle = CycleDiffusionPipeline(unet=unet, scheduler=celebahq_scheduler())
@@ -52,7 +43,7 @@ def main() -> None:
         t_cycle = timed(encode_decode, args.repeats)
         error = (encode_decode().cpu() - image).abs().max().item()
 
-    print(f"device {args.device} ({dtype}), {args.size}x{args.size}, {args.steps} steps, eta {args.eta}, "
+    print(f"device {args.device} ({unet.dtype}), {args.size}x{args.size}, {args.steps} steps, eta {args.eta}, "
           f"best of {args.repeats}")
     print_table([
         {"run": "DDIMPipeline (one sampling pass)", "total s": f"{t_plain:.2f}", "ratio": "1.000"},

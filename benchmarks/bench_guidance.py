@@ -10,44 +10,23 @@ as well (about 3x an unguided step once the U-Net dominates, as it does at 256x2
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import torch
 from diffusers import DDIMPipeline
-from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import celebahq_scheduler, celebahq_unet, print_table, timed  # noqa: E402
+from benchmarks.common import benchmark_unet, celebahq_scheduler, parse_args, print_table, random_clip_b32, timed  # noqa: E402
 from pipelines import ClassifierGuidancePipeline, ClipZeroShotClassifier  # noqa: E402
-from pipelines.clip import ClipJudge  # noqa: E402
 
 PROMPTS = ["a photo of a smiling person", "a photo of a person with glasses"]
 
 
-def random_clip(device, dtype) -> ClipJudge:
-    """ViT-B/32-shaped CLIP with random weights and a character-level tokenizer (nothing downloaded)."""
-    chars = [chr(c) for c in range(ord("!"), ord("~") + 1)]
-    tokens = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
-    tokenizer = CLIPTokenizer(vocab={tok: i for i, tok in enumerate(tokens)}, merges=[])
-    torch.manual_seed(0)
-    model = CLIPModel(CLIPConfig()).to(device, dtype).eval().requires_grad_(False)
-    return ClipJudge(model, tokenizer)
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args()
-
-    dtype = torch.float16 if args.device == "cuda" else torch.float32
-    unet = celebahq_unet(args.size).to(args.device, dtype)
-    classifier = ClipZeroShotClassifier(random_clip(args.device, dtype), PROMPTS)
+    args = parse_args(__doc__, size=64, steps=4, repeats=2, batch=2)
+    unet = benchmark_unet(args)
+    classifier = ClipZeroShotClassifier(random_clip_b32(args.device, unet.dtype), PROMPTS)
     plain = DDIMPipeline(unet=unet, scheduler=celebahq_scheduler())
     guided = ClassifierGuidancePipeline(unet=unet, scheduler=celebahq_scheduler(), classifier=classifier)
     plain.set_progress_bar_config(disable=True)

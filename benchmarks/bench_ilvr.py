@@ -7,7 +7,6 @@ Target: ILVR at most 1.05x plain sampling (its extra work is two low-pass filter
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -15,20 +14,13 @@ import torch
 from diffusers import DDPMPipeline
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import celebahq_scheduler, celebahq_unet, print_table, timed  # noqa: E402
+from benchmarks.common import benchmark_unet, celebahq_scheduler, parse_args, print_table, timed  # noqa: E402
 from pipelines import ILVRPipeline  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args()
-
-    dtype = torch.float16 if args.device == "cuda" else torch.float32
-    unet = celebahq_unet(args.size).to(args.device, dtype)
+    args = parse_args(__doc__, size=256, steps=5, repeats=3)
+    unet = benchmark_unet(args)
     reference = torch.rand(1, 3, args.size, args.size)
     plain = DDPMPipeline(unet=unet, scheduler=celebahq_scheduler())
     ilvr = ILVRPipeline(unet=unet, scheduler=celebahq_scheduler())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import time
 
 import torch
@@ -41,3 +42,36 @@ def print_table(rows: list[dict]) -> None:
     print("-|-".join("-" * w for w in widths))
     for row in rows:
         print(" | ".join(str(row[c]).ljust(w) for c, w in zip(columns, widths)))
+
+
+def parse_args(doc: str, size: int, steps: int, repeats: int, **extra) -> argparse.Namespace:
+    """--size, --steps, --repeats, --device (cuda when there is one), plus `extra` as name=default options."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=size)
+    parser.add_argument("--steps", type=int, default=steps)
+    parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    for name, default in extra.items():
+        parser.add_argument(f"--{name}", type=type(default), default=default)
+    return parser.parse_args()
+
+
+def benchmark_unet(args: argparse.Namespace) -> UNet2DModel:
+    """celebahq_unet at --size on --device, in fp16 on CUDA as the app runs it."""
+    dtype = torch.float16 if args.device == "cuda" else torch.float32
+    return celebahq_unet(args.size).to(args.device, dtype)
+
+
+def random_clip_b32(device, dtype=torch.float32):
+    """openai/clip-vit-base-patch32's architecture with random weights and a character-level tokenizer (no download)."""
+    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
+
+    from pipelines.clip import ClipJudge
+
+    chars = [chr(c) for c in range(ord("!"), ord("~") + 1)]
+    tokens = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
+    tokenizer = CLIPTokenizer(vocab={tok: i for i, tok in enumerate(tokens)}, merges=[])
+    n = len(tokens)
+    config = CLIPConfig(text_config=dict(vocab_size=n, bos_token_id=n - 2, eos_token_id=n - 1, pad_token_id=n - 1))
+    torch.manual_seed(0)
+    return ClipJudge(CLIPModel(config).to(device, dtype).eval().requires_grad_(False), tokenizer)

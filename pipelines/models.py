@@ -26,12 +26,16 @@ import socket
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 from diffusers.configuration_utils import ConfigMixin, FrozenDict, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
+
+if TYPE_CHECKING:
+    from transformers import CLIPModel, CLIPTokenizer
 
 
 @dataclass(frozen=True)
@@ -222,8 +226,8 @@ def make_scheduler(model: DiffusionModel, kind: str = "ddpm", **overrides):
 @dataclass(frozen=True)
 class ClipModel:
     model_id: str
-    model: "transformers.CLIPModel"  # noqa: F821
-    tokenizer: "transformers.CLIPTokenizer"  # noqa: F821
+    model: CLIPModel
+    tokenizer: CLIPTokenizer
 
 
 def _load_clip(model_id: str) -> ClipModel:
