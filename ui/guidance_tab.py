@@ -36,6 +36,7 @@ EXAMPLES = [
 
 SAMPLERS = [("DDIM (Algorithm 2: shift the noise)", "ddim"), ("DDPM (Algorithm 1: shift the mean)", "ddpm")]
 GRADIENTS = [("fast: eps held fixed", "fixed_eps"), ("exact: through the U-Net", "exact")]
+MAX_SCALE = 100  # the slider's range; a sweep stays in it too
 
 
 def parse_prompts(text: str) -> list[str]:
@@ -49,6 +50,8 @@ def parse_scales(text: str) -> list[float]:
         raise gr.Error(f"Write the sweep scales as numbers separated by commas, e.g. 0, 5, 10, 20 ({err}).") from err
     if not 1 <= len(scales) <= 8:
         raise gr.Error("Give from 1 to 8 sweep scales, separated by commas, e.g. 0, 5, 10, 20.")
+    if not all(0 <= s <= MAX_SCALE for s in scales):
+        raise gr.Error(f"Sweep scales must be from 0 to {MAX_SCALE}, as on the slider; got {text}.")
     return scales
 
 
@@ -57,6 +60,9 @@ def parse_scales(text: str) -> list[float]:
 def run_guidance(prompts_text, target, model_id, scale, sampler, gradient, eta, steps, samples, seed, sweep,
                  sweep_scales, progress=gr.Progress()):
     prompts = parse_prompts(prompts_text)
+    if not prompts:
+        raise gr.Error("Write the label prompts, one per line: the target and at least one label it competes with.",
+                       title="No label prompts")
     if target not in prompts:
         raise gr.Error(f"The target {target!r} is not one of the label prompts; pick one of: {', '.join(prompts)}.")
     scales = parse_scales(sweep_scales) if sweep else [float(scale)]
@@ -91,7 +97,7 @@ def build_tab() -> None:
                 target = gr.Dropdown(parse_prompts(FACE_PROMPTS), value=parse_prompts(FACE_PROMPTS)[0], allow_custom_value=True,
                                      label="Target label y (one of the prompts)")
                 model_id = model_dropdown()
-                scale = gr.Slider(0, 100, value=10, step=0.5, label="Guidance scale s (0 = no guidance)")
+                scale = gr.Slider(0, MAX_SCALE, value=10, step=0.5, label="Guidance scale s (0 = no guidance)")
                 sampler = gr.Radio(SAMPLERS, value="ddim", label="Sampler")
                 samples = gr.Slider(1, 8, value=2, step=1, label="Number of samples")
                 sweep = gr.Checkbox(False, label="Sweep: the same seed at several scales side by side")
