@@ -11,6 +11,7 @@ from pipelines.cycle_diffusion import clip_similarity, faithfulness
 from .common import GPU_CONCURRENCY, StepReporter, display, gpu, make_generator, model_dropdown, seed_input, uploaded_path, user_errors
 
 MODES = ["reconstruct", "translate", "text edit"]
+MAX_GUIDANCE_SCALE = 100  # the slider's range
 
 EXPLANATION = r"""
 **CycleDiffusion** (Wu & De la Torre, ICCV 2023) gives a stochastic sampler (DDIM with $\eta > 0$) a latent code:
@@ -91,6 +92,10 @@ def run_cycle(image, mode, source_id, target_id, target_prompt, source_prompt, s
     if mode == "text edit":
         if not (target_prompt or "").strip():
             raise gr.Error("Write the target text (what the edited image should show).", title="No target text")
+        if not 0 <= float(guidance_scale) <= MAX_GUIDANCE_SCALE:
+            raise gr.Error(f"The CLIP guidance scale s must be from 0 to {MAX_GUIDANCE_SCALE}; got {guidance_scale}.", title="Invalid input")
+        if step_size is None:
+            raise gr.Error("Write a Langevin step size λ (e.g. 0.001).", title="Invalid input")
         clip_model = load_clip()
         clip = ClipJudge(clip_model.model, clip_model.tokenizer)
         kwargs = dict(clip=clip, target_prompt=target_prompt.strip(), source_prompt=(source_prompt or "").strip() or None,
@@ -142,7 +147,7 @@ def build_tab() -> None:
                 with gr.Accordion("Advanced", open=False):
                     eta = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="η (noise of the sampler; must be > 0, the paper uses 1)")
                     steps = gr.Slider(10, 999, value=100, step=1, label="Sampling steps")
-                    guidance_scale = gr.Slider(0, 100, value=10, step=0.5, label="CLIP guidance scale s (text edit)")
+                    guidance_scale = gr.Slider(0, MAX_GUIDANCE_SCALE, value=10, step=0.5, label="CLIP guidance scale s (text edit)")
                     exact_gradient = gr.Checkbox(False, label="Exact CLIP gradient through the U-Net (about 3× slower)")
                     pnp_steps = gr.Slider(0, 50, value=0, step=1, label="Plug-and-play guidance: Langevin steps on z "
                                           "(0 = off; backpropagates through the whole chain, wants a GPU)")
