@@ -17,6 +17,7 @@ from .common import GPU_CONCURRENCY, StepReporter, display, gpu, make_generator,
 
 SOURCES = ["unsupervised (k-th principal direction)", "learn from two texts", "load a direction file"]
 STRIP = [-2.0, -1.0, 1.0, 2.0]
+MAX_SCALE = 3.0  # the slider's range is -MAX_SCALE..MAX_SCALE
 PCA_SAMPLES = 32
 
 EXPLANATION = r"""
@@ -83,6 +84,10 @@ def _direction(pipe, model_id, source, k, learned_path, file_path):
 @user_errors
 @gpu
 def run_asyrrp(image, model_id, source, k, learned_path, file_path, scale, strip, auto, t_edit, t_boost, steps, seed, progress=gr.Progress()):
+    if source not in SOURCES:
+        raise gr.Error(f"Pick where the direction comes from: {', '.join(SOURCES)}.", title="Invalid input")
+    if not -MAX_SCALE <= float(scale) <= MAX_SCALE:
+        raise gr.Error(f"The scale s must be from {-MAX_SCALE:g} to {MAX_SCALE:g}; got {scale}.", title="Invalid input")
     pipe = _pipe(model_id)
     picture = _image(image, pipe)
     note = ""
@@ -95,9 +100,10 @@ def run_asyrrp(image, model_id, source, k, learned_path, file_path, scale, strip
             note = f"LPIPS chose t_edit = {t_edit}, t_boost = {t_boost}. "
     direction, label = _direction(pipe, model_id, source, k, learned_path, file_path)
     scales = [0.0] + ([s * float(scale) for s in STRIP] if strip else [float(scale)])
-    reporter = StepReporter(progress, int(steps), "Asyrrp: DDIM inversion, then editing")
+    reporter = StepReporter(progress, 2 * int(steps), "Asyrrp: DDIM inversion, then editing")
+    pipe.invert(picture, int(steps), callback=reporter)  # cached: the edit below starts from this x_T
     out = pipe(picture, direction, scale=scales, t_edit=int(t_edit), t_boost=int(t_boost), num_inference_steps=int(steps),
-               generator=make_generator(seed), callback=reporter, model_id=model_id)
+               generator=make_generator(seed), callback=lambda step, *state: reporter(int(steps) + step, *state), model_id=model_id)
     gallery = [(display(picture), "input"), (display(out.images[0]), "reconstruction (scale 0)")]
     gallery += [(display(img), f"scale {s:+.2g}") for s, img in zip(scales[1:], out.images[1:])]
     return gallery, f"{note}Direction: {label}; t_edit = {int(t_edit)}, t_boost = {int(t_boost)}, {int(steps)} steps."
@@ -106,7 +112,7 @@ def run_asyrrp(image, model_id, source, k, learned_path, file_path, scale, strip
 @user_errors
 @gpu
 def learn(image, model_id, source_text, target_text, kind, iterations, t_edit, steps, request: gr.Request, progress=gr.Progress()):
-    if not source_text.strip() or not target_text.strip():
+    if not (source_text or "").strip() or not (target_text or "").strip():
         raise gr.Error("Write both a source text (what the image shows) and a target text (what it should show).", title="Missing text")
     pipe = _pipe(model_id)
     picture = _image(image, pipe)
@@ -151,7 +157,7 @@ def build_tab() -> None:
                         stop_button = gr.Button("Stop", variant="stop")
                     learned_file = gr.File(label="Learned direction (.safetensors, download to reuse)", interactive=False)
                 direction_file = gr.File(label="Direction file (.safetensors)", file_types=[".safetensors"])
-                scale = gr.Slider(-3, 3, value=1.0, step=0.1, label="Scale s (negative reverses the edit)")
+                scale = gr.Slider(-MAX_SCALE, MAX_SCALE, value=1.0, step=0.1, label="Scale s (negative reverses the edit)")
                 strip = gr.Checkbox(True, label="Show a strip of scales (-2s, -s, s, 2s) to see the linearity")
                 with gr.Accordion("Advanced", open=False):
                     gr.Markdown(INTERVAL_NOTE)
