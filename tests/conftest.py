@@ -1,4 +1,5 @@
 import os
+from typing import NamedTuple
 
 import pytest
 import torch
@@ -74,21 +75,37 @@ def tiny_clip():
     return tiny_clip_components()
 
 
+class LiveApp(NamedTuple):
+    """The locally launched app and the local models it serves."""
+
+    url: str
+    model_dir: str  # the default diffusion model (STEER_MODEL)
+    other_model_dir: str  # a second model of the same size and schedule, another seed (CycleDiffusion translate)
+    clip_dir: str  # the CLIP model (STEER_CLIP_MODEL)
+
+
 @pytest.fixture(scope="session")
-def live_app(tmp_path_factory):
-    """The app launched locally on a tiny random model saved to a local directory: (url, model_dir)."""
+def live_app(tmp_path_factory) -> LiveApp:
+    """The app launched locally on tiny random models saved to local directories (diffusion models and CLIP)."""
     import importlib
 
     from diffusers import DDPMPipeline
 
-    model_dir = tmp_path_factory.mktemp("models") / "tiny-ddpm"
+    root = tmp_path_factory.mktemp("models")
+    model_dir, other_model_dir, clip_dir = root / "tiny-ddpm", root / "tiny-ddpm-seed1", root / "tiny-clip"
     DDPMPipeline(unet=tiny_unet(), scheduler=ddpm_scheduler()).save_pretrained(model_dir)
+    DDPMPipeline(unet=tiny_unet(seed=1), scheduler=ddpm_scheduler()).save_pretrained(other_model_dir)
+    clip_model, tokenizer = tiny_clip_components()
+    tokenizer.model_max_length = 77  # as openai/clip-vit-base-patch32's tokenizer: long prompts are truncated
+    clip_model.save_pretrained(clip_dir)
+    tokenizer.save_pretrained(clip_dir)
     mp = pytest.MonkeyPatch()
     mp.setenv("STEER_MODEL", str(model_dir))
+    mp.setenv("STEER_CLIP_MODEL", str(clip_dir))
     import app
 
     demo = importlib.reload(app).build_demo()
     _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
-    yield url, str(model_dir)
+    yield LiveApp(url, str(model_dir), str(other_model_dir), str(clip_dir))
     demo.close()
     mp.undo()

@@ -1,13 +1,22 @@
-"""The app's endpoints driven with gradio_client against the app launched locally on a tiny local model."""
+"""The app's endpoints driven with gradio_client against the app launched locally on tiny local models."""
+
+import re
 
 import pytest
 from gradio_client import Client, handle_file
+from PIL import Image
+
+UNSUPERVISED, LEARNED, FROM_FILE = ("unsupervised (k-th principal direction)", "learn from two texts",
+                                    "load a direction file")
 
 
 @pytest.fixture(scope="module")
 def client(live_app):
-    url, model_dir = live_app
-    return Client(url, verbose=False), model_dir
+    return Client(live_app.url, verbose=False), live_app.model_dir
+
+
+def read(item) -> bytes:
+    return open(item["image"], "rb").read()
 
 
 def test_ilvr_endpoint_returns_reference_low_pass_and_samples(client):
@@ -25,7 +34,6 @@ def test_ilvr_endpoint_is_reproducible_by_seed(client):
     args = (handle_file("assets/chelsea.png"), model_dir, 8, 0, 10, 1, 3, False)
     first, _ = c.predict(*args, api_name="/ilvr")
     second, _ = c.predict(*args, api_name="/ilvr")
-    read = lambda item: open(item["image"], "rb").read()  # noqa: E731
     assert read(first[-1]) == read(second[-1])
 
 
@@ -39,3 +47,59 @@ def test_bad_input_gives_a_clear_error_and_the_server_keeps_serving(client, tmp_
         c.predict(handle_file(str(text)), model_dir, 4, 0, 10, 1, 0, False, api_name="/ilvr")
     gallery, _ = c.predict(handle_file("assets/astronaut.png"), model_dir, 4, 0, 5, 1, 0, False, api_name="/ilvr")
     assert len(gallery) == 3
+
+
+def psnr_rows(metrics: str) -> dict[str, float]:
+    """The PSNR column of the CycleDiffusion tab's metrics table, by row name."""
+    return {name: float(value) for name, value in re.findall(r"\| (reconstruction|result) \| ([\d.]+) \|", metrics)}
+
+
+def test_guidance_endpoint_labels_every_sample_with_p_target_and_sweeps_by_seed(client):
+    c, model_dir = client
+    prompts = "a photo of a cat\na photo of a dog"
+    args = [prompts, "a photo of a dog", model_dir, 10, "ddim", "fixed_eps", 0, 10, 2, 0]
+    gallery = c.predict(*args, False, "", api_name="/guidance")
+    captions = [item["caption"] for item in gallery]
+    assert [caption.split(":")[0] for caption in captions] == ["s=10, sample 1", "s=10, sample 2"]
+    assert all(0 <= float(caption.rsplit("= ", 1)[1]) <= 1 for caption in captions)  # a probability
+    sweep = c.predict(*args[:8], 1, 0, True, "0, 10", api_name="/guidance")
+    assert [item["caption"].split(":")[0] for item in sweep] == ["s=0, sample 1", "s=10, sample 1"]
+    assert read(sweep[1]) == read(gallery[0])  # the sweep's s=10 is the single run's first sample: same seed
+
+
+def test_cycle_endpoint_reconstructs_translates_and_edits(client, live_app):
+    c, model_dir = client
+    image = handle_file("assets/astronaut.png")
+    common = dict(strength=0.5, eta=1.0, steps=6, guidance_scale=10, exact_gradient=False, pnp_steps=0,
+                  step_size=1e-3, seed=0)
+
+    def cycle(mode, target_id=None, target_prompt=""):
+        return c.predict(image, mode, model_dir, target_id, target_prompt, "", *common.values(), api_name="/cycle")
+
+    gallery, metrics = cycle("reconstruct")
+    assert [item["caption"] for item in gallery] == ["input", "reconstruction G1(z) (same model)"]
+    assert psnr_rows(metrics)["reconstruction"] > 40  # the DPM-Encoder's latent decodes to the input exactly
+    # another model of the same size: the tab offers registry models only, the API takes a local directory
+    gallery, metrics = cycle("translate", target_id=live_app.other_model_dir)
+    assert gallery[2]["caption"] == f"translate: {live_app.other_model_dir}"
+    assert psnr_rows(metrics)["result"] < psnr_rows(metrics)["reconstruction"]  # the other model changed it
+    gallery, metrics = cycle("text edit", target_prompt="a cat")
+    assert gallery[2]["caption"] == "text edit: “a cat”"
+    assert "CLIP similarity to “a cat”" in metrics
+
+
+def test_asyrrp_endpoints_edit_with_a_strip_and_with_a_learned_direction_file(client):
+    c, model_dir = client
+    image = handle_file("assets/chelsea.png")
+    gallery, info = c.predict(image, model_dir, UNSUPERVISED, 1, None, 1.0, True, False, 500, 200, 4, 0,
+                              api_name="/asyrrp")
+    assert [item["caption"] for item in gallery] == [
+        "input", "reconstruction (scale 0)", "scale -2", "scale -1", "scale +1", "scale +2"]
+    assert "principal direction 1" in info
+    assert read(gallery[2]) != read(gallery[5])  # -2s and +2s move h in opposite directions
+    path, message = c.predict(image, model_dir, "a cat", "a dog", "global Δh", 1, 500, 4, api_name="/asyrrp_learn")
+    assert path.endswith(".safetensors") and "Learned “a cat” → “a dog”" in message
+    gallery, info = c.predict(image, model_dir, FROM_FILE, 1, handle_file(path), -1.0, False, False, 500, 200, 4, 0,
+                              api_name="/asyrrp")
+    assert [item["caption"] for item in gallery] == ["input", "reconstruction (scale 0)", "scale -1"]
+    assert "a cat → a dog" in info

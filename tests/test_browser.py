@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason="Debian's
 
 @pytest.fixture(scope="module")
 def app_url(live_app):
-    return live_app[0]
+    return live_app.url
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 
 import concurrent.futures
 import io
+import re
 
 import numpy as np
 import pytest
@@ -48,8 +49,7 @@ UPLOADS = {
 
 @pytest.fixture(scope="module")
 def client(live_app):
-    url, model_dir = live_app
-    return Client(url, verbose=False), model_dir
+    return Client(live_app.url, verbose=False), live_app.model_dir
 
 
 def ilvr(c, model_dir, image, down_factor=4, range_t=0, steps=5, samples=1, seed=0):
@@ -92,6 +92,110 @@ def test_missing_image_is_refused(client):
     c, model_dir = client
     with pytest.raises(Exception, match="Upload a reference image first"):
         c.predict(None, model_dir, 4, 0, 5, 1, 0, False, api_name="/ilvr")
+
+
+PROMPTS = "a photo of a cat\na photo of a dog"
+UNSUPERVISED, LEARNED, FROM_FILE = ("unsupervised (k-th principal direction)", "learn from two texts",
+                                    "load a direction file")
+# every endpoint's arguments in order, with values that work (few steps, one sample)
+GOOD = {
+    "/guidance": dict(prompts_text=PROMPTS, target="a photo of a cat", model_id=None, scale=10, sampler="ddim",
+                      gradient="fixed_eps", eta=0, steps=10, samples=1, seed=0, sweep=False, sweep_scales="0, 5"),
+    "/cycle": dict(image="assets/astronaut.png", mode="reconstruct", source_id=None, target_id=None, target_prompt="",
+                   source_prompt="", strength=0.5, eta=1.0, steps=4, guidance_scale=10, exact_gradient=False,
+                   pnp_steps=0, step_size=1e-3, seed=0),
+    "/asyrrp": dict(image="assets/astronaut.png", model_id=None, source=UNSUPERVISED, k=1, file_path=None, scale=1.0,
+                    strip=False, auto=False, t_edit=500, t_boost=200, steps=4, seed=0),
+    "/asyrrp_learn": dict(image="assets/astronaut.png", model_id=None, source_text="a face",
+                          target_text="a smiling face", kind="global Δh", iterations=1, t_edit=500, steps=4),
+}
+
+
+def call(c, model_dir, api_name, **changes):
+    args = GOOD[api_name] | {key: model_dir for key in ("model_id", "source_id")} | changes
+    for key in ("image", "file_path"):
+        if isinstance(args.get(key), str):
+            args[key] = handle_file(args[key])
+    return c.predict(*[args[key] for key in GOOD[api_name]], api_name=api_name)
+
+
+# (endpoint, changed arguments, what the user should see). Values past a slider's range are refused by Gradio
+# itself where the event preprocesses its inputs (/guidance), by the tab or the pipeline where it does not.
+BAD = [
+    ("/guidance", dict(prompts_text="", target=""), "Write the label prompts"),
+    ("/guidance", dict(prompts_text=" \n \n", target="a photo of a cat"), "Write the label prompts"),
+    ("/guidance", dict(prompts_text="a photo of a cat"), "at least two non-empty label prompts"),
+    ("/guidance", dict(target="a photo of a bird"), "not one of the label prompts; pick one of: a photo of a cat, "),
+    ("/guidance", dict(steps=-5), "less than minimum value 10"),
+    ("/guidance", dict(steps=10**9), "greater than maximum value 1000"),
+    ("/guidance", dict(scale=1e30), "greater than maximum value 100"),
+    ("/guidance", dict(scale=-3), "less than minimum value 0"),
+    ("/guidance", dict(samples=1000), "greater than maximum value 8"),
+    ("/guidance", dict(eta=5), "greater than maximum value 1"),
+    ("/guidance", dict(seed=-1), "less than minimum value 0"),
+    ("/guidance", dict(sampler="euler"), "not in the list of choices"),
+    ("/guidance", dict(sweep=True, sweep_scales="0, 1e30"), "Sweep scales must be from 0 to 100"),
+    ("/guidance", dict(sweep=True, sweep_scales="-5, nan"), "Sweep scales must be from 0 to 100"),
+    ("/guidance", dict(sweep=True, sweep_scales="small, big"), "Write the sweep scales as numbers"),
+    ("/guidance", dict(sweep=True, sweep_scales=""), "Give from 1 to 8 sweep scales"),
+    ("/cycle", dict(image=None), "Upload an image first"),
+    ("/cycle", dict(mode="dream"), "Pick a mode: reconstruct, translate, text edit"),
+    ("/cycle", dict(mode="translate", target_id=None), "Pick a target model of the same resolution"),
+    ("/cycle", dict(mode="translate", target_id="/no/such/model"), "neither a registry model nor a local directory"),
+    ("/cycle", dict(mode="translate", target_id="google/ddpm-cifar10-32"), "Could not load 'google/ddpm-cifar10-32'"),
+    ("/cycle", dict(mode="text edit", target_prompt=""), "Write the target text"),
+    ("/cycle", dict(mode="text edit", target_prompt="   "), "Write the target text"),
+    ("/cycle", dict(mode="text edit", target_prompt="a cat", guidance_scale=1e30), "guidance scale s must be from 0 to 100"),
+    ("/cycle", dict(mode="text edit", target_prompt="a cat", guidance_scale=-1), "guidance scale s must be from 0 to 100"),
+    ("/cycle", dict(mode="text edit", target_prompt="a cat", step_size=None), "Write a Langevin step size"),
+    ("/cycle", dict(mode="text edit", target_prompt="a cat", pnp_steps=1000), "langevin_steps must be an integer from 1 to 100"),
+    ("/cycle", dict(strength=0), "strength must be in (0, 1]"),
+    ("/cycle", dict(strength=5), "strength must be in (0, 1]"),
+    ("/cycle", dict(eta=0), "eta must be in (0, 1] for the DPM-Encoder"),
+    ("/cycle", dict(steps=-5), "num_inference_steps must be an integer from 1 to 999"),
+    ("/cycle", dict(steps=10**9), "num_inference_steps must be an integer from 1 to 999"),
+    ("/cycle", dict(seed=-1), "the seed must be a whole number"),
+    ("/asyrrp", dict(image=None), "Upload an image to edit first"),
+    ("/asyrrp", dict(source="a guess"), "Pick where the direction comes from"),
+    ("/asyrrp", dict(scale=1e30), "scale s must be from -3 to 3"),
+    ("/asyrrp", dict(k=0), "k must be from 1 to 31"),
+    ("/asyrrp", dict(k=100), "k must be from 1 to 31"),
+    ("/asyrrp", dict(t_edit=5000), "need 0 <= t_boost <= t_edit <= 1000"),
+    ("/asyrrp", dict(t_edit=100, t_boost=900), "need 0 <= t_boost <= t_edit <= 1000"),
+    ("/asyrrp", dict(steps=-5), "num_inference_steps must be an integer from 1 to 1000"),
+    ("/asyrrp", dict(steps=10**9), "num_inference_steps must be an integer from 1 to 1000"),
+    ("/asyrrp", dict(source=LEARNED), "Learn a direction first"),
+    ("/asyrrp", dict(source=FROM_FILE), "Upload a .safetensors direction file first"),
+    ("/asyrrp", dict(source=FROM_FILE, file_path=b"not a safetensors file"), "is not a safetensors direction file"),
+    ("/asyrrp", dict(seed=-1), "the seed must be a whole number"),
+    ("/asyrrp_learn", dict(source_text="", target_text=""), "Write both a source text"),
+    ("/asyrrp_learn", dict(source_text=None, target_text=None), "Write both a source text"),
+    ("/asyrrp_learn", dict(iterations=0), "iterations must be a whole number >= 1"),
+    ("/asyrrp_learn", dict(t_edit=-1), "need 0 <= t_boost <= t_edit <= 1000"),
+    ("/asyrrp_learn", dict(steps=-5), "num_inference_steps must be an integer from 1 to 1000"),
+    ("/asyrrp_learn", dict(image=None), "Upload an image to edit first"),
+]
+
+
+@pytest.mark.parametrize("api_name, changes, message", BAD, ids=[f"{a} {c}" for a, c, _ in BAD])
+def test_bad_inputs_to_every_endpoint_get_a_clear_message(client, tmp_path, api_name, changes, message):
+    c, model_dir = client
+    if isinstance(changes.get("file_path"), bytes):  # an upload with these contents
+        changes = changes | {"file_path": write(tmp_path / "direction.safetensors", changes["file_path"])}
+    with pytest.raises(Exception, match=re.escape(message)):
+        call(c, model_dir, api_name, **changes)
+
+
+def test_after_the_bad_inputs_every_endpoint_still_answers(client):
+    c, model_dir = client
+    assert len(call(c, model_dir, "/guidance")) == 1
+    very_long = "a photo of a cat sitting on a mat in the sun " * 20  # past CLIP's 77 tokens: truncated, not refused
+    gallery, metrics = call(c, model_dir, "/cycle", mode="text edit", target_prompt=very_long)
+    assert len(gallery) == 3 and "CLIP similarity" in metrics
+    gallery, _ = call(c, model_dir, "/asyrrp")
+    assert len(gallery) == 3
+    path, _ = call(c, model_dir, "/asyrrp_learn")
+    assert path.endswith(".safetensors")
 
 
 def resident_mb() -> float:
