@@ -109,3 +109,14 @@ def live_app(tmp_path_factory) -> LiveApp:
     yield LiveApp(url, str(model_dir), str(other_model_dir), str(clip_dir))
     demo.close()
     mp.undo()
+
+
+@pytest.fixture(scope="session")
+def bundled():
+    """The bundled model (assets/shapes-16), loaded through the registry like the hub models; tests of what the
+    methods mean use it."""
+    from pipelines import models
+
+    if not (models.ROOT / models.REGISTRY[models.BUNDLED_MODEL].path / "unet").is_dir():
+        pytest.skip("assets/shapes-16 is not trained yet: python -m training.train_shapes")
+    return models.load_diffusion(models.BUNDLED_MODEL)

@@ -130,29 +130,21 @@ def test_bundled_model_is_the_default_on_a_gpu_without_the_hub(monkeypatch, tmp_
     models._hub_default_can_serve.cache_clear()
 
 
-@pytest.fixture(scope="module")
-def bundled():
-    """The bundled model (assets/shapes-16), loaded through the registry like the hub models."""
-    if not (models.ROOT / models.REGISTRY[models.BUNDLED_MODEL].path / "unet").is_dir():
-        pytest.skip("assets/shapes-16 is not trained yet: python -m training.train_shapes")
-    return models.load_diffusion(models.BUNDLED_MODEL)
-
-
 def test_ilvr_with_N4_keeps_the_reference_position_and_colour(bundled):
     from pipelines.ilvr import ILVRPipeline
 
-    references, shapes = make_batch(3, 16, seed=7)
+    references, shapes = make_batch(4, 16, seed=7)
     pipe = ILVRPipeline(unet=bundled.unet, scheduler=models.make_scheduler(bundled))
     pipe.set_progress_bar_config(disable=True)
     errors = {"ilvr": [], "plain": []}
     for reference, center, color in zip(references, shapes.center, shapes.color):
         for mode, range_t in (("ilvr", 0), ("plain", 1000)):  # range_t = T: no conditioning, plain DDPM from the same noise
-            out = pipe(reference[None], down_factor=4, range_t=range_t, num_inference_steps=50, batch_size=4,
+            out = pipe(reference[None], down_factor=4, range_t=range_t, num_inference_steps=25, batch_size=4,
                        generator=torch.Generator().manual_seed(0), output_type="pt")
             for m in measure_batch(out.images):
                 errors[mode].append(((torch.tensor(m.center) - center).norm().item(), (torch.tensor(m.color) - color).abs().max().item()))
     ilvr, plain = torch.tensor(errors["ilvr"]), torch.tensor(errors["plain"])
     # phi_4 keeps a 4x4 image: the shape's centre to about a pixel and its colour's mean, so every sample follows the reference
-    assert ilvr[:, 0].max() < 2.0 and ilvr[:, 1].max() < 0.2
+    assert ilvr[:, 0].max() < 1.5 and ilvr[:, 1].max() < 0.2
     # and that is ILVR's doing: without it the same noise lands anywhere, in any colour
     assert plain[:, 0].mean() > 3 * ilvr[:, 0].mean() and plain[:, 1].mean() > 3 * ilvr[:, 1].mean()
