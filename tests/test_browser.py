@@ -4,10 +4,13 @@ Skipped where /usr/bin/chromium or playwright is missing; .ci/run installs both.
 docs/screenshots/, which the README shows.
 """
 
+import re
 import shutil
 from pathlib import Path
 
 import pytest
+
+from pipelines import models
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = "/usr/bin/chromium"
@@ -35,6 +38,18 @@ def browser(tmp_path_factory):
         browser.close()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """The app samples in this process while Chromium renders on the same two cores: with two intra-op threads,
+    OpenMP's spin-waiting against the browser makes each U-Net call tens of times slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def page(browser, app_url):
     page = browser.new_page()
@@ -49,30 +64,124 @@ def open_tab(page, name: str):
     return page.locator(".tabitem:visible").first
 
 
+def set_slider(tab, label: str, value: int):
+    number = tab.get_by_label(f"number input for {label}")
+    number.fill(str(value))
+    number.press("Enter")
+
+
+WATCH_PROGRESS = """() => {
+    // every sampler count "k/N steps" a progress bar shows, with the bar's description, in the order seen;
+    // the queue's "queue: 1/1" and the timer are not the sampler's progress
+    window.progressSeen = [];
+    new MutationObserver(() => document.querySelectorAll('.progress-text').forEach(el => {
+        const m = el.innerText.match(/(\\d+)\\/(\\d+) steps/);
+        const bar = el.parentElement.querySelector('[role=progressbar]');
+        if (m) window.progressSeen.push([bar ? bar.getAttribute('aria-label') : null, +m[1], +m[2]]);
+    })).observe(document.body, {subtree: true, childList: true, characterData: true});
+}"""
+
+
+def run_and_watch(page, tab, button: str, images: int, screenshot: str, total: int) -> set[str]:
+    """Press Run, wait for `images` images in the gallery, save a screenshot, and check that the progress bar
+    counted the sampler's `total` steps and moved forward through at least two of them; returns its descriptions."""
+    page.evaluate(WATCH_PROGRESS)
+    tab.get_by_role("button", name=button).click()
+    tab.locator(".gallery img, [data-testid='gallery'] img, button.thumbnail-item img").nth(images - 1).wait_for(
+        timeout=120_000)
+    seen = page.evaluate("() => window.progressSeen")
+    assert seen, "no sampler progress was shown"
+    assert {n for _, _, n in seen} == {total}, seen
+    counts = list(dict.fromkeys(k for _, k, _ in seen))  # in the order first shown
+    assert len(counts) >= 2 and counts == sorted(counts) and counts[-1] <= total, counts
+    page.mouse.move(0, 0)  # no hover highlight in the screenshot
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{screenshot}.png"), full_page=True)
+    return {desc for desc, _, _ in seen}
+
+
+def choose(page, tab, label: str, option: str):
+    """Pick the dropdown option whose text starts with `option`."""
+    tab.get_by_label(label, exact=True).click()
+    page.get_by_role("option", name=re.compile("^" + re.escape(option))).click()
+
+
 def test_ilvr_tab_runs_shows_progress_and_images(page):
     tab = open_tab(page, "ILVR")
-    tab.locator("input[type=file]").first.set_input_files("assets/astronaut.png")
+    tab.locator("input[type=file]").first.set_input_files("assets/shapes/red-circle.png")
+    choose(page, tab, "Model", models.BUNDLED_MODEL)
     tab.get_by_text("Advanced").click()
-    steps = tab.get_by_label("number input for Sampling steps")
-    steps.fill("1000")  # long enough on the tiny model to watch the bar move
-    steps.press("Enter")
-    tab.get_by_role("button", name="Run ILVR").click()
-    progress = page.locator(".progress-text, .progress-level-inner").first
-    progress.wait_for(timeout=30_000)
-    first = progress.inner_text()
-    page.wait_for_function(
-        "prev => { const el = document.querySelector('.progress-text, .progress-level-inner');"
-        " return el === null || el.innerText !== prev; }", arg=first, timeout=30_000)
-    gallery_images = tab.locator(".gallery img, [data-testid='gallery'] img, button.thumbnail-item img")
-    gallery_images.nth(3).wait_for(timeout=120_000)  # reference, phi_N(y), two samples
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / "ilvr.png"), full_page=True)
+    set_slider(tab, "Sampling steps", 200)
+    descriptions = run_and_watch(page, tab, "Run ILVR", images=4, screenshot="ilvr", total=200)  # y, phi_N(y), 2 samples
+    assert descriptions == {"ILVR sampling"}
 
 
 def test_ilvr_tab_shows_an_error_for_a_bad_factor(page):
     tab = open_tab(page, "ILVR")
     tab.locator("input[type=file]").first.set_input_files("assets/chelsea.png")
-    tab.get_by_label("Downsampling factor N").click()
-    page.get_by_role("option", name="64", exact=True).click()
+    choose(page, tab, "Downsampling factor N (larger = looser)", "64")
     tab.get_by_role("button", name="Run ILVR").click()
     page.get_by_text("use one of 2, 4, 8, 16").first.wait_for(timeout=30_000)
+
+
+SHAPE_PROMPTS = "a red circle\na blue square\na green triangle"
+
+
+def test_guidance_tab_runs_shows_progress_and_images(page):
+    tab = open_tab(page, "Classifier guidance")
+    tab.get_by_label("Label prompts, one per line (CLIP's classes)").fill(SHAPE_PROMPTS)
+    choose(page, tab, "Model", models.BUNDLED_MODEL)
+    tab.get_by_text("Advanced").click()
+    set_slider(tab, "Sampling steps", 30)
+    descriptions = run_and_watch(page, tab, "Run classifier guidance", images=2, screenshot="guidance", total=30)
+    assert descriptions == {"guided sampling, s = 10"}
+    tab.get_by_text("s=10, sample 2: p(target) =").first.wait_for(timeout=30_000)  # each sample's caption
+
+
+def test_guidance_tab_shows_an_error_for_empty_prompts(page):
+    tab = open_tab(page, "Classifier guidance")
+    tab.get_by_label("Label prompts, one per line (CLIP's classes)").fill("")
+    tab.get_by_role("button", name="Run classifier guidance").click()
+    page.get_by_text("Write the label prompts").first.wait_for(timeout=30_000)
+
+
+def test_cycle_tab_runs_a_text_edit_shows_progress_and_images(page):
+    tab = open_tab(page, "CycleDiffusion")
+    tab.locator("input[type=file]").first.set_input_files("assets/shapes/blue-square.png")
+    tab.get_by_role("radio", name="text edit").check()
+    choose(page, tab, "Source model (encodes the input)", models.BUNDLED_MODEL)
+    tab.get_by_label("Target text (text edit)").fill("a blue circle")
+    tab.get_by_text("Advanced").click()
+    set_slider(tab, "Sampling steps", 30)
+    # input, reconstruction, edit; encode, reconstruct and edit take strength 0.6 x 30 steps each
+    descriptions = run_and_watch(page, tab, "Run CycleDiffusion", images=3, screenshot="cycle", total=54)
+    assert descriptions == {"CycleDiffusion: text edit"}
+    page.get_by_text("CLIP similarity to “a blue circle”").first.wait_for(timeout=30_000)
+
+
+def test_cycle_tab_shows_an_error_for_an_empty_target_text(page):
+    tab = open_tab(page, "CycleDiffusion")
+    tab.locator("input[type=file]").first.set_input_files("assets/chelsea.png")
+    tab.get_by_role("radio", name="text edit").check()
+    tab.get_by_role("button", name="Run CycleDiffusion").click()
+    page.get_by_text("Write the target text").first.wait_for(timeout=30_000)
+
+
+def test_asyrrp_tab_runs_a_scale_strip_shows_progress_and_images(page):
+    tab = open_tab(page, "Asyrrp")
+    tab.locator("input[type=file]").first.set_input_files("assets/shapes/green-triangle.png")
+    choose(page, tab, "Model", models.BUNDLED_MODEL)
+    tab.get_by_text("Advanced").click()
+    set_slider(tab, "Steps (inversion and sampling; the paper uses 40)", 20)
+    # input, reconstruction, -2s, -s, s, 2s; the inversion's 20 steps, then the edit's 20
+    descriptions = run_and_watch(page, tab, "Edit", images=6, screenshot="asyrrp", total=40)
+    assert descriptions == {"Asyrrp: DDIM inversion, then editing"}
+    page.get_by_text("Direction: principal direction 1").first.wait_for(timeout=30_000)
+
+
+def test_asyrrp_tab_shows_an_error_for_a_missing_direction_file(page):
+    tab = open_tab(page, "Asyrrp")
+    tab.locator("input[type=file]").first.set_input_files("assets/astronaut.png")
+    tab.get_by_role("radio", name="load a direction file").check()
+    tab.get_by_role("button", name="Edit").click()
+    page.get_by_text("Upload a .safetensors direction file first").first.wait_for(timeout=30_000)
