@@ -4,11 +4,15 @@ Skipped where /usr/bin/chromium or playwright is missing; .ci/run installs both.
 docs/screenshots/, which the README shows.
 """
 
+import io
 import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+from gradio_client import Client, handle_file
+from PIL import Image
 
 from pipelines import models
 
@@ -185,3 +189,29 @@ def test_asyrrp_tab_shows_an_error_for_a_missing_direction_file(page):
     tab.get_by_role("radio", name="load a direction file").check()
     tab.get_by_role("button", name="Edit").click()
     page.get_by_text("Upload a .safetensors direction file first").first.wait_for(timeout=30_000)
+
+
+def test_the_same_seed_gives_the_same_image_in_the_browser_and_through_the_api(page, app_url):
+    tab = open_tab(page, "ILVR")
+    tab.locator("input[type=file]").first.set_input_files("assets/shapes/yellow-circle.png")
+    choose(page, tab, "Model", models.BUNDLED_MODEL)
+    tab.get_by_text("Advanced").click()
+    set_slider(tab, "Sampling steps", 30)
+    tab.get_by_label("Seed (same seed + settings = same image)").fill("7")
+    tab.get_by_role("button", name="Run ILVR").click()
+    shown = tab.locator(".gallery img, [data-testid='gallery'] img, button.thumbnail-item img")
+    shown.nth(3).wait_for(timeout=120_000)
+    sources = list(dict.fromkeys(shown.evaluate_all("images => images.map(image => image.src)")))
+    assert len(sources) == 4, sources  # y, phi_N(y), two samples
+    in_browser = [decode(page.request.get(src).body()) for src in sources[2:4]]  # the two samples
+    client = Client(app_url, verbose=False)
+    request = (handle_file("assets/shapes/yellow-circle.png"), models.BUNDLED_MODEL, 4, 0, 30, 2)
+    again, _ = client.predict(*request, 7, False, api_name="/ilvr")
+    other_seed, _ = client.predict(*request, 8, False, api_name="/ilvr")
+    for item, image in zip(again[2:], in_browser):
+        np.testing.assert_array_equal(decode(open(item["image"], "rb").read()), image)  # bit for bit: same device
+    assert not np.array_equal(decode(open(other_seed[2]["image"], "rb").read()), in_browser[0])
+
+
+def decode(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
