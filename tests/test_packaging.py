@@ -1,8 +1,13 @@
 """Space packaging: the README's front matter and commands, requirements, and both ways of starting the app."""
 
+import json
+import os
 import re
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import yaml
@@ -61,3 +66,61 @@ def test_gradio_app_py_finds_the_demo_without_launching():
     # `gradio app.py` imports the module and looks for a Blocks named `demo`
     code = "import app, gradio; assert isinstance(app.demo, gradio.Blocks)"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
+
+
+def test_python_app_py_serves_the_page():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = os.environ | {"GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port), "HF_HUB_OFFLINE": "1"}
+    server = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, server.stderr.read().decode()
+            try:
+                page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).read().decode()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "python app.py did not serve within 120 s"
+                time.sleep(1)
+        assert "Steering diffusion models without retraining" in page  # the page's title
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+ZERO_GPU = """
+import json, sys, types
+wrapped = []
+spaces = types.ModuleType("spaces")
+def GPU(duration):
+    def decorate(fn):
+        wrapped.append(fn.__name__)
+        return fn
+    return decorate
+spaces.GPU = GPU
+if {with_spaces}:
+    sys.modules["spaces"] = spaces
+else:
+    sys.modules["spaces"] = None  # as if not installed: importing it raises ImportError
+import app
+from ui import common
+endpoints = sorted(d.api_name for d in app.demo.fns.values() if d.api_name and d.api_visibility == "public")
+print(json.dumps(dict(wrapped=sorted(wrapped), endpoints=endpoints, gpu_is_identity=common.gpu(len) is len)))
+"""
+
+
+def zero_gpu_run(with_spaces: bool) -> dict:
+    """Import the app in a fresh interpreter with a fake `spaces` package (or none); what got wrapped in spaces.GPU."""
+    code = ZERO_GPU.format(with_spaces=with_spaces)
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_gpu_work_runs_under_spaces_gpu_when_spaces_is_installed_and_the_app_is_unchanged_without_it():
+    with_spaces, without_spaces = zero_gpu_run(True), zero_gpu_run(False)
+    assert with_spaces["wrapped"] == ["learn", "run_asyrrp", "run_cycle", "run_guidance", "run_ilvr"]  # all GPU work
+    assert without_spaces["wrapped"] == [] and without_spaces["gpu_is_identity"]
+    assert with_spaces["endpoints"] == without_spaces["endpoints"] == ["asyrrp", "asyrrp_learn", "cycle", "guidance", "ilvr"]
