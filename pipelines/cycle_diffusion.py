@@ -3,8 +3,10 @@
 The latent of an image is z = (x_{t0}, eps_{t0}, ..., eps_{t_n}), and G(z) runs x_prev = mu_theta(x_t, t) + sigma_t eps_t.
 The DPM-Encoder draws z so that G(z) is the image again:
     x_prev ~ q(x_prev | x_t, x0)  (x0 itself at the last step),   eps_t = (x_prev - mu_theta(x_t, t)) / sigma_t.
-Decoding the same z with another model translates the image (unpaired translation); decoding it with the same model
-CLIP-guided toward a text edits it; Langevin steps on z with a CLIP energy are the paper's plug-and-play guidance.
+Decoding the same z with another model translates the image (unpaired translation), and so does decoding it with the
+same class-conditional model under another class: encode with G(z | c_source), decode with G(z | c_target). Decoding
+it with the same model CLIP-guided toward a text edits it; Langevin steps on z with a CLIP energy are the paper's
+plug-and-play guidance.
 """
 
 from __future__ import annotations
@@ -62,6 +64,29 @@ def check_encoder_args(num_inference_steps, eta, strength, T: int) -> None:
         raise ValueError(f"strength must be in (0, 1] (1 encodes from pure noise, smaller keeps more); got {strength!r}")
 
 
+def check_class_labels(unet, class_labels, batch_size: int) -> torch.Tensor | None:
+    """class_labels (None, an int, or one int per image) -> (B,) long on the U-Net's device; None stays None (the null
+    class of a class-conditional model, or no class at all). Raise ValueError for labels the U-Net cannot take."""
+    if class_labels is None:
+        return None
+    num_classes = unet.config.num_class_embeds
+    if num_classes is None:
+        raise ValueError(
+            "this model has no class embeddings (its config.num_class_embeds is None), so it takes no class labels; "
+            "pass none, or use a class-conditional model such as shapes-16"
+        )
+    labels = class_labels.reshape(-1).tolist() if isinstance(class_labels, torch.Tensor) else class_labels
+    labels = [labels] * batch_size if isinstance(labels, int) else labels
+    allowed = f"integers from 0 to {num_classes - 1} ({num_classes - 1} is the null class, unconditional)"
+    if (not isinstance(labels, (list, tuple)) or len(labels) != batch_size
+            or not all(isinstance(y, int) and not isinstance(y, bool) and 0 <= y < num_classes for y in labels)):
+        raise ValueError(
+            f"class labels must be one of the {allowed}, or a list of {batch_size} of them (one per image); "
+            f"got {class_labels!r}"
+        )
+    return torch.tensor(labels, dtype=torch.long, device=unet.device)  # (B,)
+
+
 def check_compatible(unet, scheduler_config, other_unet, other_scheduler_config) -> None:
     """Raise ValueError unless a latent of one model can be decoded by the other: same image size, channels, schedule."""
     for key in ("sample_size", "in_channels", "out_channels"):
@@ -96,13 +121,15 @@ def ssim(x: torch.Tensor, y: torch.Tensor) -> float:
 
 @dataclass
 class CycleLatent:
-    """z = (x_{t0}, eps per step) of the DDIM sampler with this eta and number of steps."""
+    """z = (x_{t0}, eps per step) of the DDIM sampler with this eta and number of steps, and the class c it was
+    encoded under: G(z | c) is the image."""
 
     x_t0: torch.Tensor  # (B,3,H,W), the chain's start x_{t0}
     eps: torch.Tensor  # (K,B,3,H,W), the noise of each of the K steps from t0 down
     timesteps: torch.Tensor  # (K,), t0 first
     num_inference_steps: int  # the full chain's steps (K <= this when strength < 1)
     eta: float
+    class_labels: torch.Tensor | None = None  # (B,) long; None: the null class (or an unconditional model)
 
     @property
     def t0(self) -> int:
@@ -119,7 +146,8 @@ class CycleDiffusionPipelineOutput(BaseOutput):
 
 
 class CycleDiffusionPipeline(DiffusionPipeline):
-    """DPM-Encoder and decoder of an unconditional DDPM (unet + its DDPM or DDIM scheduler's noise schedule)."""
+    """DPM-Encoder and decoder of a DDPM (unet + its DDPM or DDIM scheduler's noise schedule), unconditional or
+    class-conditional (config.num_class_embeds set, the last label the null class)."""
 
     def __init__(self, unet, scheduler):
         super().__init__()
@@ -134,15 +162,18 @@ class CycleDiffusionPipeline(DiffusionPipeline):
         strength: float = 1.0,
         generator: torch.Generator | None = None,
         callback: Callback = None,
+        class_labels: int | list[int] | None = None,
     ) -> CycleLatent:
-        """z ~ DPMEnc(z | x, G): image (PIL, path or (B,3,H,W) in [0,1]) -> latent with G(z) = image.
+        """z ~ DPMEnc(z | x, G(. | c)): image (PIL, path or (B,3,H,W) in [0,1]) -> latent with G(z | c) = image.
 
         strength in (0,1]: the chain starts at t0, the first timestep of the last round(strength * steps) steps.
+        class_labels: the class c, an int or one per image (class-conditional models); None: the null class.
         """
         T = self.scheduler.config.num_train_timesteps
         check_encoder_args(num_inference_steps, eta, strength, T)
         device = self._execution_device
         x0 = to_model_input(image, self.unet.config.sample_size, device, self.unet.dtype)  # (B,3,H,W) in [-1,1]
+        c = check_class_labels(self.unet, class_labels, x0.shape[0])  # (B,) or None
         scheduler = encoder_scheduler(self.scheduler.config)
         scheduler.set_timesteps(num_inference_steps)
         timesteps = scheduler.timesteps[num_inference_steps - max(1, round(strength * num_inference_steps)) :]
@@ -159,12 +190,12 @@ class CycleDiffusionPipeline(DiffusionPipeline):
                 n = randn_tensor(x0.shape, generator=generator, device=device, dtype=x0.dtype)
                 x_prev = scheduler.step(eps_of(x, x0, abar(scheduler, t)), t, x, eta=eta, variance_noise=n).prev_sample
             # 3. eps_t = (x_prev - mu_theta(x_t, t)) / sigma_t, mu_theta = the model's step with zero noise
-            out = scheduler.step(eps_theta(self.unet, x, t), t, x, eta=eta, variance_noise=torch.zeros_like(x))
+            out = scheduler.step(eps_theta(self.unet, x, t, c), t, x, eta=eta, variance_noise=torch.zeros_like(x))
             eps.append((x_prev - out.prev_sample) / sigma_t(scheduler, t, eta))
             if callback is not None:
                 callback(step, int(t), x, out.pred_original_sample)
             x = x_prev
-        return CycleLatent(x_t0, torch.stack(eps), timesteps.clone(), num_inference_steps, float(eta))
+        return CycleLatent(x_t0, torch.stack(eps), timesteps.clone(), num_inference_steps, float(eta), c)
 
     @torch.no_grad()
     def decode(
@@ -179,38 +210,46 @@ class CycleDiffusionPipeline(DiffusionPipeline):
         exact_gradient: bool = False,
         output_type: str = "pil",
         callback: Callback = None,
+        class_labels: int | list[int] | None = None,
     ):
-        """G(z): x_prev = mu_theta(x_t, t) + sigma_t eps_t from x_{t0}; unet=None decodes with the pipeline's own model.
+        """G(z | c): x_prev = mu_theta(x_t, t, c) + sigma_t eps_t from x_{t0}; unet=None: the pipeline's own model.
 
         unet / scheduler: another model of the same size and noise schedule (translation).
+        class_labels: the class c to decode under, an int or one per image; another class than the latent's translates.
+        None: the latent's own class with the pipeline's model (so decode(latent) reconstructs); none with another.
         clip + target_prompt: mu_theta CLIP-guided toward target_prompt (and away from source_prompt) with the DDIM
         rule eps_hat = eps_theta - sqrt(1-abar_t) s grad log p; exact_gradient differentiates through the U-Net.
         """
+        own_model = unet is None or unet is self.unet
         unet = unet or self.unet
         config = (scheduler or self.scheduler).config
         check_compatible(self.unet, self.scheduler.config, unet, config)
+        if class_labels is None:
+            c = latent.class_labels.to(unet.device) if own_model and latent.class_labels is not None else None
+        else:
+            c = check_class_labels(unet, class_labels, latent.x_t0.shape[0])  # (B,)
         score = self._text_score(clip, target_prompt, source_prompt) if guidance_scale and target_prompt else None
         sampler = encoder_scheduler(config)
         sampler.set_timesteps(latent.num_inference_steps)
         x = latent.x_t0.to(unet.device, unet.dtype)
         for step, (t, eps_t) in enumerate(zip(self.progress_bar(latent.timesteps), latent.eps)):
-            x_prev, x0_hat = self._mu_plus_noise(unet, sampler, x, t, eps_t.to(x), latent.eta, score, guidance_scale,
+            x_prev, x0_hat = self._mu_plus_noise(unet, sampler, x, t, c, eps_t.to(x), latent.eta, score, guidance_scale,
                                                  exact_gradient)
             if callback is not None:
                 callback(step, int(t), x, x0_hat)
             x = x_prev
         return postprocess(x, output_type)
 
-    def _mu_plus_noise(self, unet, sampler, x, t, eps_t, eta, score, scale, exact_gradient):
-        """One step of G: x_prev = mu_theta(x_t, t) + sigma_t eps_t, mu_theta CLIP-guided when a score is given."""
+    def _mu_plus_noise(self, unet, sampler, x, t, c, eps_t, eta, score, scale, exact_gradient):
+        """One step of G: x_prev = mu_theta(x_t, t, c) + sigma_t eps_t, mu_theta CLIP-guided when a score is given."""
         if score is None:
-            out = sampler.step(eps_theta(unet, x, t), t, x, eta=eta, variance_noise=eps_t)
+            out = sampler.step(eps_theta(unet, x, t, c), t, x, eta=eta, variance_noise=eps_t)
             return out.prev_sample, out.pred_original_sample
         abar_t = abar(sampler, t)
         if exact_gradient:
-            g, eps = grad_exact(score, x, lambda x_: eps_theta(unet, x_, t), abar_t)
+            g, eps = grad_exact(score, x, lambda x_: eps_theta(unet, x_, t, c), abar_t)
         else:
-            eps = eps_theta(unet, x, t)
+            eps = eps_theta(unet, x, t, c)
             g = grad_fixed_eps(score, x, eps, abar_t)
         out = sampler.step(guided_eps(eps, g, abar_t, scale), t, x, eta=eta, variance_noise=eps_t,
                            use_clipped_model_output=True)
@@ -234,10 +273,12 @@ class CycleDiffusionPipeline(DiffusionPipeline):
         guidance_scale: float = 10.0,
         generator: torch.Generator | None = None,
         callback: Callback = None,
+        class_labels: int | list[int] | None = None,
     ) -> CycleLatent:
-        """Langevin dynamics on z toward p(z) exp(-s E(G(z))), E = -CLIP text score of the decoded image:
-        z <- z - (lambda/2) grad_z (|z|^2/2 + s E(G(z))) + sqrt(lambda) xi, from the encoded z.
+        """Langevin dynamics on z toward p(z) exp(-s E(G(z | c))), E = -CLIP text score of the decoded image:
+        z <- z - (lambda/2) grad_z (|z|^2/2 + s E(G(z | c))) + sqrt(lambda) xi, from the encoded z.
 
+        class_labels: the class c of G (None: the latent's); the returned latent records it, so decode() uses it.
         Gradients run through the whole chain with one checkpoint per step (memory of one step, twice the forwards).
         """
         if not isinstance(langevin_steps, int) or not 1 <= langevin_steps <= 100:
@@ -245,13 +286,15 @@ class CycleDiffusionPipeline(DiffusionPipeline):
         if not 0 < step_size <= 1:
             raise ValueError(f"step_size (lambda) must be in (0, 1]; got {step_size!r}")
         score = self._text_score(clip, target_prompt, source_prompt)
+        c = latent.class_labels if class_labels is None else check_class_labels(self.unet, class_labels,
+                                                                                 latent.x_t0.shape[0])
         sampler = encoder_scheduler(self.scheduler.config)
         sampler.set_timesteps(latent.num_inference_steps)
         z = [latent.x_t0.float(), latent.eps.float()]
         for k in range(langevin_steps):
             with torch.enable_grad():
                 z = [part.detach().requires_grad_(True) for part in z]
-                x0 = self._G(sampler, z[0], z[1], latent)
+                x0 = self._G(sampler, z[0], z[1], latent, c)
                 energy = -guidance_scale * score(x0, x0).sum() + sum(0.5 * (part**2).sum() for part in z)
                 grads = torch.autograd.grad(energy, z)
             with torch.no_grad():
@@ -261,13 +304,13 @@ class CycleDiffusionPipeline(DiffusionPipeline):
             if callback is not None:
                 callback(k, latent.t0, z[0], x0.detach())
         dtype = latent.x_t0.dtype
-        return CycleLatent(z[0].to(dtype), z[1].to(dtype), latent.timesteps, latent.num_inference_steps, latent.eta)
+        return CycleLatent(z[0].to(dtype), z[1].to(dtype), latent.timesteps, latent.num_inference_steps, latent.eta, c)
 
-    def _G(self, sampler, x_t0, eps, latent: CycleLatent) -> torch.Tensor:
-        """G(z) with autograd, one checkpoint per step: (B,3,H,W) in [-1,1]."""
+    def _G(self, sampler, x_t0, eps, latent: CycleLatent, c: torch.Tensor | None) -> torch.Tensor:
+        """G(z | c) with autograd, one checkpoint per step: (B,3,H,W) in [-1,1]."""
 
         def step(x, eps_t, t):
-            return sampler.step(eps_theta(self.unet, x, t), t, x, eta=latent.eta, variance_noise=eps_t).prev_sample
+            return sampler.step(eps_theta(self.unet, x, t, c), t, x, eta=latent.eta, variance_noise=eps_t).prev_sample
 
         x = x_t0.to(self.unet.dtype)
         for t, eps_t in zip(latent.timesteps, eps):
@@ -295,12 +338,16 @@ class CycleDiffusionPipeline(DiffusionPipeline):
         output_type: str = "pil",
         return_dict: bool = True,
         callback: Callback = None,
+        source_class: int | list[int] | None = None,
+        target_class: int | list[int] | None = None,
     ):
-        """Encode `image` with this pipeline's model, then decode the same z:
-        - no target: the reconstruction (G1(z) = image);
+        """Encode `image` with this pipeline's model (under source_class), then decode the same z:
+        - no target: the reconstruction (G1(z | c_source) = image);
         - target_unet (+ target_scheduler): unpaired translation G2(z);
+        - target_class: class translation G1(z | c_target) (with target_unet: G2(z | c_target));
         - target_prompt + clip: a text edit, mu_theta CLIP-guided (or, with plug_and_play_steps > 0, Langevin on z).
-        reconstruct: also return G1(z). callback(step, t, x_t, x0_hat) sees every step of every stage.
+        source_class, target_class: an int or one per image, for class-conditional models; None: the null class.
+        reconstruct: also return G1(z | c_source). callback(step, t, x_t, x0_hat) sees every step of every stage.
         """
         if output_type not in ("pil", "np", "pt"):
             raise ValueError(f"output_type {output_type!r} is not supported; use 'pil', 'np' or 'pt'")
@@ -308,17 +355,20 @@ class CycleDiffusionPipeline(DiffusionPipeline):
             check_compatible(self.unet, self.scheduler.config, target_unet, (target_scheduler or self.scheduler).config)
         if target_prompt is not None and clip is None:
             raise ValueError("a text edit needs a CLIP model: pass clip=ClipJudge(model, tokenizer)")
-        latent = self.encode(image, num_inference_steps, eta, strength, generator, callback)
+        if target_class is not None:  # refuse a bad target before the encoder runs
+            check_class_labels(target_unet or self.unet, target_class,
+                               len(target_class) if isinstance(target_class, (list, tuple, torch.Tensor)) else 1)
+        latent = self.encode(image, num_inference_steps, eta, strength, generator, callback, source_class)
         reconstructions = self.decode(latent, output_type=output_type) if reconstruct else None
         if target_prompt is not None and plug_and_play_steps > 0:
             edited = self.plug_and_play(latent, clip, target_prompt, source_prompt, plug_and_play_steps, step_size,
-                                        guidance_scale, generator, callback)
+                                        guidance_scale, generator, callback, target_class)
             images = self.decode(edited, output_type=output_type, callback=callback)
-        elif target_unet is None and target_prompt is None and reconstruct:
+        elif target_unet is None and target_prompt is None and target_class is None and reconstruct:
             images = reconstructions
         else:
             images = self.decode(latent, target_unet, target_scheduler, clip, target_prompt, source_prompt,
-                                 guidance_scale, exact_gradient, output_type, callback)
+                                 guidance_scale, exact_gradient, output_type, callback, target_class)
         if not return_dict:
             return images, reconstructions, latent
         return CycleDiffusionPipelineOutput(images=images, reconstructions=reconstructions, latent=latent)

@@ -2,16 +2,18 @@
 
 import pytest
 import torch
-from diffusers import DDIMPipeline, DDPMScheduler
+from diffusers import DDIMPipeline, DDPMScheduler, UNet2DModel
 
 from conftest import ddpm_scheduler, tiny_unet
-from pipelines import CycleDiffusionPipeline
+from pipelines import CycleDiffusionPipeline, make_scheduler
 from pipelines.clip import ClipJudge
 from pipelines.clip_guidance import clip_text_score, grad_exact, grad_fixed_eps
 from pipelines.cycle_diffusion import CycleLatent, encoder_scheduler, psnr, sigma_t
 from pipelines.sampling import abar, eps_theta
+from training.shapes import CENTROID_DY, make_batch, measure_batch
 
 STEPS = 6
+BUNDLED_STEPS, BUNDLED_STRENGTH = 25, 0.5  # the chain starts at t0 = 441: enough noise to redraw the outline
 
 
 def smooth_image(seed: int = 0, batch: int = 1) -> torch.Tensor:
@@ -29,6 +31,13 @@ def pipeline(unet) -> CycleDiffusionPipeline:
 
 def gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
+
+
+def tiny_class_unet() -> UNet2DModel:
+    """tiny_unet with 4 class embeddings (labels 0..2, 3 the null class), as the bundled model."""
+    torch.manual_seed(0)
+    config = {key: value for key, value in tiny_unet().config.items() if not key.startswith("_")}
+    return UNet2DModel(**{**config, "num_class_embeds": 4}).eval()
 
 
 @pytest.mark.parametrize("eta", [0.3, 1.0])
@@ -165,3 +174,95 @@ def test_callback_sees_every_step_of_encode_and_decode(unet):
 def test_bad_arguments_say_what_is_allowed(unet, kwargs, message):
     with pytest.raises(ValueError, match=message):
         pipeline(unet)(smooth_image(), **{"num_inference_steps": 2, **kwargs})
+
+
+def test_class_conditional_latent_reconstructs_under_its_class_and_translates_under_another():
+    pipe, image = pipeline(tiny_class_unet()), smooth_image(4, batch=2)
+    latent = pipe.encode(image, STEPS, strength=0.5, generator=gen(0), class_labels=[0, 2])
+    assert latent.class_labels.tolist() == [0, 2]  # recorded, so that decode(latent) needs no labels
+    # G(z | c_source) retraces the encoder's chain: only float32 round-off remains (~1e-5)
+    assert (pipe.decode(latent, output_type="pt") - image).abs().max() <= 2e-3
+    other = pipe.encode(image, STEPS, strength=0.5, generator=gen(0), class_labels=1)
+    assert (other.eps - latent.eps).abs().mean() > 1e-3  # the encoder's mu_theta sees the class
+    for labels in ([1, 1], 3):  # another class, and the null class: another decoder, another image
+        translated = pipe.decode(latent, output_type="pt", class_labels=labels)
+        assert (translated - image).abs().mean() > 1e-2, labels  # random class embeddings move mu_theta every step
+
+
+def test_call_translates_from_source_class_to_target_class():
+    pipe, image = pipeline(tiny_class_unet()), smooth_image(5)
+    same = pipe(image, source_class=0, target_class=0, strength=0.5, num_inference_steps=STEPS, generator=gen(0),
+                output_type="pt")
+    assert torch.equal(same.images, same.reconstructions)  # decoding under the source class is the reconstruction
+    out = pipe(image, source_class=0, target_class=2, strength=0.5, num_inference_steps=STEPS, generator=gen(0),
+               output_type="pt")
+    assert torch.equal(out.reconstructions, same.reconstructions) and out.latent.class_labels.tolist() == [0]
+    assert (out.reconstructions - image).abs().max() <= 2e-3 and (out.images - image).abs().mean() > 1e-2
+
+
+def test_plug_and_play_runs_the_chain_under_the_target_class(tiny_clip):
+    pipe, clip = pipeline(tiny_class_unet()), ClipJudge(*tiny_clip)
+    latent = pipe.encode(smooth_image(6), 2, generator=gen(0), class_labels=0)
+    edited = pipe.plug_and_play(latent, clip, "a red car", langevin_steps=1, class_labels=2, generator=gen(1))
+    assert edited.class_labels.tolist() == [2]  # decode(edited) decodes under the class Langevin used
+
+
+@pytest.mark.parametrize(
+    "unet_kind, kwargs, message",
+    [
+        ("plain", {"source_class": 0}, "this model has no class embeddings"),
+        ("plain", {"target_class": 1}, "this model has no class embeddings"),
+        ("class", {"source_class": 4}, "integers from 0 to 3 \\(3 is the null class"),
+        ("class", {"target_class": -1}, "integers from 0 to 3"),
+        ("class", {"source_class": [0, 1]}, "or a list of 1 of them \\(one per image\\); got \\[0, 1\\]"),
+        ("class", {"target_class": "square"}, "integers from 0 to 3"),
+        ("class", {"target_class": 1.0}, "integers from 0 to 3"),
+    ],
+)
+def test_bad_class_labels_say_what_is_allowed(unet_kind, kwargs, message):
+    pipe = pipeline(tiny_class_unet() if unet_kind == "class" else tiny_unet())
+    with pytest.raises(ValueError, match=message):
+        pipe(smooth_image(), num_inference_steps=2, **kwargs)
+
+
+def centroid(m) -> torch.Tensor:
+    """The shape's centre of mass (x, y) in pixels: a triangle's lies r/3 below its bounding square's centre."""
+    return torch.tensor(m.center) + torch.tensor([0.0, CENTROID_DY[m.label] * m.size])
+
+
+def test_bundled_class_translation_changes_the_class_and_keeps_colour_and_position(bundled):
+    """Every source -> target pair of the bundled model: 8 generator images per class, each encoded under its class
+    and decoded under each of the two others; measured by training.shapes (no model)."""
+    pipe = CycleDiffusionPipeline(unet=bundled.unet, scheduler=make_scheduler(bundled, "ddim"))
+    pipe.set_progress_bar_config(disable=True)
+    images, shapes = make_batch(96, 16, seed=0)
+    keep = torch.cat([(shapes.label == k).nonzero()[:8, 0] for k in range(3)])  # (24,), 8 of each class
+    x, source = images[keep], shapes.label[keep]
+    true_colour, true_centroid = shapes.color[keep], shapes.center[keep] + torch.stack(
+        [torch.zeros(24), torch.tensor([CENTROID_DY[int(k)] for k in source]) * shapes.size[keep]], dim=1)
+    latent = pipe.encode(x, BUNDLED_STEPS, strength=BUNDLED_STRENGTH, generator=gen(0), class_labels=source.tolist())
+    # reconstruction under the source class is exact: float32 round-off only (~1e-6 measured)
+    assert (pipe.decode(latent, output_type="pt") - x).abs().max() <= 1e-4
+    fresh = CycleLatent(torch.randn(latent.x_t0.shape, generator=gen(1)),
+                        torch.randn(latent.eps.shape, generator=gen(2)), latent.timesteps, latent.num_inference_steps,
+                        latent.eta)
+    errors, unrelated_errors = [], []
+    for shift in (1, 2):
+        target = (source + shift) % 3
+        translated = measure_batch(pipe.decode(latent, output_type="pt", class_labels=target.tolist()))
+        unrelated = measure_batch(pipe.decode(fresh, output_type="pt", class_labels=target.tolist()))
+        changed = torch.tensor([m.label for m in translated]) == target
+        colour_error = (torch.tensor([m.color for m in translated]) - true_colour).norm(dim=1)  # RGB distance
+        centroid_error = (torch.stack([centroid(m) for m in translated]) - true_centroid).norm(dim=1)  # pixels
+        unrelated_colour = (torch.tensor([m.color for m in unrelated]) - true_colour).norm(dim=1)
+        errors.append(centroid_error)
+        unrelated_errors.append((torch.stack([centroid(m) for m in unrelated]) - true_centroid).norm(dim=1))
+        for k in range(3):
+            pair, rows = f"{k}->{(k + shift) % 3}", source == k
+            assert changed[rows].float().mean() >= 0.8, pair  # measured 100% for every pair
+            # measured pair means 0.03..0.15; a random latent decoded under the same class: 0.52..0.60
+            assert colour_error[rows].mean() < 0.25 < unrelated_colour[rows].mean(), (pair, colour_error[rows])
+            # measured pair means 0.3..1.8 px (redrawing a circle or square as a triangle moves the mass most)
+            assert centroid_error[rows].mean() < 2.0, (pair, centroid_error[rows])
+    # measured: 1.0 px on average, a random latent 2.7 px (shapes keep a margin, so random centres are not far)
+    assert torch.cat(errors).mean() < 0.5 * torch.cat(unrelated_errors).mean()
