@@ -6,6 +6,10 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
+from pipelines import images, models
+from training.shapes import measure
+from ui.cycle_tab import class_dropdown_updates
+
 UNSUPERVISED, LEARNED, FROM_FILE = ("unsupervised (k-th principal direction)", "learn from two texts",
                                     "load a direction file")
 
@@ -86,6 +90,41 @@ def test_cycle_endpoint_reconstructs_translates_and_edits(client, live_app):
     gallery, metrics = cycle("text edit", target_prompt="a cat")
     assert gallery[2]["caption"] == "text edit: “a cat”"
     assert "CLIP similarity to “a cat”" in metrics
+
+
+def measured(item):
+    """What a gallery image shows (training.shapes.measure): its 16x16 pixels, enlarged by nearest neighbour, read back."""
+    picture = Image.open(item["image"]).convert("RGB").resize((16, 16), Image.Resampling.NEAREST)
+    return measure(images.pil_to_tensor(picture)[0])
+
+
+def test_cycle_endpoint_translates_between_the_bundled_models_classes(client, bundled):
+    c, model_dir = client
+
+    def cycle(source_id, source_class, target_class):
+        return c.predict(handle_file("assets/shapes/red-circle.png"), "class translation", source_id, None, "", "",
+                         0.5, 1.0, 50, 10, False, 0, 1e-3, 0, source_class, target_class, api_name="/cycle")
+
+    gallery, metrics = cycle(models.BUNDLED_MODEL, "circle", "square")
+    assert [item["caption"] for item in gallery] == [
+        "input", "reconstruction G(z | circle) (same class)", "class translation: circle → square"]
+    shown, result = measured(gallery[0]), measured(gallery[2])
+    assert (shown.name, result.name) == ("circle", "square")
+    # same latent: the colour stays (measured RGB distance 0.04; another red would still be < 0.2)
+    assert sum((a - b) ** 2 for a, b in zip(shown.color, result.color)) ** 0.5 < 0.2
+    assert psnr_rows(metrics)["reconstruction"] > 40
+    with pytest.raises(Exception, match="has no classes, so it cannot translate between them"):
+        cycle(model_dir, "circle", "square")
+    with pytest.raises(Exception, match="Pick the target class from shapes-16's classes: circle, square, triangle"):
+        cycle(models.BUNDLED_MODEL, "circle", "hexagon")
+
+
+def test_cycle_class_dropdowns_follow_the_source_model():
+    source, target = class_dropdown_updates(models.BUNDLED_MODEL, None, "triangle")
+    assert [name for name, _ in source.choices] == ["circle", "square", "triangle"]
+    assert (source.value, target.value) == ("circle", "triangle")  # a choice that still applies is kept
+    source, target = class_dropdown_updates("google/ddpm-cat-256", "circle", "square")
+    assert source.choices == [] and (source.value, target.value) == (None, None)
 
 
 def test_asyrrp_endpoints_edit_with_a_strip_and_with_a_learned_direction_file(client):

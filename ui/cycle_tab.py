@@ -10,7 +10,7 @@ from pipelines.cycle_diffusion import clip_similarity, faithfulness
 
 from .common import GPU_CONCURRENCY, StepReporter, display, gpu, make_generator, model_dropdown, seed_input, uploaded_path, user_errors
 
-MODES = ["reconstruct", "translate", "text edit"]
+MODES = ["reconstruct", "translate", "text edit", "class translation"]
 MAX_GUIDANCE_SCALE = 100  # the slider's range
 
 EXPLANATION = r"""
@@ -25,16 +25,26 @@ so decoding $z$ with the same model gives your image back (**reconstruct**; PSNR
 *same* $z$ with **another model** of the same size turns a face into a cat with the same pose and colours
 (**translate**); decoding it with the same model **CLIP-guided toward a text**
 ($\hat\epsilon = \epsilon_\theta - \sqrt{1-\bar\alpha_t}\, s\, \nabla_{x_t} \text{CLIP}(\hat x_0, \text{text})$)
-changes what the text names (**text edit**). A **lower strength** starts the chain at a smaller $t_0$: more faithful,
+changes what the text names (**text edit**). A class-conditional model translates between its own classes: encode
+with $G(z \mid c_\text{source})$, decode the same $z$ with $G(z \mid c_\text{target})$, and a red circle becomes a red
+square in the same place (**class translation**). A **lower strength** starts the chain at a smaller $t_0$: more faithful,
 less change. PSNR and SSIM measure faithfulness to the input, the CLIP similarity the edit.
 """
 
-# image, mode, source model, target model, target text, source text, strength, eta, steps, seed
+# image, mode, source model, target model, target text, source text, strength, eta, steps, seed, source/target class
 EXAMPLES = [
-    ["assets/astronaut.png", "reconstruct", "google/ddpm-celebahq-256", None, "", "", 1.0, 1.0, 100, 0],
-    ["assets/astronaut.png", "translate", "google/ddpm-celebahq-256", "google/ddpm-cat-256", "", "", 0.6, 1.0, 100, 0],
-    ["assets/chelsea.png", "translate", "google/ddpm-cat-256", "google/ddpm-celebahq-256", "", "", 0.5, 1.0, 100, 1],
-    ["assets/astronaut.png", "text edit", "google/ddpm-celebahq-256", None, "a smiling face", "a face", 0.6, 1.0, 100, 2],
+    ["assets/shapes/red-circle.png", "class translation", "shapes-16", None, "", "", 0.5, 1.0, 50, 0, "circle", "square"],
+    ["assets/shapes/green-triangle.png", "class translation", "shapes-16", None, "", "", 0.5, 1.0, 50, 0, "triangle",
+     "circle"],
+    ["assets/shapes/blue-square.png", "class translation", "shapes-16", None, "", "", 0.5, 1.0, 50, 0, "square",
+     "triangle"],
+    ["assets/astronaut.png", "reconstruct", "google/ddpm-celebahq-256", None, "", "", 1.0, 1.0, 100, 0, None, None],
+    ["assets/astronaut.png", "translate", "google/ddpm-celebahq-256", "google/ddpm-cat-256", "", "", 0.6, 1.0, 100, 0,
+     None, None],
+    ["assets/chelsea.png", "translate", "google/ddpm-cat-256", "google/ddpm-celebahq-256", "", "", 0.5, 1.0, 100, 1,
+     None, None],
+    ["assets/astronaut.png", "text edit", "google/ddpm-celebahq-256", None, "a smiling face", "a face", 0.6, 1.0, 100,
+     2, None, None],
 ]
 
 
@@ -61,6 +71,36 @@ def target_dropdown_update(source_id: str, current: str | None) -> gr.Dropdown:
     return gr.Dropdown(choices=choices, value=current if current in choices else (choices[0] if choices else None))
 
 
+def class_names(model_id: str | None) -> tuple[str, ...]:
+    """The names of a model's class labels (the null class left out); () for an unconditional or unknown model."""
+    info = models.REGISTRY.get(model_id or "")
+    return info.class_names if info is not None else ()
+
+
+def class_dropdown_updates(source_id: str, source_class: str | None, target_class: str | None):
+    """The source and target class dropdowns for a source model: its classes, keeping choices that still apply."""
+    names = list(class_names(source_id))
+    source = source_class if source_class in names else (names[0] if names else None)
+    target = target_class if target_class in names else (names[1 % len(names)] if names else None)
+    return gr.Dropdown(choices=names, value=source), gr.Dropdown(choices=names, value=target)
+
+
+def class_labels(source_id: str, source_class: str | None, target_class: str | None) -> dict[str, int]:
+    """The pipeline's source_class / target_class indices for two class names of the source model."""
+    names = class_names(source_id)
+    if not names:
+        raise gr.Error(
+            f"{source_id} has no classes, so it cannot translate between them. Class translation needs a "
+            f"class-conditional model, e.g. {models.BUNDLED_MODEL} ({', '.join(class_names(models.BUNDLED_MODEL))}).",
+            title="No classes",
+        )
+    for what, name in (("source", source_class), ("target", target_class)):
+        if name not in names:
+            raise gr.Error(f"Pick the {what} class from {source_id}'s classes: {', '.join(names)}; got {name!r}.",
+                           title="Invalid input")
+    return {"source_class": names.index(source_class), "target_class": names.index(target_class)}
+
+
 class StageCounter:
     """Numbers the steps of encode, decode(s) and Langevin one after the other for a single progress bar."""
 
@@ -75,14 +115,15 @@ class StageCounter:
 @user_errors
 @gpu
 def run_cycle(image, mode, source_id, target_id, target_prompt, source_prompt, strength, eta, steps, guidance_scale,
-              exact_gradient, pnp_steps, step_size, seed, progress=gr.Progress()):
+              exact_gradient, pnp_steps, step_size, seed, source_class=None, target_class=None,
+              progress=gr.Progress()):
     path = uploaded_path(image)
     if mode not in MODES:
         raise gr.Error(f"Pick a mode: {', '.join(MODES)}.", title="Invalid input")
+    kwargs = class_labels(source_id, source_class, target_class) if mode == "class translation" else {}
     source = load_diffusion(source_id)
     picture = images.center_crop_resize(images.open_image(path), source.unet.config.sample_size)
     pipe = CycleDiffusionPipeline(unet=source.unet, scheduler=make_scheduler(source, "ddim"))
-    kwargs = {}
     if mode == "translate":
         if not target_id:
             raise gr.Error("Pick a target model of the same resolution as the source model.", title="No target model")
@@ -107,9 +148,12 @@ def run_cycle(image, mode, source_id, target_id, target_prompt, source_prompt, s
     out = pipe(picture, strength=float(strength), eta=float(eta), num_inference_steps=int(steps),
                generator=make_generator(seed), callback=StageCounter(reporter), **kwargs)
     result, reconstruction = out.images[0], out.reconstructions[0]
-    gallery = [(display(picture), "input"), (display(reconstruction), "reconstruction G1(z) (same model)")]
+    captions = {"translate": target_id, "text edit": f"“{target_prompt}”",
+                "class translation": f"{source_class} → {target_class}"}
+    rebuilt = f"G(z | {source_class}) (same class)" if mode == "class translation" else "G1(z) (same model)"
+    gallery = [(display(picture), "input"), (display(reconstruction), f"reconstruction {rebuilt}")]
     if mode != "reconstruct":
-        gallery.append((display(result), f"{mode}: " + (target_id if mode == "translate" else f"“{target_prompt}”")))
+        gallery.append((display(result), f"{mode}: {captions[mode]}"))
     return gallery, metrics_markdown(picture, reconstruction, result, mode, clip, target_prompt, out.latent.t0)
 
 
@@ -135,11 +179,18 @@ def build_tab() -> None:
         with gr.Row():
             with gr.Column():
                 image = gr.Image(type="filepath", label="Input image", height=320)
-                mode = gr.Radio(MODES, value="translate", label="Mode")
+                first_classes = class_names(models.default_model_id())
+                mode = gr.Radio(MODES, value="class translation" if first_classes else "translate", label="Mode")
                 source_id = model_dropdown("Source model (encodes the input)")
                 first_targets = target_choices(models.default_model_id())
                 target_id = gr.Dropdown(first_targets, value=first_targets[0] if first_targets else None,
                                         label="Target model (translate: same resolution as the source)")
+                with gr.Row():
+                    first_source, first_target = class_dropdown_updates(models.default_model_id(), None, None)
+                    source_class = gr.Dropdown(first_classes, value=first_source.value,
+                                               label="Source class (class translation: what the input shows)")
+                    target_class = gr.Dropdown(first_classes, value=first_target.value,
+                                               label="Target class (class translation: what it should become)")
                 target_prompt = gr.Textbox(label="Target text (text edit)", placeholder="a smiling face")
                 source_prompt = gr.Textbox(label="Source text, optional (text edit: steer away from it)",
                                            placeholder="a face")
@@ -159,10 +210,13 @@ def build_tab() -> None:
                 metrics = gr.Markdown()
         gr.Examples(
             EXAMPLES,
-            inputs=[image, mode, source_id, target_id, target_prompt, source_prompt, strength, eta, steps, seed],
+            inputs=[image, mode, source_id, target_id, target_prompt, source_prompt, strength, eta, steps, seed,
+                    source_class, target_class],
             label="Examples (pick one, then Run)",
         )
         source_id.change(target_dropdown_update, [source_id, target_id], target_id, api_visibility="private")
+        source_id.change(class_dropdown_updates, [source_id, source_class, target_class], [source_class, target_class],
+                         api_visibility="private")
         inputs = [image, mode, source_id, target_id, target_prompt, source_prompt, strength, eta, steps, guidance_scale,
-                  exact_gradient, pnp_steps, step_size, seed]
+                  exact_gradient, pnp_steps, step_size, seed, source_class, target_class]
         run.click(run_cycle, inputs, [gallery, metrics], api_name="cycle", preprocess=False, **GPU_CONCURRENCY)
