@@ -77,11 +77,17 @@ def class_names(model_id: str | None) -> tuple[str, ...]:
     return info.class_names if info is not None else ()
 
 
+def class_values(names, source_class: str | None, target_class: str | None) -> tuple[str | None, str | None]:
+    """The source and target class to show among `names`: the current ones where they still apply, else the first two."""
+    source = source_class if source_class in names else (names[0] if names else None)
+    target = target_class if target_class in names else (names[1 % len(names)] if names else None)
+    return source, target
+
+
 def class_dropdown_updates(source_id: str, source_class: str | None, target_class: str | None):
     """The source and target class dropdowns for a source model: its classes, keeping choices that still apply."""
     names = list(class_names(source_id))
-    source = source_class if source_class in names else (names[0] if names else None)
-    target = target_class if target_class in names else (names[1 % len(names)] if names else None)
+    source, target = class_values(names, source_class, target_class)
     return gr.Dropdown(choices=names, value=source), gr.Dropdown(choices=names, value=target)
 
 
@@ -186,10 +192,10 @@ def build_tab() -> None:
                 target_id = gr.Dropdown(first_targets, value=first_targets[0] if first_targets else None,
                                         label="Target model (translate: same resolution as the source)")
                 with gr.Row():
-                    first_source, first_target = class_dropdown_updates(models.default_model_id(), None, None)
-                    source_class = gr.Dropdown(first_classes, value=first_source.value,
+                    first_source, first_target = class_values(first_classes, None, None)
+                    source_class = gr.Dropdown(first_classes, value=first_source,
                                                label="Source class (class translation: what the input shows)")
-                    target_class = gr.Dropdown(first_classes, value=first_target.value,
+                    target_class = gr.Dropdown(first_classes, value=first_target,
                                                label="Target class (class translation: what it should become)")
                 target_prompt = gr.Textbox(label="Target text (text edit)", placeholder="a smiling face")
                 source_prompt = gr.Textbox(label="Source text, optional (text edit: steer away from it)",
