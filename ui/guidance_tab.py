@@ -1,10 +1,12 @@
-"""The classifier guidance tab: a CLIP zero-shot classifier over label prompts steers an unconditional model."""
+"""The classifier guidance tab: the model's own noise-aware classifier, or CLIP zero-shot over label prompts,
+steers an unconditional model."""
 
 from __future__ import annotations
 
 import gradio as gr
 
-from pipelines import ClassifierGuidancePipeline, ClipZeroShotClassifier, load_clip, load_diffusion, make_scheduler
+from pipelines import (ClassifierGuidancePipeline, ClipZeroShotClassifier, load_classifier, load_clip, load_diffusion,
+                       make_scheduler, models)
 from pipelines.clip import ClipJudge
 
 from .common import GPU_CONCURRENCY, StepReporter, display, gpu, make_generator, model_dropdown, seed_input, user_errors
@@ -17,21 +19,34 @@ $$\text{DDPM (Alg. 1):}\;\; x_{t-1} \sim \mathcal N\big(\mu + s\,\Sigma\,\nabla_
 \qquad \text{DDIM (Alg. 2):}\;\; \hat\epsilon = \epsilon_\theta(x_t) - \sqrt{1-\bar\alpha_t}\; s\,\nabla_{x_t}\log p_\phi(y \mid x_t)$$
 
 DDPM shifts the *mean* of each random step; DDIM shifts the *predicted noise* and then takes its usual step.
-Here the classifier is **CLIP, zero-shot**: $p(y{=}k) = \mathrm{softmax}_k(100\cos(\mathrm{CLIP}(\hat x_0), \mathrm{CLIP}(\text{prompt}_k)))$,
-judged on the predicted clean image $\hat x_0 = (x_t - \sqrt{1-\bar\alpha_t}\,\epsilon_\theta)/\sqrt{\bar\alpha_t}$ because CLIP
-has never seen noise. The gradient either goes **through the U-Net** (exact, about 3x slower) or holds
-$\epsilon_\theta$ fixed (fast). Each sample shows CLIP's probability of the target, so you can see what s does;
-**sweep** renders the same seed at several scales side by side (s = 0 is plain sampling). Too large an s breaks
-the image, and the run stops if the numbers overflow.
+Two classifiers can play $p_\phi$. A **noise-aware classifier**, trained on noisy $x_t$ as in the paper, reads $x_t$
+and $t$ directly; the bundled shapes-16 model ships one (circle, square, triangle). **CLIP, zero-shot**, works with
+any model: $p(y{=}k) = \mathrm{softmax}_k(100\cos(\mathrm{CLIP}(\hat x_0), \mathrm{CLIP}(\text{prompt}_k)))$ over your label
+prompts, judged on the predicted clean image $\hat x_0 = (x_t - \sqrt{1-\bar\alpha_t}\,\epsilon_\theta)/\sqrt{\bar\alpha_t}$
+because CLIP has never seen noise; its gradient either goes **through the U-Net** (exact, about 3x slower) or holds
+$\epsilon_\theta$ fixed (fast). Each sample shows the classifier's probability of the target, so you can see what s
+does; **sweep** renders the same seed at several scales side by side (s = 0 is plain sampling). Too large an s
+breaks the image, and the run stops if the numbers overflow.
 """
 
 FACE_PROMPTS = "a photo of a smiling person\na photo of a person with glasses\na photo of a person with a beard"
 
-# prompts, target, scale, sampler, steps, samples, seed, sweep, sweep scales
+SHAPE_PROMPTS = "a drawing of a circle\na drawing of a square\na drawing of a triangle"
+NOISE_AWARE = "noise-aware classifier of the model (trained on noisy x_t)"
+CLIP_ZERO_SHOT = "CLIP zero-shot over label prompts"
+CLASSIFIERS = [NOISE_AWARE, CLIP_ZERO_SHOT]
+
+# classifier, model, prompts, target, scale, sampler, steps, samples, seed, sweep, sweep scales
 EXAMPLES = [
-    [FACE_PROMPTS, "a photo of a smiling person", 10, "ddim", 50, 2, 0, False, "0, 5, 10, 20"],
-    [FACE_PROMPTS, "a photo of a person with glasses", 10, "ddim", 50, 1, 3, True, "0, 5, 10, 20, 40"],
-    ["a photo of a cat\na photo of a dog\na photo of a car", "a photo of a car", 20, "ddpm", 100, 2, 1, False, "0, 10, 20"],
+    [NOISE_AWARE, "shapes-16", SHAPE_PROMPTS, "triangle", 10, "ddim", 30, 4, 0, False, "0, 5, 10, 20"],
+    [NOISE_AWARE, "shapes-16", SHAPE_PROMPTS, "circle", 10, "ddpm", 50, 4, 1, True, "0, 1, 2, 5, 10"],
+    [NOISE_AWARE, "shapes-16", SHAPE_PROMPTS, "square", 5, "ddim", 50, 2, 2, True, "0, 0.5, 1, 2, 5"],
+    [CLIP_ZERO_SHOT, "google/ddpm-celebahq-256", FACE_PROMPTS, "a photo of a smiling person", 10, "ddim", 50, 2, 0,
+     False, "0, 5, 10, 20"],
+    [CLIP_ZERO_SHOT, "google/ddpm-celebahq-256", FACE_PROMPTS, "a photo of a person with glasses", 10, "ddim", 50, 1,
+     3, True, "0, 5, 10, 20, 40"],
+    [CLIP_ZERO_SHOT, "google/ddpm-cat-256", "a photo of a cat\na photo of a dog\na photo of a car",
+     "a photo of a car", 20, "ddpm", 100, 2, 1, False, "0, 10, 20"],
 ]
 
 SAMPLERS = [("DDIM (Algorithm 2: shift the noise)", "ddim"), ("DDPM (Algorithm 1: shift the mean)", "ddpm")]
@@ -41,6 +56,63 @@ MAX_SCALE = 100  # the slider's range; a sweep stays in it too
 
 def parse_prompts(text: str) -> list[str]:
     return [line.strip() for line in (text or "").splitlines() if line.strip()]
+
+
+def model_class_names(model_id: str) -> tuple[str, ...]:
+    """The classes of the model's own noise-aware classifier; () when the model ships none."""
+    info = models.REGISTRY.get(model_id)
+    return info.class_names if info is not None and info.classifier else ()
+
+
+def default_classifier(model_id: str) -> str:
+    return NOISE_AWARE if model_class_names(model_id) else CLIP_ZERO_SHOT
+
+
+def target_labels(classifier_kind: str, prompts_text: str, model_id: str) -> list[str]:
+    """The classes the target is chosen from: the model's class names or the label prompts."""
+    return list(model_class_names(model_id)) if classifier_kind == NOISE_AWARE else parse_prompts(prompts_text)
+
+
+def target_dropdown(classifier_kind: str, prompts_text: str, model_id: str, current: str | None) -> gr.Dropdown:
+    labels = target_labels(classifier_kind, prompts_text, model_id)
+    return gr.Dropdown(choices=labels, value=current if current in labels else next(iter(labels), None))
+
+
+def classifier_controls(classifier_kind: str, prompts_text: str, model_id: str, current: str | None):
+    """The label prompts box (shown for CLIP only) and the target dropdown for this classifier."""
+    return (gr.Textbox(visible=classifier_kind == CLIP_ZERO_SHOT),
+            target_dropdown(classifier_kind, prompts_text, model_id, current))
+
+
+def model_controls(model_id: str, prompts_text: str, current: str | None):
+    """A newly picked model: its own classifier when it ships one, else CLIP; the prompts box and targets to match."""
+    kind = default_classifier(model_id)
+    return (kind, *classifier_controls(kind, prompts_text, model_id, current))
+
+
+def make_classifier(classifier_kind: str, prompts_text: str, target: str, model_id: str):
+    """(classifier(x_t, t, x0_hat) -> logits, the index of the target among its classes), or a gr.Error."""
+    if classifier_kind == NOISE_AWARE:
+        labels = model_class_names(model_id)
+        if not labels:
+            ships = ", ".join(name for name, info in models.REGISTRY.items() if info.classifier)
+            raise gr.Error(f"The model {model_id} comes with no noise-aware classifier. Pick '{CLIP_ZERO_SHOT}', "
+                           f"or a model that ships one ({ships}).", title="No noise-aware classifier")
+        if target not in labels:
+            raise gr.Error(f"The target {target!r} is not one of the model's classes; "
+                           f"pick one of: {', '.join(labels)}.")
+        return load_classifier(model_id), labels.index(target)
+    if classifier_kind != CLIP_ZERO_SHOT:
+        raise gr.Error(f"Pick a classifier: '{NOISE_AWARE}' or '{CLIP_ZERO_SHOT}'.")
+    prompts = parse_prompts(prompts_text)
+    if not prompts:
+        raise gr.Error("Write the label prompts, one per line: the target and at least one label it competes with.",
+                       title="No label prompts")
+    if target not in prompts:
+        raise gr.Error(f"The target {target!r} is not one of the label prompts; pick one of: {', '.join(prompts)}.")
+    clip = load_clip()
+    classifier = ClipZeroShotClassifier(ClipJudge(clip.model, clip.tokenizer), prompts)  # text embedded once
+    return classifier, prompts.index(target)
 
 
 def parse_scales(text: str) -> list[float]:
@@ -58,18 +130,11 @@ def parse_scales(text: str) -> list[float]:
 @user_errors
 @gpu
 def run_guidance(prompts_text, target, model_id, scale, sampler, gradient, eta, steps, samples, seed, sweep,
-                 sweep_scales, progress=gr.Progress()):
-    prompts = parse_prompts(prompts_text)
-    if not prompts:
-        raise gr.Error("Write the label prompts, one per line: the target and at least one label it competes with.",
-                       title="No label prompts")
-    if target not in prompts:
-        raise gr.Error(f"The target {target!r} is not one of the label prompts; pick one of: {', '.join(prompts)}.")
+                 sweep_scales, classifier_kind=CLIP_ZERO_SHOT, progress=gr.Progress()):
+    classifier, y = make_classifier(classifier_kind, prompts_text, target, model_id)
     scales = parse_scales(sweep_scales) if sweep else [float(scale)]
-    model, clip = load_diffusion(model_id), load_clip()
-    classifier = ClipZeroShotClassifier(ClipJudge(clip.model, clip.tokenizer), prompts)  # text embedded once
+    model = load_diffusion(model_id)
     pipe = ClassifierGuidancePipeline(unet=model.unet, scheduler=make_scheduler(model, "ddpm"), classifier=classifier)
-    y = prompts.index(target)
     gallery = []
     for s in scales:
         reporter = StepReporter(progress, int(steps), f"guided sampling, s = {s:g}")
@@ -91,34 +156,43 @@ def run_guidance(prompts_text, target, model_id, scale, sampler, gradient, eta, 
 def build_tab() -> None:
     with gr.Tab("Classifier guidance"):
         gr.Markdown(EXPLANATION, latex_delimiters=[{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}])
+        default_model = models.default_model_id()
+        kind = default_classifier(default_model)
         with gr.Row():
             with gr.Column():
-                prompts = gr.Textbox(FACE_PROMPTS, lines=3, label="Label prompts, one per line (CLIP's classes)")
-                target = gr.Dropdown(parse_prompts(FACE_PROMPTS), value=parse_prompts(FACE_PROMPTS)[0], allow_custom_value=True,
-                                     label="Target label y (one of the prompts)")
                 model_id = model_dropdown()
+                classifier_kind = gr.Radio(CLASSIFIERS, value=kind, label="Classifier p(y | x_t)")
+                prompts = gr.Textbox(FACE_PROMPTS, lines=3, label="Label prompts, one per line (CLIP's classes)",
+                                     visible=kind == CLIP_ZERO_SHOT)
+                labels = target_labels(kind, FACE_PROMPTS, default_model)
+                target = gr.Dropdown(labels, value=next(iter(labels), None), allow_custom_value=True,
+                                     label="Target class y")
                 scale = gr.Slider(0, MAX_SCALE, value=10, step=0.5, label="Guidance scale s (0 = no guidance)")
                 sampler = gr.Radio(SAMPLERS, value="ddim", label="Sampler")
                 samples = gr.Slider(1, 8, value=2, step=1, label="Number of samples")
                 sweep = gr.Checkbox(False, label="Sweep: the same seed at several scales side by side")
                 sweep_scales = gr.Textbox("0, 5, 10, 20", label="Sweep scales (comma-separated)")
                 with gr.Accordion("Advanced", open=False):
-                    gradient = gr.Radio(GRADIENTS, value="fixed_eps", label="Gradient of log p(y | x̂0) with respect to x_t")
+                    gradient = gr.Radio(GRADIENTS, value="fixed_eps",
+                                        label="CLIP: gradient of log p(y | x̂0) with respect to x_t (the noise-aware "
+                                              "classifier reads x_t itself)")
                     eta = gr.Slider(0, 1, value=0, step=0.1, label="DDIM eta (0 = deterministic, 1 = DDPM-like)")
                     steps = gr.Slider(10, 1000, value=50, step=10, label="Sampling steps (DDPM wants more than DDIM)")
                     seed = seed_input()
                 run = gr.Button("Run classifier guidance", variant="primary")
             with gr.Column():
-                gallery = gr.Gallery(label="Samples with CLIP's probability of the target", columns=4, height=460)
-        prompts.change(
-            lambda text, current: gr.Dropdown(choices=parse_prompts(text),
-                                              value=current if current in parse_prompts(text) else next(iter(parse_prompts(text)), None)),
-            [prompts, target], target, api_visibility="private",
-        )
+                gallery = gr.Gallery(label="Samples with the classifier's probability of the target", columns=4,
+                                     height=460)
+        model_id.change(model_controls, [model_id, prompts, target], [classifier_kind, prompts, target],
+                        api_visibility="private")
+        classifier_kind.change(classifier_controls, [classifier_kind, prompts, model_id, target], [prompts, target],
+                               api_visibility="private")
+        prompts.change(target_dropdown, [classifier_kind, prompts, model_id, target], target, api_visibility="private")
         gr.Examples(
             EXAMPLES,
-            inputs=[prompts, target, scale, sampler, steps, samples, seed, sweep, sweep_scales],
+            inputs=[classifier_kind, model_id, prompts, target, scale, sampler, steps, samples, seed, sweep, sweep_scales],
             label="Examples (pick one, then Run)",
         )
-        inputs = [prompts, target, model_id, scale, sampler, gradient, eta, steps, samples, seed, sweep, sweep_scales]
+        inputs = [prompts, target, model_id, scale, sampler, gradient, eta, steps, samples, seed, sweep, sweep_scales,
+                  classifier_kind]
         run.click(run_guidance, inputs, gallery, api_name="guidance", **GPU_CONCURRENCY)
