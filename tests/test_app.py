@@ -1,8 +1,11 @@
-"""The app's endpoints driven with gradio_client against the app launched locally on tiny local models."""
+"""The app's endpoints driven with gradio_client against the app launched locally on tiny local models, and the
+tabs' examples for the bundled model run through the tab functions."""
 
 import re
 
+import numpy as np
 import pytest
+import torch
 from gradio_client import Client, handle_file
 from PIL import Image
 
@@ -142,3 +145,50 @@ def test_asyrrp_endpoints_edit_with_a_strip_and_with_a_learned_direction_file(cl
                               api_name="/asyrrp")
     assert [item["caption"] for item in gallery] == ["input", "reconstruction (scale 0)", "scale -1"]
     assert "a cat → a dog" in info
+
+
+def shown_image(path: str, size: int = 16) -> torch.Tensor:
+    """A gallery image back at the model's size: display() enlarged it by an integer factor with nearest neighbour,
+    so nearest-neighbour shrinking recovers it exactly. (3,size,size) in [0,1]."""
+    image = Image.open(path).convert("RGB").resize((size, size), Image.Resampling.NEAREST)
+    return torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255
+
+
+def no_progress(*args, **kwargs):
+    pass
+
+
+def test_ilvr_examples_on_the_bundled_model_keep_the_reference_colour(bundled):
+    from training.shapes import measure
+    from ui import ilvr_tab
+
+    rows = [row for row in ilvr_tab.EXAMPLES if row[1] == "shapes-16"]
+    assert {row[2] for row in rows} == {4, 8}
+    references = torch.tensor([measure(shown_image(row[0])).color for row in rows])  # (R,3)
+    for k, row in enumerate(rows):
+        gallery, _ = ilvr_tab.run_ilvr(row[0], *row[1:], progress=no_progress)
+        samples = [shown_image(path) for path, _ in gallery[2:]]
+        assert len(samples) == row[5]
+        for sample in samples:
+            # phi_N(x_0) ~= phi_N(y) carries the colour: every sample's colour is nearest its own reference's
+            # among the examples' references (red, blue, green, yellow); no tolerance to choose
+            distances = (references - torch.tensor(measure(sample).color)).norm(dim=1)
+            assert int(distances.argmin()) == k, (row, distances)
+
+
+def test_guidance_examples_on_the_bundled_model_draw_the_target(bundled):
+    from training.shapes import CLASSES, measure
+    from ui import guidance_tab
+
+    rows = [row for row in guidance_tab.EXAMPLES if row[1] == "shapes-16"]
+    assert {row[5] for row in rows} == {"ddim", "ddpm"} and any(row[9] for row in rows)  # both samplers, a sweep
+    for kind, model_id, prompts, target, scale, sampler, steps, samples, seed, sweep, sweep_scales in rows:
+        gallery = guidance_tab.run_guidance(prompts, target, model_id, scale, sampler, "fixed_eps", 0.0, steps,
+                                            samples, seed, sweep, sweep_scales, kind, progress=no_progress)
+        scales = guidance_tab.parse_scales(sweep_scales) if sweep else [scale]
+        assert len(gallery) == len(scales) * samples
+        strongest = gallery[-samples:]  # the largest scale comes last
+        assert all(caption.startswith(f"s={max(scales):g}") for _, caption in strongest)
+        judged = [CLASSES[measure(shown_image(path)).label] for path, _ in strongest]
+        # the examples are chosen at scales that steer: most of the strongest-scale samples are the target
+        assert judged.count(target) > samples / 2, (target, judged)

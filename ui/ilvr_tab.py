@@ -22,11 +22,15 @@ A **larger N** keeps only coarser structure (more freedom); **stopping the condi
 "condition while t >") also gives more freedom. Tick *show the process* to watch $x_t$ and the predicted $x_0$.
 """
 
-# reference, N, condition while t >, steps, samples, seed, show the process
+# reference, model, N, condition while t >, steps, samples, seed, show the process
 EXAMPLES = [
-    ["assets/astronaut.png", 4, 0, 100, 2, 0, True],
-    ["assets/chelsea.png", 8, 0, 100, 2, 1, False],
-    ["assets/astronaut.png", 16, 300, 100, 2, 2, False],
+    ["assets/shapes/red-circle.png", "shapes-16", 4, 0, 100, 4, 0, True],
+    ["assets/shapes/blue-square.png", "shapes-16", 4, 0, 50, 4, 1, False],
+    ["assets/shapes/green-triangle.png", "shapes-16", 8, 0, 100, 4, 2, False],
+    ["assets/shapes/yellow-circle.png", "shapes-16", 8, 0, 50, 6, 3, False],
+    ["assets/astronaut.png", "google/ddpm-celebahq-256", 4, 0, 100, 2, 0, True],
+    ["assets/chelsea.png", "google/ddpm-cat-256", 8, 0, 100, 2, 1, False],
+    ["assets/astronaut.png", "google/ddpm-celebahq-256", 16, 300, 100, 2, 2, False],
 ]
 
 
@@ -73,7 +77,7 @@ def build_tab() -> None:
         inputs = [reference, model_id, down_factor, range_t, steps, samples, seed, show_process]
         gr.Examples(
             EXAMPLES,
-            inputs=[reference, down_factor, range_t, steps, samples, seed, show_process],
+            inputs=inputs,
             label="Examples (pick one, then Run)",
         )
         show_process.change(lambda show: gr.Gallery(visible=show), show_process, process, api_visibility="private")
