@@ -279,6 +279,29 @@ class AsyrrpPipeline(DiffusionPipeline):
         return sum(losses) / len(losses)
 
     @torch.no_grad()
+    def mean_h(self, images, t_edit: int, num_inference_steps: int = 40) -> torch.Tensor:
+        """The mean of h_t over `images` and over t in [T, t_edit] along each image's own DDIM trajectory
+        (inverted, then sampled back with eta = 0): (B,3,H,W) in [0,1] or PIL -> (C,h,w)."""
+        x = self.invert(images, num_inference_steps)  # (B,3,H,W) = x_T
+        ddim = self.ddim(num_inference_steps)
+        store: list[torch.Tensor] = []  # one (B,C,h,w) per visited t
+        with record_h(self.unet, store):
+            for t in ddim.timesteps:
+                if t < t_edit:
+                    break
+                x = ddim.step(eps_theta(self.unet, x, t), t, x, eta=0.0).prev_sample
+        return torch.stack(store).float().mean(dim=(0, 1))
+
+    def mean_difference_direction(self, positives, negatives, t_edit: int, num_inference_steps: int = 40) -> torch.Tensor:
+        """delta_h = E[h_t | attribute] - E[h_t | no attribute] over t in [T, t_edit] (Haas et al. 2023): (C,h,w).
+
+        positives / negatives: images (B,3,H,W) in [0,1] (or PIL) with and without the attribute; scale 1 moves h
+        by the gap between the two groups' means, so negative scales move toward the negatives."""
+        check_interval(t_edit, 0, self.scheduler.config.num_train_timesteps)
+        check_num_inference_steps(num_inference_steps, self.scheduler)
+        return self.mean_h(positives, t_edit, num_inference_steps) - self.mean_h(negatives, t_edit, num_inference_steps)
+
+    @torch.no_grad()
     def unsupervised_directions(self, k: int = 8, num_samples: int = 32, t: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
         """The top-k principal directions of h_t over `num_samples` random x_t at timestep t (default: the first
         sampling step, where Asyrrp edits): (k,C,h,w), each one standard deviation long. No text needed."""

@@ -196,3 +196,27 @@ def test_callback_sees_every_step(pipe):
     edit(pipe, image(), direction(pipe), callback=lambda step, t, x_t, x0: seen.append((step, t, x_t.shape)))
     assert [s[0] for s in seen] == list(range(STEPS))
     assert [s[1] for s in seen] == [800, 600, 400, 200, 0]
+
+
+def test_mean_difference_direction_is_the_gap_between_the_groups_mean_h_over_the_edit_interval(pipe):
+    positives, negatives = torch.cat([image(10), image(11)]), torch.cat([image(12), image(13)])
+    d = pipe.mean_difference_direction(positives, negatives, t_edit=400, num_inference_steps=STEPS)
+    assert d.shape == pipe.h_shape
+    assert d.abs().mean() > 1e-3  # different images, different mean h
+    assert torch.equal(pipe.mean_difference_direction(positives, positives, t_edit=400, num_inference_steps=STEPS), torch.zeros(pipe.h_shape))
+    # antisymmetric: swapping the groups reverses the direction (up to float32 round-off in the means)
+    assert torch.allclose(pipe.mean_difference_direction(negatives, positives, t_edit=400, num_inference_steps=STEPS), -d, atol=1e-6)
+    # h is read along the images' own DDIM trajectories at t = 800, 600, 400 only: three U-Net calls once x_T is cached
+    calls = []
+    handle = pipe.unet.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        pipe.mean_h(positives, t_edit=400, num_inference_steps=STEPS)
+    finally:
+        handle.remove()
+    assert len(calls) == 3
+    assert (edit(pipe, image(), d) - edit(pipe, image(), None)).abs().mean() > 1e-3  # usable as a direction as it stands
+
+
+def test_mean_difference_direction_refuses_a_bad_interval(pipe):
+    with pytest.raises(ValueError, match="t_boost <= t_edit"):
+        pipe.mean_difference_direction(image(), image(1), t_edit=-1)
