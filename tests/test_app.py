@@ -192,3 +192,21 @@ def test_guidance_examples_on_the_bundled_model_draw_the_target(bundled):
         judged = [CLASSES[measure(shown_image(path)).label] for path, _ in strongest]
         # the examples are chosen at scales that steer: most of the strongest-scale samples are the target
         assert judged.count(target) > samples / 2, (target, judged)
+
+
+def test_asyrrp_examples_on_the_bundled_model_reconstruct_at_scale_0(bundled):
+    from training.shapes import measure
+    from ui import asyrrp_tab
+
+    rows = [row for row in asyrrp_tab.EXAMPLES if row[1] == "shapes-16"]
+    assert rows
+    for image, model_id, source, k, scale, strip, steps, seed in rows:
+        t_edit, t_boost = asyrrp_tab.default_interval(model_id)
+        gallery, info = asyrrp_tab.run_asyrrp(image, model_id, source, k, None, None, scale, strip, False, t_edit, t_boost,
+                                              steps, seed, progress=no_progress)
+        assert len(gallery) == 2 + 4 and f"principal direction {k}" in info  # input, reconstruction, the strip of four
+        given, rebuilt = measure(shown_image(gallery[0][0])), measure(shown_image(gallery[1][0]))
+        # scale 0 is DDIM inversion and back (exact when P_t is not clipped) plus the stochastic steps below t_boost:
+        # the same shape of the same colour within a few hundredths, where a clipped P_t drifts by tenths
+        assert rebuilt.label == given.label and rebuilt.clean
+        assert max(abs(a - b) for a, b in zip(rebuilt.color, given.color)) < 0.1, (image, rebuilt.color, given.color)

@@ -43,11 +43,13 @@ INTERVAL_NOTE = (
     "and its downloaded weights, and falls back to the defaults (saying so) when they are unavailable."
 )
 
-# image, source, k, scale, strip, steps, seed
+# image, model, source, k, scale, strip, steps, seed
 EXAMPLES = [
-    ["assets/astronaut.png", SOURCES[0], 1, 1.0, True, 40, 0],
-    ["assets/astronaut.png", SOURCES[0], 2, 1.5, True, 40, 0],
-    ["assets/chelsea.png", SOURCES[0], 1, 1.0, True, 40, 0],
+    ["assets/shapes/red-circle.png", "shapes-16", SOURCES[0], 1, 1.0, True, 40, 0],
+    ["assets/shapes/blue-square.png", "shapes-16", SOURCES[0], 2, 1.0, True, 40, 0],
+    ["assets/astronaut.png", "google/ddpm-celebahq-256", SOURCES[0], 1, 1.0, True, 40, 0],
+    ["assets/astronaut.png", "google/ddpm-celebahq-256", SOURCES[0], 2, 1.5, True, 40, 0],
+    ["assets/chelsea.png", "google/ddpm-cat-256", SOURCES[0], 1, 1.0, True, 40, 0],
 ]
 
 _stop_flags: dict[str, threading.Event] = {}
@@ -55,7 +57,9 @@ _stop_flags: dict[str, threading.Event] = {}
 
 def _pipe(model_id: str) -> AsyrrpPipeline:
     model = load_diffusion(model_id)
-    return AsyrrpPipeline(unet=model.unet, scheduler=make_scheduler(model, "ddim"))
+    # unclipped P_t: DDIM inversion runs the DDIM step backwards, which a clipped P_t does not undo, and scale 0 must
+    # give the image back (with clipping the bundled model's reconstructions drift by up to 0.9 in a pixel)
+    return AsyrrpPipeline(unet=model.unet, scheduler=make_scheduler(model, "ddim", clip_sample=False))
 
 
 def _image(path_or_upload, pipe: AsyrrpPipeline):
@@ -170,7 +174,7 @@ def build_tab() -> None:
             with gr.Column():
                 gallery = gr.Gallery(label="Input, reconstruction, edits", columns=3, height=460)
                 info = gr.Markdown()
-        gr.Examples(EXAMPLES, inputs=[image, source, k, scale, strip, steps, seed], label="Examples (pick one, then Edit)")
+        gr.Examples(EXAMPLES, inputs=[image, model_id, source, k, scale, strip, steps, seed], label="Examples (pick one, then Edit)")
         model_id.change(interval_defaults, model_id, [t_edit, t_boost], api_visibility="private")
         learn_button.click(
             learn, [image, model_id, source_text, target_text, kind, iterations, t_edit, steps], [learned_path, learned_file, info],
