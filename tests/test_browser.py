@@ -135,6 +135,7 @@ def test_guidance_tab_runs_shows_progress_and_images(page):
     tab = open_tab(page, "Classifier guidance")
     tab.get_by_label("Label prompts, one per line (CLIP's classes)").fill(SHAPE_PROMPTS)
     choose(page, tab, "Model", models.BUNDLED_MODEL)
+    tab.get_by_role("radio", name="DDPM (Algorithm 1: shift the mean)").check()  # the bundled model's clean sampler
     tab.get_by_text("Advanced").click()
     set_slider(tab, "Sampling steps", 30)
     descriptions = run_and_watch(page, tab, "Run classifier guidance", images=2, screenshot="guidance", total=30)
@@ -149,18 +150,18 @@ def test_guidance_tab_shows_an_error_for_empty_prompts(page):
     page.get_by_text("Write the label prompts").first.wait_for(timeout=30_000)
 
 
-def test_cycle_tab_runs_a_text_edit_shows_progress_and_images(page):
+def test_cycle_tab_runs_a_class_translation_shows_progress_and_images(page):
     tab = open_tab(page, "CycleDiffusion")
-    tab.locator("input[type=file]").first.set_input_files("assets/shapes/blue-square.png")
-    tab.get_by_role("radio", name="text edit").check()
+    tab.locator("input[type=file]").first.set_input_files("assets/shapes/red-circle.png")
+    tab.get_by_role("radio", name="class translation").check()
     choose(page, tab, "Source model (encodes the input)", models.BUNDLED_MODEL)
-    tab.get_by_label("Target text (text edit)").fill("a blue circle")
     tab.get_by_text("Advanced").click()
     set_slider(tab, "Sampling steps", 30)
-    # input, reconstruction, edit; encode, reconstruct and edit take strength 0.6 x 30 steps each
+    # input, reconstruction, translation; encode, reconstruct and translate take strength 0.6 x 30 steps each
     descriptions = run_and_watch(page, tab, "Run CycleDiffusion", images=3, screenshot="cycle", total=54)
-    assert descriptions == {"CycleDiffusion: text edit"}
-    page.get_by_text("CLIP similarity to “a blue circle”").first.wait_for(timeout=30_000)
+    assert descriptions == {"CycleDiffusion: class translation"}
+    page.get_by_text("Chain started at").first.wait_for(timeout=30_000)
+    assert tab.get_by_text("class translation: circle → square").count() >= 1  # the model's first two classes
 
 
 def test_cycle_tab_shows_an_error_for_an_empty_target_text(page):
