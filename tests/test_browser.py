@@ -69,9 +69,18 @@ def open_tab(page, name: str):
 
 
 def set_slider(tab, label: str, value: int):
-    number = tab.get_by_label(f"number input for {label}")
-    number.fill(str(value))
-    number.press("Enter")
+    """Type the value into the slider's number box until the slider itself shows it: a box filled while the
+    accordion around it is still mounting can be reset by that mount."""
+    number, slider = tab.get_by_label(f"number input for {label}"), tab.get_by_role("slider", name=label)
+    for _ in range(3):
+        number.fill(str(value))
+        number.press("Enter")
+        try:
+            playwright_api.expect(slider).to_have_value(str(value), timeout=2_000)
+            return
+        except AssertionError:
+            continue
+    playwright_api.expect(slider).to_have_value(str(value))
 
 
 WATCH_PROGRESS = """() => {
@@ -135,6 +144,8 @@ def test_guidance_tab_runs_shows_progress_and_images(page):
     tab = open_tab(page, "Classifier guidance")
     tab.get_by_label("Label prompts, one per line (CLIP's classes)").fill(SHAPE_PROMPTS)
     choose(page, tab, "Model", models.BUNDLED_MODEL)
+    # the model's change fills the classifier, then the target: let that chain finish before setting the rest
+    playwright_api.expect(tab.get_by_label("Target class y")).to_have_value("circle", timeout=30_000)
     tab.get_by_role("radio", name="DDPM (Algorithm 1: shift the mean)").check()  # the bundled model's clean sampler
     tab.get_by_text("Advanced").click()
     set_slider(tab, "Sampling steps", 30)
