@@ -279,6 +279,7 @@ class AsyrrpPipeline(DiffusionPipeline):
         return sum(losses) / len(losses)
 
     @torch.no_grad()
+    @torch.no_grad()
     def mean_h(self, images, t_edit: int, num_inference_steps: int = 40) -> torch.Tensor:
         """The mean of h_t over `images` and over t in [T, t_edit] along each image's own DDIM trajectory
         (inverted, then sampled back with eta = 0): (B,3,H,W) in [0,1] or PIL -> (C,h,w)."""

@@ -37,6 +37,12 @@ def _describe(model_id: str) -> str:
     return f"{model_id} — {info.domain}, {info.resolution}px" if info else f"{model_id} (local)"
 
 
+def class_names(model_id: str | None) -> tuple[str, ...]:
+    """The names of a model's class labels (the null class left out); () for an unconditional or unknown model."""
+    info = models.REGISTRY.get(model_id or "")
+    return info.class_names if info is not None else ()
+
+
 def seed_input() -> gr.Number:
     return gr.Number(value=0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed (same seed + settings = same image)")
 

@@ -8,7 +8,7 @@ from pipelines import CycleDiffusionPipeline, images, load_clip, load_diffusion,
 from pipelines.clip import ClipJudge
 from pipelines.cycle_diffusion import clip_similarity, faithfulness
 
-from .common import GPU_CONCURRENCY, StepReporter, display, gpu, make_generator, model_dropdown, seed_input, uploaded_path, user_errors
+from .common import GPU_CONCURRENCY, StepReporter, class_names, display, gpu, make_generator, model_dropdown, seed_input, uploaded_path, user_errors
 
 MODES = ["reconstruct", "translate", "text edit", "class translation"]
 MAX_GUIDANCE_SCALE = 100  # the slider's range
@@ -69,12 +69,6 @@ def target_choices(source_id: str) -> list[str]:
 def target_dropdown_update(source_id: str, current: str | None) -> gr.Dropdown:
     choices = target_choices(source_id)
     return gr.Dropdown(choices=choices, value=current if current in choices else (choices[0] if choices else None))
-
-
-def class_names(model_id: str | None) -> tuple[str, ...]:
-    """The names of a model's class labels (the null class left out); () for an unconditional or unknown model."""
-    info = models.REGISTRY.get(model_id or "")
-    return info.class_names if info is not None else ()
 
 
 def class_values(names, source_class: str | None, target_class: str | None) -> tuple[str | None, str | None]:

@@ -9,7 +9,7 @@ from pipelines import (ClassifierGuidancePipeline, ClipZeroShotClassifier, load_
                        make_scheduler, models)
 from pipelines.clip import ClipJudge
 
-from .common import GPU_CONCURRENCY, StepReporter, display, gpu, make_generator, model_dropdown, seed_input, user_errors
+from .common import GPU_CONCURRENCY, StepReporter, class_names, display, gpu, make_generator, model_dropdown, seed_input, user_errors
 
 EXPLANATION = r"""
 **Classifier guidance** (Dhariwal & Nichol, NeurIPS 2021) adds the gradient of a classifier's log-probability
@@ -61,7 +61,7 @@ def parse_prompts(text: str) -> list[str]:
 def model_class_names(model_id: str) -> tuple[str, ...]:
     """The classes of the model's own noise-aware classifier; () when the model ships none."""
     info = models.REGISTRY.get(model_id)
-    return info.class_names if info is not None and info.classifier else ()
+    return class_names(model_id) if info is not None and info.classifier else ()
 
 
 def default_classifier(model_id: str) -> str:
