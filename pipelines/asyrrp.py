@@ -29,7 +29,10 @@ from .sampling import Callback, abar, check_num_inference_steps, ddim_invert, ep
 # with LPIPS(x, x_t) >= 1.2 in utils/<dataset>_LPIPS_distance_x.tsv (church 293, bedroom 221, afhq 167); the
 # repository has no CelebA-HQ x-distance table, so faces use its scripts' --user_defined_t_addnoise 200.
 # Cats use AFHQ-dog's values (the closest dataset it has); CIFAR-10 has none and uses the scripts' 500 / 200.
+# The bundled shapes-16: the interval its size direction was learned on (training/shape_directions.py), without
+# quality boosting, which has no fine detail to restore at 16 px and halves the share of strips that grow monotonically.
 DEFAULT_INTERVALS = {
+    "shapes-16": (500, 0),
     "google/ddpm-celebahq-256": (516, 200),
     "google/ddpm-ema-celebahq-256": (516, 200),
     "google/ddpm-church-256": (370, 293),
@@ -175,15 +178,26 @@ class AsyrrpPipeline(DiffusionPipeline):
 
         # 1. x_T = DDIM_inversion(x_0), shared by every scale
         x_T = self.invert(image, num_inference_steps)[:1]
-        x = x_T.expand(len(scales), -1, -1, -1).clone()
-        s = torch.tensor(scales, device=x.device).view(-1, 1, 1, 1)
-        editing = not is_zero(direction) and any(scales)
-        ddim = self.ddim(num_inference_steps)
+        s = torch.tensor(scales, device=x_T.device).view(-1, 1, 1, 1)
+        x = self.decode(x_T.expand(len(scales), -1, -1, -1), direction, s, t_edit, t_boost, num_inference_steps, generator, callback)
 
+        images = postprocess(x, output_type)
+        if not return_dict:
+            return images, x_T
+        return AsyrrpPipelineOutput(images=images, x_T=x_T)
+
+    def decode(self, x_T, direction, scales: torch.Tensor, t_edit: int, t_boost: int, num_inference_steps: int,
+               generator: torch.Generator | None = None, callback: Callback = None) -> torch.Tensor:
+        """x_T (B,3,H,W) -> x_0 (B,3,H,W) in [-1,1], row b edited with scales[b] (B,1,1,1) times `direction`:
+        2. the asymmetric reverse process while t >= t_edit, 3. DDIM (eta = 0) down to t_boost, then eta = 1.
+        Differentiable in the direction's parameters when autograd is on (shape_directions learns f_t through it)."""
+        editing = not is_zero(direction) and bool(scales.any())
+        ddim = self.ddim(num_inference_steps)
+        x = x_T
         for step, t in enumerate(self.progress_bar(ddim.timesteps)):
             if editing and t >= t_edit:
                 # 2. asymmetric reverse process: only P_t sees the shifted h
-                eps_edit, eps = self.eps_pair(x, t, direction, s)
+                eps_edit, eps = self.eps_pair(x, t, direction, scales)
                 x, x0_hat, _ = self.asymmetric_step(ddim, eps_edit, eps, t, x)
             else:
                 # 3. DDIM, eta = 0 down to t_boost, then eta = 1 (quality boosting)
@@ -192,11 +206,7 @@ class AsyrrpPipeline(DiffusionPipeline):
                 x, x0_hat = out.prev_sample, out.pred_original_sample
             if callback is not None:
                 callback(step, int(t), x, x0_hat)
-
-        images = postprocess(x, output_type)
-        if not return_dict:
-            return images, x_T
-        return AsyrrpPipelineOutput(images=images, x_T=x_T)
+        return x
 
     def edit_losses(self, x_T, direction, judge, text_delta, t_edit, ddim, clip_weight=1.0, l1_weight=3.0, optimizer=None, should_stop=None):
         """Walk the edit interval [T, t_edit] from x_T; at each t the loss clip_weight L_direction(P_t^edit, P_t^source)
@@ -278,7 +288,6 @@ class AsyrrpPipeline(DiffusionPipeline):
         losses = self.edit_losses(x_T, direction, judge, (text[1] - text[0]).to(x_T.device), t_edit, self.ddim(num_inference_steps))
         return sum(losses) / len(losses)
 
-    @torch.no_grad()
     @torch.no_grad()
     def mean_h(self, images, t_edit: int, num_inference_steps: int = 40) -> torch.Tensor:
         """The mean of h_t over `images` and over t in [T, t_edit] along each image's own DDIM trajectory
