@@ -30,9 +30,10 @@ def open_image(source: str | os.PathLike | bytes | Image.Image) -> Image.Image:
         try:
             image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else Path(source))
         except Image.DecompressionBombError as err:  # PIL's own guard fires above ~179 megapixels
-            raise ValueError(f"{err} The limit is {MAX_PIXELS / 1e6:.0f} megapixels; resize it and try again.") from err
-        except (UnidentifiedImageError, OSError) as err:
-            raise ValueError(f"This file is not an image we can read ({err}). Upload a PNG, JPEG or WebP.") from err
+            raise ValueError(f"The image is too large to open (over {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels); "
+                             f"the limit is {MAX_PIXELS / 1e6:.0f}. Resize it and try again.") from err
+        except (UnidentifiedImageError, OSError) as err:  # the message names only the kind of file, never its server path
+            raise ValueError("This file is not an image we can read. Upload a PNG, JPEG or WebP.") from err
     width, height = image.size
     if width * height > MAX_PIXELS:
         raise ValueError(
