@@ -77,7 +77,8 @@ def _digest(x: torch.Tensor) -> str:
 
 @dataclass
 class AsyrrpPipelineOutput(BaseOutput):
-    """images: one edit per scale; x_T: the inverted latent (1,3,H,W) they all start from."""
+    """images: one edit per image and scale (image-major: image b at scale k is b * len(scales) + k);
+    x_T: the inverted latents (B,3,H,W) they start from."""
 
     images: list[PIL.Image.Image] | torch.Tensor
     x_T: torch.Tensor
@@ -160,7 +161,7 @@ class AsyrrpPipeline(DiffusionPipeline):
     ):
         """Edit `image` along `direction`; one output per value of `scale` (a list gives a strip of edits).
 
-        image: PIL image, path or (1,3,H,W) tensor in [0,1]. direction: None, a tensor (C,h,w) shaped like the
+        image: PIL image, path or (B,3,H,W) tensor in [0,1]. direction: None, a tensor (C,h,w) shaped like the
         mid-block output, an f_t module (h, t) -> delta_h, or a list of those (they add); scale multiplies it
         (negative reverses it). t_edit/t_boost default to the official values for `model_id` (see DEFAULT_INTERVALS).
         With no direction, a zero one or scale 0 this is DDIM sampling from the inverted x_T, eta = 1 below t_boost.
@@ -176,10 +177,10 @@ class AsyrrpPipeline(DiffusionPipeline):
         if not scales:
             raise ValueError("scale must be a number or a non-empty list of numbers")
 
-        # 1. x_T = DDIM_inversion(x_0), shared by every scale
-        x_T = self.invert(image, num_inference_steps)[:1]
-        s = torch.tensor(scales, device=x_T.device).view(-1, 1, 1, 1)
-        x = self.decode(x_T.expand(len(scales), -1, -1, -1), direction, s, t_edit, t_boost, num_inference_steps, generator, callback)
+        # 1. x_T = DDIM_inversion(x_0), shared by every scale: row b * S + k is image b at scales[k]
+        x_T = self.invert(image, num_inference_steps)  # (B,3,H,W)
+        s = torch.tensor(scales, device=x_T.device).repeat(len(x_T)).view(-1, 1, 1, 1)  # (B*S,1,1,1)
+        x = self.decode(x_T.repeat_interleave(len(scales), dim=0), direction, s, t_edit, t_boost, num_inference_steps, generator, callback)
 
         images = postprocess(x, output_type)
         if not return_dict:

@@ -69,6 +69,16 @@ def test_edit_grows_with_scale_and_reverses_with_its_sign(pipe):
     assert torch.nn.functional.cosine_similarity(plus.flatten(), minus.flatten(), dim=0) < -0.5
 
 
+def test_a_batch_of_images_gives_every_image_every_scale(pipe):
+    imgs, d, scales = torch.cat([image(6), image(7)]), direction(pipe, 4), [0.0, 0.05, -0.05]
+    together = edit(pipe, imgs, d, scale=scales, t_boost=0)  # image-major: image b at scale k is row 3b + k
+    assert together.shape == (6, 3, SIZE, SIZE)
+    for b in range(2):
+        alone = edit(pipe, imgs[b:b + 1], d, scale=scales, t_boost=0)
+        assert torch.allclose(together[3 * b:3 * b + 3], alone, atol=1e-4)  # batched float round-off only
+    assert (together[0] - together[3]).abs().mean() > 0.05  # the second image is not the first one again
+
+
 def test_directions_add(pipe):
     img, d1, d2 = image(2), direction(pipe, 2), direction(pipe, 3)
     together = edit(pipe, img, [d1, d2])
