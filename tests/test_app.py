@@ -194,19 +194,27 @@ def test_guidance_examples_on_the_bundled_model_draw_the_target(bundled):
         assert judged.count(target) > samples / 2, (target, judged)
 
 
-def test_asyrrp_examples_on_the_bundled_model_reconstruct_at_scale_0(bundled):
+def test_asyrrp_examples_on_the_bundled_model_reconstruct_at_scale_0_and_resize_along_the_size_direction(bundled):
     from training.shapes import measure
     from ui import asyrrp_tab
 
     rows = [row for row in asyrrp_tab.EXAMPLES if row[1] == "shapes-16"]
-    assert rows
-    for image, model_id, source, k, scale, strip, steps, seed in rows:
+    assert any(row[4] == asyrrp_tab.SIZE_DIRECTION for row in rows)
+    for image, model_id, source, k, direction_file, scale, strip, steps, seed in rows:
         t_edit, t_boost = asyrrp_tab.default_interval(model_id)
-        gallery, info = asyrrp_tab.run_asyrrp(image, model_id, source, k, None, None, scale, strip, False, t_edit, t_boost,
-                                              steps, seed, progress=no_progress)
-        assert len(gallery) == 2 + 4 and f"principal direction {k}" in info  # input, reconstruction, the strip of four
+        gallery, info = asyrrp_tab.run_asyrrp(image, model_id, source, k, None, direction_file, scale, strip, False, t_edit,
+                                              t_boost, steps, seed, progress=no_progress)
+        assert len(gallery) == 2 + 4  # input, reconstruction, the strip of four
         given, rebuilt = measure(shown_image(gallery[0][0])), measure(shown_image(gallery[1][0]))
         # scale 0 is DDIM inversion and back (exact when P_t is not clipped) plus the stochastic steps below t_boost:
         # the same shape of the same colour within a few hundredths, where a clipped P_t drifts by tenths
         assert rebuilt.label == given.label and rebuilt.clean
         assert max(abs(a - b) for a, b in zip(rebuilt.color, given.color)) < 0.1, (image, rebuilt.color, given.color)
+        if direction_file:
+            assert "a smaller shape → a bigger shape" in info
+            edits = [measure(shown_image(item[0])) for item in gallery[2:]]  # scales -2s, -s, s, 2s
+            sizes = [m.size for m in edits[:2] + [rebuilt] + edits[2:]]
+            assert all(a < b for a, b in zip(sizes, sizes[1:])), (image, sizes)
+            assert all(m.label == given.label for m in edits), (image, [m.label for m in edits])
+        else:
+            assert f"principal direction {k}" in info

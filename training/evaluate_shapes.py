@@ -81,6 +81,8 @@ anti-aliased by 4x4 supersampling. A fresh batch every step, deterministic by se
   fixed_small. Sample with fewer steps (`set_timesteps(50..100)`).
 - `classifier/`: `pipelines.models.NoiseAwareClassifier`, {classifier_params:,} parameters, p_phi(y | x_t, t) over the
   three classes, for classifier guidance (`pipelines.models.load_classifier("shapes-16")`).
+- `directions/`: Asyrrp h-space directions learned by `training/shape_directions.py`, each with its measured effect
+  in [`directions/README.md`](directions/README.md).
 
 ## Training
     {command}

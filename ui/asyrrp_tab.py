@@ -32,24 +32,29 @@ then plain DDIM down to $t_\text{boost}$ and stochastic steps ($\eta = 1$) below
 (*quality boosting*). The same $\Delta h$ works on every image, the scale $s$ sets the strength (negative reverses it)
 and directions add. Find one **without text** (the top principal directions of h over random samples: what the model
 varies most), **learn** one from a source and a target text (CLIP directional loss + L1, as a global $\Delta h$ or as the
-paper's small network $f_t(h_t, t)$), or **load** a saved one. Scale 0 is the inversion's reconstruction.
+paper's small network $f_t(h_t, t)$), or **load** a saved one: the bundled shapes-16 model ships an $f_t$ that makes
+the shape bigger (smaller at negative scales); its examples are first below. Scale 0 is the inversion's reconstruction.
 """
 
 INTERVAL_NOTE = (
     "Defaults per model come from the official code (kwonminki/Asyrp_official): t_edit from utils/t_edit_dic.py, t_boost "
     f"where its LPIPS tables reach LPIPS(x, x_t) = {LPIPS_BOOST} (church 293, bedroom 221, dog faces 167, used for cats; "
-    "faces use its scripts' 200). *Choose automatically* applies the paper's rule to your image: t_edit = the first t with "
+    "faces use its scripts' 200); shapes-16 uses the t_edit its size direction was learned on and no quality boosting. "
+    "*Choose automatically* applies the paper's rule to your image: t_edit = the first t with "
     f"LPIPS(x, P_t) ≥ {LPIPS_EDIT}, t_boost = the first t with LPIPS(x, x_t) ≥ {LPIPS_BOOST}; it needs the `lpips` package "
     "and its downloaded weights, and falls back to the defaults (saying so) when they are unavailable."
 )
 
-# image, model, source, k, scale, strip, steps, seed
+SIZE_DIRECTION = "assets/shapes-16/directions/size.safetensors"  # training/shape_directions.py: bigger at s > 0
+
+# image, model, source, k, direction file, scale, strip, steps, seed
 EXAMPLES = [
-    ["assets/shapes/red-circle.png", "shapes-16", SOURCES[0], 1, 1.0, True, 40, 0],
-    ["assets/shapes/blue-square.png", "shapes-16", SOURCES[0], 2, 1.0, True, 40, 0],
-    ["assets/astronaut.png", "google/ddpm-celebahq-256", SOURCES[0], 1, 1.0, True, 40, 0],
-    ["assets/astronaut.png", "google/ddpm-celebahq-256", SOURCES[0], 2, 1.5, True, 40, 0],
-    ["assets/chelsea.png", "google/ddpm-cat-256", SOURCES[0], 1, 1.0, True, 40, 0],
+    ["assets/shapes/green-triangle.png", "shapes-16", SOURCES[2], 1, SIZE_DIRECTION, 1.0, True, 40, 0],
+    ["assets/shapes/red-circle.png", "shapes-16", SOURCES[2], 1, SIZE_DIRECTION, 1.0, True, 40, 0],
+    ["assets/shapes/blue-square.png", "shapes-16", SOURCES[0], 2, None, 1.0, True, 40, 0],
+    ["assets/astronaut.png", "google/ddpm-celebahq-256", SOURCES[0], 1, None, 1.0, True, 40, 0],
+    ["assets/astronaut.png", "google/ddpm-celebahq-256", SOURCES[0], 2, None, 1.5, True, 40, 0],
+    ["assets/chelsea.png", "google/ddpm-cat-256", SOURCES[0], 1, None, 1.0, True, 40, 0],
 ]
 
 _stop_flags: dict[str, threading.Event] = {}
@@ -174,7 +179,7 @@ def build_tab() -> None:
             with gr.Column():
                 gallery = gr.Gallery(label="Input, reconstruction, edits", columns=3, height=460)
                 info = gr.Markdown()
-        gr.Examples(EXAMPLES, inputs=[image, model_id, source, k, scale, strip, steps, seed], label="Examples (pick one, then Edit)")
+        gr.Examples(EXAMPLES, inputs=[image, model_id, source, k, direction_file, scale, strip, steps, seed], label="Examples (pick one, then Edit)")
         model_id.change(interval_defaults, model_id, [t_edit, t_boost], api_visibility="private")
         learn_button.click(
             learn, [image, model_id, source_text, target_text, kind, iterations, t_edit, steps], [learned_path, learned_file, info],
