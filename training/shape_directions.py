@@ -104,12 +104,10 @@ def measure_edits(pipe: AsyrrpPipeline, direction, images: torch.Tensor, config:
     strictly with the scale, whether the class and the colour (every channel within 0.15) stay those of the
     reconstruction, and the largest change of a colour channel."""
     sizes, monotone, same_class, same_colour, colour_change = [], [], [], [], []
-    s = torch.tensor(SCALES).view(-1, 1, 1, 1)
     for image in images:
-        x_T = pipe.invert(image[None], config.num_inference_steps)
-        decoded = pipe.decode(x_T.expand(len(SCALES), -1, -1, -1), direction, s, config.t_edit, t_boost, config.num_inference_steps,
-                              generator=torch.Generator().manual_seed(config.seed))
-        measured = measure_batch((decoded + 1) / 2)
+        edited = pipe(image[None], direction, scale=SCALES, t_edit=config.t_edit, t_boost=t_boost, num_inference_steps=config.num_inference_steps,
+                      generator=torch.Generator().manual_seed(config.seed), output_type="pt").images  # (S,3,H,W) in [0,1]
+        measured = measure_batch(edited)
         r = [m.size for m in measured]
         reconstruction = measured[SCALES.index(0.0)]
         sizes.append(r)
