@@ -9,7 +9,8 @@ import os
 
 import gradio as gr
 
-from ui import asyrrp_tab, common, cycle_tab, guidance_tab, ilvr_tab
+from ui import asyrrp_tab, common, cycle_tab, guidance_tab, ilvr_tab  # first: ui.common imports spaces before torch
+from pipelines import models
 
 TABS = [ilvr_tab, guidance_tab, cycle_tab, asyrrp_tab]
 
@@ -32,6 +33,8 @@ def build_demo() -> gr.Blocks:
     return demo.queue(default_concurrency_limit=2, max_size=int(os.environ.get("STEER_QUEUE_SIZE", "32")))
 
 
+if os.environ.get("SPACES_ZERO_GPU"):  # ZeroGPU runs each GPU function in a worker: load the models once, here
+    models.preload()
 demo = build_demo()
 
 if __name__ == "__main__":

@@ -1,7 +1,12 @@
 """Model registry and cached loaders: one instance per model id for the whole process.
 
-Every tab and every click gets the same UNet2DModel (and the same CLIP), loaded lazily on first use,
-on CUDA in fp16 when there is a GPU and on the CPU in fp32 otherwise, from safetensors only.
+Every tab and every click gets the same UNet2DModel (and the same CLIP), loaded lazily on first use (at import
+on ZeroGPU, see `preload`), on CUDA in fp16 when there is a GPU and on the CPU in fp32 otherwise.
+
+Weights policy: `.safetensors` whenever a model folder (or hub repository) has them; otherwise the pickled `.bin`
+that google/ddpm-*-256 and openai/clip-vit-base-patch32 publish, read only through torch's restricted loader
+(`torch.load(weights_only=True)`: tensors and plain containers, no pickled code runs). From the hub only the
+configs, tokenizer files and that one weight format are downloaded. Nothing else is ever unpickled.
 
 The default model is google/ddpm-celebahq-256 on a GPU that can reach the hub (or has a local copy), and the
 bundled shapes-16 otherwise: a 16x16 class-conditional model of coloured shapes trained by this project
@@ -24,6 +29,7 @@ import functools
 import os
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -49,16 +55,17 @@ class ModelInfo:
     path: str = ""  # bundled models: their directory, relative to the repository root
     class_names: tuple[str, ...] = ()  # class-conditional models: the name of every class label but the null class
     classifier: str = ""  # bundled noise-aware classifier p_phi(y | x_t, t): its directory, relative to the repository root
+    download_mb: int = 0  # hub models: the size of the one weight file downloaded (parameters x 4 bytes, fp32)
 
 
-REGISTRY: dict[str, ModelInfo] = {
-    "google/ddpm-celebahq-256": ModelInfo("ddpm", 256, "faces (CelebA-HQ)"),
-    "google/ddpm-ema-celebahq-256": ModelInfo("ddpm", 256, "faces (CelebA-HQ, EMA weights)"),
-    "google/ddpm-cat-256": ModelInfo("ddpm", 256, "cats (LSUN cat)"),
-    "google/ddpm-church-256": ModelInfo("ddpm", 256, "churches (LSUN church)"),
-    "google/ddpm-bedroom-256": ModelInfo("ddpm", 256, "bedrooms (LSUN bedroom)"),
-    "google/ddpm-cifar10-32": ModelInfo("ddpm", 32, "CIFAR-10 objects", "unconditional, 32x32"),
-    "openai/clip-vit-base-patch32": ModelInfo("clip", 224, "image-text (CLIP ViT-B/32)"),
+REGISTRY: dict[str, ModelInfo] = {  # download sizes: 113,673,219 parameters at 256 px, 35.7M for cifar10, 151.3M for CLIP
+    "google/ddpm-celebahq-256": ModelInfo("ddpm", 256, "faces (CelebA-HQ)", download_mb=455),
+    "google/ddpm-ema-celebahq-256": ModelInfo("ddpm", 256, "faces (CelebA-HQ, EMA weights)", download_mb=455),
+    "google/ddpm-cat-256": ModelInfo("ddpm", 256, "cats (LSUN cat)", download_mb=455),
+    "google/ddpm-church-256": ModelInfo("ddpm", 256, "churches (LSUN church)", download_mb=455),
+    "google/ddpm-bedroom-256": ModelInfo("ddpm", 256, "bedrooms (LSUN bedroom)", download_mb=455),
+    "google/ddpm-cifar10-32": ModelInfo("ddpm", 32, "CIFAR-10 objects", "unconditional, 32x32", download_mb=143),
+    "openai/clip-vit-base-patch32": ModelInfo("clip", 224, "image-text (CLIP ViT-B/32)", download_mb=605),
     "shapes-16": ModelInfo(
         "ddpm", 16, "coloured shapes (circle, square, triangle)",
         "class-conditional, 16x16, bundled: runs offline on a CPU", path="assets/shapes-16",
@@ -98,7 +105,7 @@ def _hub_default_can_serve() -> bool:
         return True
     except Exception:  # not in the cache: the hub client raises several kinds of error for that
         pass
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+    if _hub_offline():
         return False
     try:
         socket.create_connection((urlparse(constants.ENDPOINT).hostname, 443), timeout=3).close()
@@ -129,9 +136,28 @@ def device_and_dtype() -> tuple[torch.device, torch.dtype]:
     return torch.device("cpu"), torch.float32
 
 
+def download_patterns(repo_files: list[str]) -> list[str]:
+    """What to download of a hub repository: its configs and tokenizer files, and one weight format, the
+    `.safetensors` when it publishes them, else the `.bin` (never both, never flax or tf weights)."""
+    weights = "*.safetensors" if any(f.endswith(".safetensors") for f in repo_files) else "*.bin"
+    return ["*.json", "*.txt", weights]
+
+
+def _hub_snapshot(model_id: str) -> Path:
+    """The hub repository `model_id` as a local folder: downloaded (configs and one weight format) or, when the hub
+    cannot be reached, the copy in the hub cache."""
+    from huggingface_hub import HfApi, snapshot_download
+
+    try:
+        patterns = download_patterns(HfApi().list_repo_files(model_id))
+    except Exception:  # offline or unreachable: the hub client raises many kinds of network and HTTP errors
+        return Path(snapshot_download(model_id, local_files_only=True))
+    return Path(snapshot_download(model_id, allow_patterns=patterns))
+
+
 def resolve(model_id: str, kind: str) -> Path:
     """A local directory holding `model_id`: the id itself if it is a directory, a copy under
-    STEER_MODEL_DIR, or a snapshot from the hub (registry ids only, safetensors and json only)."""
+    STEER_MODEL_DIR, or a snapshot from the hub (registry ids only; see `download_patterns`)."""
     if Path(model_id).is_dir():
         return Path(model_id)
     info = REGISTRY.get(model_id)
@@ -150,16 +176,78 @@ def resolve(model_id: str, kind: str) -> Path:
     local_root = os.environ.get("STEER_MODEL_DIR")
     if local_root and (Path(local_root) / model_id).is_dir():
         return Path(local_root) / model_id
-    from huggingface_hub import snapshot_download
-
     try:
-        return Path(snapshot_download(model_id, allow_patterns=["*.json", "*.safetensors", "*.txt"]))
+        return _hub_snapshot(model_id)
     except Exception as err:  # the hub client raises many kinds of network and HTTP errors
         raise ModelLoadError(
             f"Could not load {model_id!r}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}. "
             f"Without network, download it elsewhere (`hf download {model_id} --local-dir DIR`) and either set "
             f"STEER_MODEL_DIR so that STEER_MODEL_DIR/{model_id} is that copy, or point STEER_MODEL at DIR."
         ) from err
+
+
+WEIGHTS_POLICY = ("Weights are read from .safetensors, or from a .bin through torch's restricted loader "
+                  "(torch.load with weights_only=True: tensors only, no pickled code runs).")
+
+
+def weights_file(folder: Path) -> Path | None:
+    """The weight file a model folder is loaded from: its .safetensors if it has one, else its .bin, else None."""
+    for suffix in (".safetensors", ".bin"):
+        found = sorted(folder.glob(f"*{suffix}"))
+        if found:
+            return found[0]
+    return None
+
+
+def _holds_only_tensors(path: Path) -> bool:
+    import pickle
+
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        return False
+    return True
+
+
+def from_pretrained(cls, folder: Path, what: str, layout: str, **kwargs):
+    """`cls.from_pretrained(folder)` under the weights policy (WEIGHTS_POLICY); a ModelLoadError that names `what`
+    and the `layout` a folder needs when the folder cannot serve."""
+    weights = weights_file(folder)
+    if weights is None:
+        raise ModelLoadError(f"Could not load {what} from {folder}: it holds no weights. {layout} {WEIGHTS_POLICY}")
+    try:
+        return cls.from_pretrained(folder, use_safetensors=weights.suffix == ".safetensors", **kwargs)
+    except (OSError, ValueError) as err:
+        if weights.suffix == ".bin" and not _holds_only_tensors(weights):
+            raise ModelLoadError(
+                f"Refused to load {what}: {weights.name} holds pickled objects other than tensors, and nothing but "
+                f"tensors is ever unpickled here. {WEIGHTS_POLICY} Use a copy of the weights as .safetensors."
+            ) from err
+        raise ModelLoadError(f"Could not load {what} from {folder}: {err}. {layout} {WEIGHTS_POLICY}") from err
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def availability(model_id: str, kind: str = "ddpm") -> str:
+    """Where a model would come from on its first use, without loading or downloading anything: "loaded",
+    "bundled", "local copy", "in the hub cache", "downloads N MB from the hub" or "not available offline"."""
+    if (kind, model_id) in _cache:
+        return "loaded"
+    info = REGISTRY.get(model_id)
+    if info is not None and info.path:
+        return "bundled"
+    local_root = os.environ.get("STEER_MODEL_DIR")
+    if Path(model_id).is_dir() or (local_root and (Path(local_root) / model_id).is_dir()):
+        return "local copy"
+    if info is None:
+        return "unknown"
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(model_id, "config.json"), str):
+        return "in the hub cache"
+    return "not available offline" if _hub_offline() else f"downloads {info.download_mb} MB from the hub"
 
 
 @dataclass(frozen=True)
@@ -185,27 +273,21 @@ def _cached(kind: str, model_id: str, load):
         return _cache[key]
 
 
-def _subfolder(root: Path, name: str, config_file: str) -> str | None:
-    """diffusers' pipeline layout keeps components in subfolders; the google/ddpm-* repos are flat."""
-    return name if (root / name / config_file).is_file() else None
+def _component(root: Path, name: str) -> Path:
+    """diffusers' pipeline layout keeps components in subfolders (unet/, scheduler/); the google/ddpm-* repos are flat."""
+    return root / name if (root / name).is_dir() else root
 
 
 def _load_diffusion(model_id: str) -> DiffusionModel:
     root = resolve(model_id, "ddpm")
     device, dtype = device_and_dtype()
+    layout = ("A local copy needs the layout of DDPMPipeline.save_pretrained (unet/ and scheduler/) or of the "
+              "google/ddpm-* repositories (config.json, scheduler_config.json and the weights side by side).")
+    unet = from_pretrained(UNet2DModel, _component(root, "unet"), repr(model_id), layout, torch_dtype=dtype)
     try:
-        unet = UNet2DModel.from_pretrained(
-            root, subfolder=_subfolder(root, "unet", "config.json"), use_safetensors=True, torch_dtype=dtype
-        )
-        scheduler = DDPMScheduler.from_pretrained(
-            root, subfolder=_subfolder(root, "scheduler", "scheduler_config.json")
-        )
-    except (OSError, ValueError, EnvironmentError) as err:
-        raise ModelLoadError(
-            f"Could not load {model_id!r} from {root}: {err}. A local copy needs the layout of "
-            "DDPMPipeline.save_pretrained (unet/ and scheduler/) or of the google/ddpm-* repositories, "
-            "with the weights as .safetensors."
-        ) from err
+        scheduler = DDPMScheduler.from_pretrained(_component(root, "scheduler"))
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"Could not load the scheduler of {model_id!r} from {root}: {err}. {layout}") from err
     unet = unet.to(device).eval().requires_grad_(False)
     return DiffusionModel(model_id, unet, scheduler.config)
 
@@ -213,6 +295,52 @@ def _load_diffusion(model_id: str) -> DiffusionModel:
 def load_diffusion(model_id: str | None = None) -> DiffusionModel:
     """The cached UNet + scheduler config for a registry id or local directory (default: STEER_MODEL)."""
     return _cached("ddpm", model_id or default_model_id(), _load_diffusion)
+
+
+def preload() -> dict[str, str]:
+    """Load the default diffusion model and CLIP now, for ZeroGPU, which runs every GPU function in a fresh worker:
+    a model loaded at import (and placed on CUDA there) is shared with the workers, whereas one first loaded inside
+    a worker would be loaded again on every call. Returns the ids that could not be loaded, with why; those say it
+    again on first use."""
+    failed = {}
+    for load, model_id in ((load_diffusion, default_model_id()), (load_clip, default_clip_id())):
+        try:
+            load(model_id)
+        except ModelLoadError as err:
+            failed[model_id] = str(err)
+    return failed
+
+
+_seconds: dict[tuple[str, str, bool], float] = {}
+
+
+def seconds_per_eval(model: DiffusionModel, grad: bool = False) -> float:
+    """Seconds one U-Net evaluation at batch 1 takes on this device, without (`grad=False`) or with a backward pass
+    to x_t (exact guidance gradients, plug-and-play, learning a direction); measured once per model and device, on
+    first use, by timing one call (the first call is the slowest, so the figure errs on the high side)."""
+    unet = model.unet
+    key = (model.model_id, str(unet.device), grad)
+    if key not in _seconds:
+        size = unet.config.sample_size
+        x_t = torch.randn(1, unet.config.in_channels, size, size, device=unet.device, dtype=unet.dtype)
+        labels = {}
+        if unet.config.num_class_embeds:
+            labels["class_labels"] = torch.zeros(1, dtype=torch.long, device=unet.device)
+        start = time.perf_counter()
+        with torch.set_grad_enabled(grad):
+            x_t.requires_grad_(grad)
+            eps = unet(x_t, 500, **labels).sample
+            if grad:
+                torch.autograd.grad(eps.float().square().sum(), x_t)
+        if unet.device.type == "cuda":
+            torch.cuda.synchronize()
+        _seconds[key] = time.perf_counter() - start
+    return _seconds[key]
+
+
+def measured_seconds(model_id: str) -> float | None:
+    """The seconds per U-Net evaluation (no gradient) measured for `model_id` on any device, if it has been."""
+    return next((s for (m, _, grad), s in _seconds.items() if m == model_id and not grad), None)
 
 
 def make_scheduler(model: DiffusionModel, kind: str = "ddpm", **overrides):
@@ -235,14 +363,13 @@ def _load_clip(model_id: str) -> ClipModel:
 
     root = resolve(model_id, "clip")
     device, dtype = device_and_dtype()
+    layout = ("A local copy needs the layout of openai/clip-vit-base-patch32 (or CLIPModel.save_pretrained): "
+              "config.json, the tokenizer files and the weights side by side.")
+    model = from_pretrained(CLIPModel, root, f"CLIP {model_id!r}", layout, dtype=dtype)
     try:
-        model = CLIPModel.from_pretrained(root, use_safetensors=True, dtype=dtype)
         tokenizer = CLIPTokenizer.from_pretrained(root)
-    except (OSError, ValueError, EnvironmentError) as err:
-        raise ModelLoadError(
-            f"Could not load CLIP {model_id!r} from {root}: {err}. A local copy needs the layout of "
-            "CLIPModel.save_pretrained plus the tokenizer files, with the weights as .safetensors."
-        ) from err
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"Could not load the tokenizer of CLIP {model_id!r} from {root}: {err}. {layout}") from err
     model = model.to(device).eval().requires_grad_(False)
     return ClipModel(model_id, model, tokenizer)
 
@@ -294,13 +421,8 @@ class NoiseAwareClassifier(ModelMixin, ConfigMixin):
 
 def _load_classifier(path: str) -> NoiseAwareClassifier:
     device, dtype = device_and_dtype()
-    try:
-        classifier = NoiseAwareClassifier.from_pretrained(path, use_safetensors=True, torch_dtype=dtype)
-    except (OSError, ValueError, EnvironmentError) as err:
-        raise ModelLoadError(
-            f"Could not load the noise-aware classifier from {path}: {err}. It needs the layout of "
-            "NoiseAwareClassifier.save_pretrained (config.json and a .safetensors file)."
-        ) from err
+    classifier = from_pretrained(NoiseAwareClassifier, Path(path), f"the noise-aware classifier in {path}",
+                                 "It needs the layout of NoiseAwareClassifier.save_pretrained.", torch_dtype=dtype)
     return classifier.to(device).eval().requires_grad_(False)
 
 

@@ -120,3 +120,26 @@ def bundled():
     if not (models.ROOT / models.REGISTRY[models.BUNDLED_MODEL].path / "unet").is_dir():
         pytest.skip("assets/shapes-16 is not trained yet: python -m training.train_shapes")
     return models.load_diffusion(models.BUNDLED_MODEL)
+
+
+def write_published_ddpm(folder, unet: UNet2DModel, scheduler: DDPMScheduler) -> None:
+    """`unet` and `scheduler` as google/ddpm-*-256 publish them: flat at the root, the weights only as a pickled
+    state dict (diffusion_pytorch_model.bin) beside config.json, scheduler_config.json and model_index.json."""
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    unet.save_config(folder)
+    scheduler.save_config(folder)
+    torch.save(unet.state_dict(), folder / "diffusion_pytorch_model.bin")
+    index = {"_class_name": "DDPMPipeline", "_diffusers_version": "0.0.4",
+             "scheduler": ["diffusers", "DDPMScheduler"], "unet": ["diffusers", "UNet2DModel"]}
+    (folder / "model_index.json").write_text(json.dumps(index))
+
+
+def write_published_clip(folder, model, tokenizer) -> None:
+    """A CLIP model as openai/clip-vit-base-patch32 publishes it: config.json, the tokenizer files and the weights
+    only as a pickled state dict (pytorch_model.bin)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model.config.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    torch.save(model.state_dict(), folder / "pytorch_model.bin")

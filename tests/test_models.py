@@ -92,3 +92,97 @@ def test_clip_loads_from_a_local_directory(tmp_path):
     clip = models.load_clip(str(tmp_path / "clip"))
     assert clip is models.load_clip(str(tmp_path / "clip"))
     assert clip.tokenizer("a photo")["input_ids"][0] == tokenizer.bos_token_id
+
+
+# The hub repositories as they publish: google/ddpm-*-256 and openai/clip-vit-base-patch32 have only pickled .bin
+# weights on main, flat at the root; google/ddpm-cifar10-32 has both formats.
+PUBLISHED_FILES = {
+    "google/ddpm-celebahq-256": [".gitattributes", "README.md", "config.json", "diffusion_pytorch_model.bin",
+                                 "model_index.json", "scheduler_config.json"],
+    "google/ddpm-cifar10-32": [".gitattributes", "README.md", "config.json", "diffusion_pytorch_model.bin",
+                               "diffusion_pytorch_model.safetensors", "model_index.json", "scheduler_config.json"],
+    "openai/clip-vit-base-patch32": [".gitattributes", "README.md", "config.json", "flax_model.msgpack", "merges.txt",
+                                     "preprocessor_config.json", "pytorch_model.bin", "special_tokens_map.json",
+                                     "tf_model.h5", "tokenizer.json", "tokenizer_config.json", "vocab.json"],
+}
+
+
+def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_a_published_ddpm_repository_loads_by_id_from_its_bin(tmp_path, monkeypatch):
+    from conftest import ddpm_scheduler, tiny_unet, write_published_ddpm
+
+    unet = tiny_unet(seed=3)
+    write_published_ddpm(tmp_path / "google" / "ddpm-celebahq-256", unet, ddpm_scheduler())
+    monkeypatch.setenv("STEER_MODEL_DIR", str(tmp_path))
+    model = models.load_diffusion("google/ddpm-celebahq-256")
+    assert same_weights(model.unet, unet)
+    assert model.scheduler_config["variance_type"] == "fixed_small"
+
+
+def test_the_published_clip_repository_loads_by_id_from_its_bin(tmp_path, monkeypatch):
+    from conftest import tiny_clip_components, write_published_clip
+
+    model, tokenizer = tiny_clip_components(seed=4)
+    write_published_clip(tmp_path / "openai" / "clip-vit-base-patch32", model, tokenizer)
+    monkeypatch.setenv("STEER_MODEL_DIR", str(tmp_path))
+    clip = models.load_clip("openai/clip-vit-base-patch32")
+    assert same_weights(clip.model, model)
+    assert clip.tokenizer("a photo")["input_ids"] == tokenizer("a photo")["input_ids"]
+
+
+def test_with_both_formats_the_safetensors_are_loaded(tmp_path):
+    from conftest import ddpm_scheduler, tiny_unet, write_published_ddpm
+
+    published, other = tiny_unet(seed=5), tiny_unet(seed=6)
+    write_published_ddpm(tmp_path, other, ddpm_scheduler())  # the .bin holds other weights
+    published.save_pretrained(tmp_path, safe_serialization=True)
+    assert same_weights(models.load_diffusion(str(tmp_path)).unet, published)
+
+
+class Payload:
+    """A pickled object that would run code when unpickled without torch's weights_only restriction."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_a_bin_holding_anything_but_tensors_is_refused_and_never_run(tmp_path):
+    from conftest import ddpm_scheduler, tiny_unet, write_published_ddpm
+
+    write_published_ddpm(tmp_path / "model", tiny_unet(), ddpm_scheduler())
+    marker = tmp_path / "payload-ran"
+    torch.save({"conv_in.weight": Payload(marker)}, tmp_path / "model" / "diffusion_pytorch_model.bin")
+    with pytest.raises(models.ModelLoadError, match="pickled objects other than tensors") as err:
+        models.load_diffusion(str(tmp_path / "model"))
+    assert "safetensors" in str(err.value) and not marker.exists()
+
+
+@pytest.mark.parametrize("repo, fetched", [
+    ("google/ddpm-celebahq-256", ["config.json", "diffusion_pytorch_model.bin", "model_index.json", "scheduler_config.json"]),
+    ("google/ddpm-cifar10-32", ["config.json", "diffusion_pytorch_model.safetensors", "model_index.json", "scheduler_config.json"]),
+    ("openai/clip-vit-base-patch32", ["config.json", "merges.txt", "preprocessor_config.json", "pytorch_model.bin",
+                                      "special_tokens_map.json", "tokenizer.json", "tokenizer_config.json", "vocab.json"]),
+])
+def test_from_the_hub_only_configs_tokenizer_files_and_one_weight_format_are_downloaded(repo, fetched, tmp_path, monkeypatch):
+    import fnmatch
+
+    import huggingface_hub
+
+    asked = {}
+
+    def snapshot_download(repo_id, allow_patterns=None, **kwargs):
+        asked[repo_id] = sorted(f for f in PUBLISHED_FILES[repo_id] if any(fnmatch.fnmatch(f, p) for p in allow_patterns))
+        return str(tmp_path)
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "list_repo_files", lambda self, repo_id, **kw: PUBLISHED_FILES[repo_id])
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    monkeypatch.delenv("STEER_MODEL_DIR", raising=False)
+    assert models.resolve(repo, models.REGISTRY[repo].kind) == tmp_path
+    assert asked[repo] == fetched

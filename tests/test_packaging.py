@@ -124,3 +124,34 @@ def test_gpu_work_runs_under_spaces_gpu_when_spaces_is_installed_and_the_app_is_
     assert with_spaces["wrapped"] == ["learn", "run_asyrrp", "run_cycle", "run_guidance", "run_ilvr"]  # all GPU work
     assert without_spaces["wrapped"] == [] and without_spaces["gpu_is_identity"]
     assert with_spaces["endpoints"] == without_spaces["endpoints"] == ["asyrrp", "asyrrp_learn", "cycle", "guidance", "ilvr"]
+
+
+ZERO_GPU_LOADS = """
+import json, sys, types
+spaces = types.ModuleType("spaces")
+spaces.GPU = lambda duration: (lambda fn: fn)
+sys.modules["spaces"] = spaces
+from pipelines import models
+import app
+from ui import guidance_tab, ilvr_tab
+at_import = dict(models.load_count)
+ilvr_tab.run_ilvr("assets/astronaut.png", models.default_model_id(), 4, 0, 2, 1, 0, False)
+guidance_tab.run_guidance("a photo\\na drawing", "a photo", models.default_model_id(), 1, "ddim", "fixed_eps", 0, 2, 1, 0,
+                          False, "")
+print(json.dumps(dict(at_import=at_import, after_calls=models.load_count)))
+"""
+
+
+def test_on_zero_gpu_the_default_model_and_clip_load_at_import_and_never_in_a_call(tiny_model_dir, tmp_path):
+    from conftest import tiny_clip_components
+
+    clip, tokenizer = tiny_clip_components()
+    clip.save_pretrained(tmp_path / "clip")
+    tokenizer.save_pretrained(tmp_path / "clip")
+    env = os.environ | {"SPACES_ZERO_GPU": "true", "STEER_MODEL": str(tiny_model_dir),
+                        "STEER_CLIP_MODEL": str(tmp_path / "clip"), "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-c", ZERO_GPU_LOADS], cwd=ROOT, env=env, check=True, timeout=300,
+                         capture_output=True, text=True)
+    loads = json.loads(out.stdout.strip().splitlines()[-1])
+    assert loads["at_import"] == {str(tiny_model_dir): 1, str(tmp_path / "clip"): 1}
+    assert loads["after_calls"] == loads["at_import"]  # the GPU functions found both loaded

@@ -10,14 +10,8 @@ from pathlib import Path
 from typing import Callable
 
 import gradio as gr
-import torch
 
-from pipelines import images, models
-
-GPU_CONCURRENCY = dict(concurrency_limit=1, concurrency_id="gpu")  # all GPU work shares one slot
-MAX_SEED = 2**31 - 1
-
-try:  # on Hugging Face ZeroGPU, GPU work runs inside spaces.GPU; elsewhere this is a no-op
+try:  # on Hugging Face ZeroGPU, GPU work runs inside spaces.GPU (imported before torch); elsewhere this is a no-op
     import spaces
 
     gpu = spaces.GPU(duration=120)
@@ -25,6 +19,13 @@ except ImportError:
 
     def gpu(fn: Callable) -> Callable:
         return fn
+
+import torch
+
+from pipelines import images, models
+
+GPU_CONCURRENCY = dict(concurrency_limit=1, concurrency_id="gpu")  # all GPU work shares one slot
+MAX_SEED = 2**31 - 1
 
 
 def model_dropdown(label: str = "Model") -> gr.Dropdown:
@@ -114,13 +115,23 @@ def display(image) -> str:
     return str(path)
 
 
+def _model_state(model_id: str, kind: str) -> str:
+    state = models.availability(model_id, kind)
+    seconds = models.measured_seconds(model_id)
+    return state + (f", {seconds:.3g} s per U-Net evaluation here" if seconds is not None else "")
+
+
 def status_markdown() -> str:
-    """One line on the device and the default model, refreshed on every page load."""
+    """The device, and for every model the page offers whether it is ready, where it would come from (with the
+    download size) and, once it has run, its measured seconds per U-Net evaluation; refreshed on every page load."""
     device, dtype = models.device_and_dtype()
     model_id = models.default_model_id()
     try:
         models.load_diffusion(model_id)
-        state = f"default model **{model_id}** is ready."
+        state = f"default model **{model_id}** is ready ({_model_state(model_id, 'ddpm')})."
     except models.ModelLoadError as err:
         state = f"⚠️ default model **{model_id}** cannot be loaded: {err}"
-    return f"Running on **{device.type.upper()}** ({str(dtype).removeprefix('torch.')}); {state}"
+    others = [f"{m}: {_model_state(m, 'ddpm')}" for m in models.diffusion_model_ids() if m != model_id]
+    clip_id = models.default_clip_id()
+    return (f"Running on **{device.type.upper()}** ({str(dtype).removeprefix('torch.')}); {state}  \n"
+            f"CLIP {clip_id}: {_model_state(clip_id, 'clip')} · " + " · ".join(others))
