@@ -21,7 +21,7 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from .directions import DeltaBlock, check_direction, delta_h, directional_clip_loss, edit_h_space, h_space_shape, is_zero, principal_directions, record_h
-from .images import postprocess, to_model_input
+from .images import check_output_type, postprocess, to_model_input
 from .sampling import Callback, abar, check_num_inference_steps, ddim_invert, eps_theta, initial_noise
 
 # (t_edit, t_boost) per model. kwonminki/Asyrp_official: t_edit from utils/t_edit_dic.py (T_EDIT_DIC_LPIPS_0_3,
@@ -144,6 +144,17 @@ class AsyrrpPipeline(DiffusionPipeline):
         abar_prev = abar(ddim, int(t) - ddim.config.num_train_timesteps // ddim.num_inference_steps)
         return out.prev_sample + abar_prev.sqrt() * (p_edit - out.pred_original_sample), p_edit, out.pred_original_sample
 
+    def check_inputs(self, direction, scale, t_edit, t_boost, num_inference_steps, output_type) -> list[float]:
+        """Every argument of __call__, before the inversion; the scales as a list."""
+        check_interval(t_edit, t_boost, self.scheduler.config.num_train_timesteps)
+        check_num_inference_steps(num_inference_steps, self.scheduler)
+        check_direction(direction, self.h_shape)
+        check_output_type(output_type)
+        scales = [float(scale)] if isinstance(scale, (int, float)) else [float(s) for s in scale]
+        if not scales:
+            raise ValueError("scale must be a number or a non-empty list of numbers")
+        return scales
+
     @torch.no_grad()
     def __call__(
         self,
@@ -166,16 +177,10 @@ class AsyrrpPipeline(DiffusionPipeline):
         (negative reverses it). t_edit/t_boost default to the official values for `model_id` (see DEFAULT_INTERVALS).
         With no direction, a zero one or scale 0 this is DDIM sampling from the inverted x_T, eta = 1 below t_boost.
         """
-        T = self.scheduler.config.num_train_timesteps
         default_edit, default_boost = default_interval(model_id or "")
         t_edit = default_edit if t_edit is None else t_edit
         t_boost = default_boost if t_boost is None else t_boost
-        check_interval(t_edit, t_boost, T)
-        check_num_inference_steps(num_inference_steps, self.scheduler)
-        check_direction(direction, self.h_shape)
-        scales = [float(scale)] if isinstance(scale, (int, float)) else [float(s) for s in scale]
-        if not scales:
-            raise ValueError("scale must be a number or a non-empty list of numbers")
+        scales = self.check_inputs(direction, scale, t_edit, t_boost, num_inference_steps, output_type)
 
         # 1. x_T = DDIM_inversion(x_0), shared by every scale: row b * S + k is image b at scales[k]
         x_T = self.invert(image, num_inference_steps)  # (B,3,H,W)

@@ -11,6 +11,12 @@ import torch.nn.functional as F
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+CONTEXT_TOKENS = 77  # CLIP's text context, start and end tokens included
+
+
+def token_count(tokenizer, text: str) -> int:
+    """How many tokens CLIP's text encoder would read for `text`, start and end tokens included (not truncated)."""
+    return len(tokenizer(text, truncation=False)["input_ids"])
 
 
 class ClipJudge:
@@ -44,12 +50,20 @@ class ClipJudge:
         emb = getattr(emb, "pooler_output", emb)
         return F.normalize(emb.float(), dim=-1)
 
+    def check_prompts(self, prompts: list[str]) -> None:
+        """Every prompt non-empty and within CLIP's context: a longer one is refused with its count, never cut."""
+        if not prompts or any(not p.strip() for p in prompts):
+            raise ValueError("every text prompt must be non-empty")
+        for prompt in prompts:
+            if (n := token_count(self.tokenizer, prompt)) > CONTEXT_TOKENS:
+                raise ValueError(f"the text “{prompt[:40]}…” is {n} tokens long; CLIP reads at most {CONTEXT_TOKENS} "
+                                 "(its start and end tokens included): shorten it")
+
     @torch.no_grad()
     def text_embeds(self, prompts: list[str]) -> torch.Tensor:
         """K prompts -> (K,D) unit vectors. Compute once per request and reuse."""
-        if not prompts or any(not p.strip() for p in prompts):
-            raise ValueError("every text prompt must be non-empty")
-        tokens = self.tokenizer(prompts, padding=True, truncation=True, return_tensors="pt").to(self.device)
+        self.check_prompts(prompts)
+        tokens = self.tokenizer(prompts, padding=True, return_tensors="pt").to(self.device)
         emb = self.model.get_text_features(**tokens)
         emb = getattr(emb, "pooler_output", emb)
         return F.normalize(emb.float(), dim=-1)

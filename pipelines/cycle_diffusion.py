@@ -24,7 +24,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .clip import ClipJudge
 from .clip_guidance import clip_text_score, grad_exact, grad_fixed_eps, guided_eps
-from .images import pil_to_tensor, postprocess, to_model_input
+from .images import check_output_type, pil_to_tensor, postprocess, to_model_input
 from .sampling import Callback, abar, eps_theta
 
 # the scheduler config entries that define the noise schedule: two models can share a latent only if these agree
@@ -62,6 +62,13 @@ def check_encoder_args(num_inference_steps, eta, strength, T: int) -> None:
         )
     if not isinstance(strength, (int, float)) or not 0 < strength <= 1:
         raise ValueError(f"strength must be in (0, 1] (1 encodes from pure noise, smaller keeps more); got {strength!r}")
+
+
+def check_langevin_args(langevin_steps, step_size) -> None:
+    if not isinstance(langevin_steps, int) or not 1 <= langevin_steps <= 100:
+        raise ValueError(f"langevin_steps must be an integer from 1 to 100; got {langevin_steps!r}")
+    if not isinstance(step_size, (int, float)) or not 0 < step_size <= 1:
+        raise ValueError(f"step_size (lambda) must be in (0, 1]; got {step_size!r}")
 
 
 def check_class_labels(unet, class_labels, batch_size: int) -> torch.Tensor | None:
@@ -220,6 +227,7 @@ class CycleDiffusionPipeline(DiffusionPipeline):
         clip + target_prompt: mu_theta CLIP-guided toward target_prompt (and away from source_prompt) with the DDIM
         rule eps_hat = eps_theta - sqrt(1-abar_t) s grad log p; exact_gradient differentiates through the U-Net.
         """
+        check_output_type(output_type)
         own_model = unet is None or unet is self.unet
         unet = unet or self.unet
         config = (scheduler or self.scheduler).config
@@ -281,10 +289,7 @@ class CycleDiffusionPipeline(DiffusionPipeline):
         class_labels: the class c of G (None: the latent's); the returned latent records it, so decode() uses it.
         Gradients run through the whole chain with one checkpoint per step (memory of one step, twice the forwards).
         """
-        if not isinstance(langevin_steps, int) or not 1 <= langevin_steps <= 100:
-            raise ValueError(f"langevin_steps must be an integer from 1 to 100; got {langevin_steps!r}")
-        if not 0 < step_size <= 1:
-            raise ValueError(f"step_size (lambda) must be in (0, 1]; got {step_size!r}")
+        check_langevin_args(langevin_steps, step_size)
         score = self._text_score(clip, target_prompt, source_prompt)
         c = latent.class_labels if class_labels is None else check_class_labels(self.unet, class_labels,
                                                                                  latent.x_t0.shape[0])
@@ -316,6 +321,21 @@ class CycleDiffusionPipeline(DiffusionPipeline):
         for t, eps_t in zip(latent.timesteps, eps):
             x = checkpoint(step, x, eps_t.to(x.dtype), t, use_reentrant=False)
         return x
+
+    def check_inputs(self, target_unet, target_scheduler, clip, target_prompt, plug_and_play_steps, step_size,
+                     strength, eta, num_inference_steps, output_type, target_class) -> None:
+        """Every argument of __call__, before the encoder's first U-Net evaluation."""
+        check_encoder_args(num_inference_steps, eta, strength, self.scheduler.config.num_train_timesteps)
+        check_output_type(output_type)
+        if target_unet is not None:
+            check_compatible(self.unet, self.scheduler.config, target_unet, (target_scheduler or self.scheduler).config)
+        if target_prompt is not None and clip is None:
+            raise ValueError("a text edit needs a CLIP model: pass clip=ClipJudge(model, tokenizer)")
+        if target_prompt is not None and plug_and_play_steps > 0:
+            check_langevin_args(plug_and_play_steps, step_size)
+        if target_class is not None:
+            check_class_labels(target_unet or self.unet, target_class,
+                               len(target_class) if isinstance(target_class, (list, tuple, torch.Tensor)) else 1)
 
     @torch.no_grad()
     def __call__(
@@ -349,15 +369,8 @@ class CycleDiffusionPipeline(DiffusionPipeline):
         source_class, target_class: an int or one per image, for class-conditional models; None: the null class.
         reconstruct: also return G1(z | c_source). callback(step, t, x_t, x0_hat) sees every step of every stage.
         """
-        if output_type not in ("pil", "np", "pt"):
-            raise ValueError(f"output_type {output_type!r} is not supported; use 'pil', 'np' or 'pt'")
-        if target_unet is not None:
-            check_compatible(self.unet, self.scheduler.config, target_unet, (target_scheduler or self.scheduler).config)
-        if target_prompt is not None and clip is None:
-            raise ValueError("a text edit needs a CLIP model: pass clip=ClipJudge(model, tokenizer)")
-        if target_class is not None:  # refuse a bad target before the encoder runs
-            check_class_labels(target_unet or self.unet, target_class,
-                               len(target_class) if isinstance(target_class, (list, tuple, torch.Tensor)) else 1)
+        self.check_inputs(target_unet, target_scheduler, clip, target_prompt, plug_and_play_steps, step_size, strength,
+                          eta, num_inference_steps, output_type, target_class)
         latent = self.encode(image, num_inference_steps, eta, strength, generator, callback, source_class)
         reconstructions = self.decode(latent, output_type=output_type) if reconstruct else None
         if target_prompt is not None and plug_and_play_steps > 0:

@@ -23,7 +23,7 @@ from diffusers.utils import BaseOutput
 
 from .clip import ClipJudge
 from .clip_guidance import grad_exact, grad_fixed_eps, guided_eps
-from .images import postprocess
+from .images import check_output_type, postprocess
 from .sampling import Callback, abar, check_batch_size, check_num_inference_steps, eps_theta, initial_noise
 
 SAMPLERS = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler}
@@ -137,6 +137,19 @@ class ClassifierGuidancePipeline(DiffusionPipeline):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler, classifier=classifier)
 
+    def check_inputs(self, class_labels, guidance_scale, sampler, num_inference_steps, eta, gradient,
+                     output_type) -> list[int]:
+        """Every argument of __call__, before its first U-Net evaluation; the class labels as a list."""
+        labels = check_guidance_args(class_labels, guidance_scale, sampler, gradient, eta)
+        check_num_inference_steps(num_inference_steps, self.scheduler)
+        check_output_type(output_type)
+        if self.classifier is None:
+            raise ValueError("this pipeline has no classifier; pass classifier=... when building it")
+        num_classes = declared_num_classes(self.classifier)
+        if num_classes is not None:  # otherwise checked against the classifier's first logits
+            check_labels(torch.tensor(labels), num_classes)
+        return labels
+
     @torch.no_grad()
     def __call__(
         self,
@@ -159,13 +172,7 @@ class ClassifierGuidancePipeline(DiffusionPipeline):
         gradient: "exact" (through the U-Net) or "fixed_eps" (eps held fixed, no U-Net backward).
         callback(step, t, x_t, x0_hat) is called after every step.
         """
-        labels = check_guidance_args(class_labels, guidance_scale, sampler, gradient, eta)
-        check_num_inference_steps(num_inference_steps, self.scheduler)
-        if self.classifier is None:
-            raise ValueError("this pipeline has no classifier; pass classifier=... when building it")
-        num_classes = declared_num_classes(self.classifier)
-        if num_classes is not None:  # otherwise checked against the classifier's first logits
-            check_labels(torch.tensor(labels), num_classes)
+        labels = self.check_inputs(class_labels, guidance_scale, sampler, num_inference_steps, eta, gradient, output_type)
         device = self._execution_device
         batch_size = len(labels)
         y = torch.tensor(labels, device=device)  # (B,)

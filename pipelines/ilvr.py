@@ -15,7 +15,7 @@ from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from .images import postprocess, to_model_input
+from .images import check_output_type, postprocess, to_model_input
 from .sampling import Callback, check_batch_size, check_num_inference_steps, eps_theta, initial_noise
 
 DOWN_FACTORS = (2, 4, 8, 16, 32, 64)
@@ -61,6 +61,14 @@ class ILVRPipeline(DiffusionPipeline):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler)
 
+    def check_inputs(self, down_factor, range_t, num_inference_steps, batch_size, output_type) -> None:
+        """Every argument of __call__, before its first U-Net evaluation (a ValueError says what is allowed)."""
+        T, size = self.scheduler.config.num_train_timesteps, self.unet.config.sample_size
+        check_ilvr_args(down_factor, range_t, size, T)
+        check_num_inference_steps(num_inference_steps, self.scheduler)
+        check_batch_size(batch_size)
+        check_output_type(output_type)
+
     @torch.no_grad()
     def __call__(
         self,
@@ -80,11 +88,8 @@ class ILVRPipeline(DiffusionPipeline):
         range_t: condition while t > range_t (0: every step; >= T: never, which is plain DDPM sampling).
         callback(step, t, x_t, x0_hat) is called after every step.
         """
-        T = self.scheduler.config.num_train_timesteps
+        self.check_inputs(down_factor, range_t, num_inference_steps, batch_size, output_type)
         size = self.unet.config.sample_size
-        check_ilvr_args(down_factor, range_t, size, T)
-        check_num_inference_steps(num_inference_steps, self.scheduler)
-        check_batch_size(batch_size)
         device = self._execution_device
 
         # 1. the reference y in [-1,1], one copy per sample: (B,3,H,W)

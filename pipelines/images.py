@@ -101,10 +101,18 @@ def to_unit(x: torch.Tensor) -> torch.Tensor:
     return (x.float() / 2 + 0.5).clamp(0, 1)
 
 
+OUTPUT_TYPES = ("pil", "np", "pt")
+
+
+def check_output_type(output_type: str) -> None:
+    """Called by every pipeline before its first U-Net evaluation, so a bad output_type costs no sampling."""
+    if output_type not in OUTPUT_TYPES:
+        raise ValueError(f"output_type {output_type!r} is not supported; use 'pil', 'np' or 'pt'")
+
+
 def postprocess(x: torch.Tensor, output_type: str = "pil"):
     """(B,3,H,W) in [-1,1] -> list of PIL images, np (B,H,W,3) or pt (B,3,H,W), all in [0,1]."""
-    if output_type not in ("pil", "np", "pt"):
-        raise ValueError(f"output_type {output_type!r} is not supported; use 'pil', 'np' or 'pt'")
+    check_output_type(output_type)
     x = to_unit(x)
     if output_type == "pt":
         return x

@@ -317,7 +317,7 @@ _seconds: dict[tuple[str, str, bool], float] = {}
 def seconds_per_eval(model: DiffusionModel, grad: bool = False) -> float:
     """Seconds one U-Net evaluation at batch 1 takes on this device, without (`grad=False`) or with a backward pass
     to x_t (exact guidance gradients, plug-and-play, learning a direction); measured once per model and device, on
-    first use, by timing one call (the first call is the slowest, so the figure errs on the high side)."""
+    first use, by timing the second of two calls (the first one pays for lazy initialisation)."""
     unet = model.unet
     key = (model.model_id, str(unet.device), grad)
     if key not in _seconds:
@@ -326,21 +326,23 @@ def seconds_per_eval(model: DiffusionModel, grad: bool = False) -> float:
         labels = {}
         if unet.config.num_class_embeds:
             labels["class_labels"] = torch.zeros(1, dtype=torch.long, device=unet.device)
-        start = time.perf_counter()
-        with torch.set_grad_enabled(grad):
-            x_t.requires_grad_(grad)
-            eps = unet(x_t, 500, **labels).sample
-            if grad:
-                torch.autograd.grad(eps.float().square().sum(), x_t)
-        if unet.device.type == "cuda":
-            torch.cuda.synchronize()
+        for _ in range(2):
+            start = time.perf_counter()
+            with torch.set_grad_enabled(grad):
+                x_t.requires_grad_(grad)
+                eps = unet(x_t, 500, **labels).sample
+                if grad:
+                    torch.autograd.grad(eps.float().square().sum(), x_t)
+            if unet.device.type == "cuda":
+                torch.cuda.synchronize()
         _seconds[key] = time.perf_counter() - start
     return _seconds[key]
 
 
-def measured_seconds(model_id: str) -> float | None:
-    """The seconds per U-Net evaluation (no gradient) measured for `model_id` on any device, if it has been."""
-    return next((s for (m, _, grad), s in _seconds.items() if m == model_id and not grad), None)
+def measured_seconds(model_id: str, grad: bool = False) -> float | None:
+    """The seconds per U-Net evaluation of `model_id` (see seconds_per_eval) on this device, if measured yet."""
+    device = str(device_and_dtype()[0])
+    return next((s for (m, d, g), s in _seconds.items() if m == model_id and d.startswith(device) and g == grad), None)
 
 
 def make_scheduler(model: DiffusionModel, kind: str = "ddpm", **overrides):

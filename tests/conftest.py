@@ -81,6 +81,7 @@ class LiveApp(NamedTuple):
     url: str
     model_dir: str  # the default diffusion model (STEER_MODEL)
     other_model_dir: str  # a second model of the same size and schedule, another seed (CycleDiffusion translate)
+    other_model_id: str  # the registry id it is served as (a STEER_MODEL_DIR copy of a 32 px registry model)
     clip_dir: str  # the CLIP model (STEER_CLIP_MODEL)
 
 
@@ -92,7 +93,8 @@ def live_app(tmp_path_factory) -> LiveApp:
     from diffusers import DDPMPipeline
 
     root = tmp_path_factory.mktemp("models")
-    model_dir, other_model_dir, clip_dir = root / "tiny-ddpm", root / "tiny-ddpm-seed1", root / "tiny-clip"
+    other_model_id = "google/ddpm-cifar10-32"  # offered by the page, 32 px as the tiny model
+    model_dir, other_model_dir, clip_dir = root / "tiny-ddpm", root / "copies" / other_model_id, root / "tiny-clip"
     DDPMPipeline(unet=tiny_unet(), scheduler=ddpm_scheduler()).save_pretrained(model_dir)
     DDPMPipeline(unet=tiny_unet(seed=1), scheduler=ddpm_scheduler()).save_pretrained(other_model_dir)
     clip_model, tokenizer = tiny_clip_components()
@@ -102,11 +104,12 @@ def live_app(tmp_path_factory) -> LiveApp:
     mp = pytest.MonkeyPatch()
     mp.setenv("STEER_MODEL", str(model_dir))
     mp.setenv("STEER_CLIP_MODEL", str(clip_dir))
+    mp.setenv("STEER_MODEL_DIR", str(root / "copies"))
     import app
 
     demo = importlib.reload(app).build_demo()
     _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
-    yield LiveApp(url, str(model_dir), str(other_model_dir), str(clip_dir))
+    yield LiveApp(url, str(model_dir), str(other_model_dir), other_model_id, str(clip_dir))
     demo.close()
     mp.undo()
 

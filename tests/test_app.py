@@ -87,8 +87,8 @@ def test_cycle_endpoint_reconstructs_translates_and_edits(client, live_app):
     assert [item["caption"] for item in gallery] == ["input", "reconstruction G1(z) (same model)"]
     assert psnr_rows(metrics)["reconstruction"] > 40  # the DPM-Encoder's latent decodes to the input exactly
     # another model of the same size: the tab offers registry models only, the API takes a local directory
-    gallery, metrics = cycle("translate", target_id=live_app.other_model_dir)
-    assert gallery[2]["caption"] == f"translate: {live_app.other_model_dir}"
+    gallery, metrics = cycle("translate", target_id=live_app.other_model_id)
+    assert gallery[2]["caption"] == f"translate: {live_app.other_model_id}"
     assert psnr_rows(metrics)["result"] < psnr_rows(metrics)["reconstruction"]  # the other model changed it
     gallery, metrics = cycle("text edit", target_prompt="a cat")
     assert gallery[2]["caption"] == "text edit: “a cat”"

@@ -196,6 +196,7 @@ def test_tab_runs_a_sweep_on_local_models(tiny_model_dir, tiny_clip, tmp_path, m
     tokenizer.save_pretrained(tmp_path / "clip")
     monkeypatch.setattr(models, "_cache", {})
     monkeypatch.setenv("STEER_CLIP_MODEL", str(tmp_path / "clip"))
+    monkeypatch.setenv("STEER_MODEL", str(tiny_model_dir))  # the operator's model: the page offers it
     prompts = "a photo of a cat\na photo of a dog"
     args = dict(prompts_text=prompts, target="a photo of a dog", model_id=str(tiny_model_dir), scale=1.0,
                 sampler="ddim", gradient="fixed_eps", eta=0.0, steps=2, samples=2, seed=0, sweep=True,
@@ -252,6 +253,7 @@ def test_tab_offers_the_models_own_classifier_and_refuses_it_for_a_model_without
     kind, prompts, target = tab.model_controls("google/ddpm-celebahq-256", tab.FACE_PROMPTS, "triangle")
     assert kind == tab.CLIP_ZERO_SHOT and prompts.visible and target.value == "a photo of a smiling person"
     monkeypatch.setattr(models, "_cache", {})
+    monkeypatch.setenv("STEER_MODEL", str(tiny_model_dir))  # the operator's model: the page offers it
     args = dict(prompts_text="", target="circle", model_id=str(tiny_model_dir), scale=1.0, sampler="ddim",
                 gradient="fixed_eps", eta=0.0, steps=2, samples=1, seed=0, sweep=False, sweep_scales="",
                 classifier_kind=tab.NOISE_AWARE, progress=lambda *a, **k: None)

@@ -9,11 +9,12 @@ from pathlib import Path
 import gradio as gr
 
 from pipelines import AsyrrpPipeline, images, load_clip, load_diffusion, make_scheduler
-from pipelines.asyrrp import LPIPS_BOOST, LPIPS_EDIT, default_interval, load_lpips
+from pipelines.asyrrp import LPIPS_BOOST, LPIPS_EDIT, check_interval, default_interval, load_lpips
 from pipelines.clip import ClipJudge
 from pipelines.directions import load_direction, save_direction
 
-from .common import GPU_CONCURRENCY, StepReporter, display, gpu, make_generator, model_dropdown, seed_input, uploaded_path, user_errors
+from .common import (GPU_CONCURRENCY, StepReporter, check_budget, check_text, display, estimate_markdown, gpu,
+                     make_generator, model_dropdown, offered_model, seed_input, uploaded_path, user_errors)
 
 SOURCES = ["unsupervised (k-th principal direction)", "learn from two texts", "load a direction file"]
 STRIP = [-2.0, -1.0, 1.0, 2.0]
@@ -97,8 +98,14 @@ def run_asyrrp(image, model_id, source, k, learned_path, file_path, scale, strip
         raise gr.Error(f"Pick where the direction comes from: {', '.join(SOURCES)}.", title="Invalid input")
     if not -MAX_SCALE <= float(scale) <= MAX_SCALE:
         raise gr.Error(f"The scale s must be from {-MAX_SCALE:g} to {MAX_SCALE:g}; got {scale}.", title="Invalid input")
+    model_id = offered_model(model_id)
+    check_interval(int(t_edit), int(t_boost), T=1000)
+    scales = [0.0] + ([s * float(scale) for s in STRIP] if strip else [float(scale)])
     pipe = _pipe(model_id)
     picture = _image(image, pipe)
+    pipe.check_inputs(None, scales, int(t_edit), int(t_boost), int(steps), "pil")
+    check_budget(load_diffusion(model_id), *cost(source, strip, t_edit, steps),
+                 lower="the steps, or untick the strip of scales")
     note = ""
     if auto:
         lpips = load_lpips()
@@ -108,7 +115,6 @@ def run_asyrrp(image, model_id, source, k, learned_path, file_path, scale, strip
             t_edit, t_boost = pipe.choose_interval(picture, lpips, int(steps), generator=make_generator(seed))
             note = f"LPIPS chose t_edit = {t_edit}, t_boost = {t_boost}. "
     direction, label = _direction(pipe, model_id, source, k, learned_path, file_path)
-    scales = [0.0] + ([s * float(scale) for s in STRIP] if strip else [float(scale)])
     reporter = StepReporter(progress, 2 * int(steps), "Asyrrp: DDIM inversion, then editing")
     pipe.invert(picture, int(steps), callback=reporter)  # cached: the edit below starts from this x_T
     out = pipe(picture, direction, scale=scales, t_edit=int(t_edit), t_boost=int(t_boost), num_inference_steps=int(steps),
@@ -121,11 +127,16 @@ def run_asyrrp(image, model_id, source, k, learned_path, file_path, scale, strip
 @user_errors
 @gpu
 def learn(image, model_id, source_text, target_text, kind, iterations, t_edit, steps, request: gr.Request, progress=gr.Progress()):
-    if not (source_text or "").strip() or not (target_text or "").strip():
+    source_text, target_text = check_text(source_text, "The source text"), check_text(target_text, "The target text")
+    if not source_text or not target_text:
         raise gr.Error("Write both a source text (what the image shows) and a target text (what it should show).", title="Missing text")
+    model_id = offered_model(model_id)
+    check_interval(int(t_edit), 0, T=1000)
     pipe = _pipe(model_id)
     picture = _image(image, pipe)
     clip = load_clip()
+    ClipJudge(clip.model, clip.tokenizer).check_prompts([source_text, target_text])
+    check_budget(load_diffusion(model_id), *learn_cost(iterations, steps), lower="the passes or the steps")
     stop = _stop_flags.setdefault(request.session_hash or "", threading.Event())
     stop.clear()
     progress((0, int(iterations)), desc="Inverting the image")
@@ -139,6 +150,24 @@ def learn(image, model_id, source_text, target_text, kind, iterations, t_edit, s
     save_direction(path, direction, model_id=model_id, t_edit=int(t_edit), num_inference_steps=int(steps), source=source_text, target=target_text)
     stopped = " (stopped early)" if stop.is_set() else ""
     return str(path), str(path), f"Learned “{source_text}” → “{target_text}”{stopped}. Pick *learn from two texts* and press Edit."
+
+
+def cost(source, strip, t_edit, steps) -> tuple[int, int]:
+    """U-Net evaluations at batch 1: the inversion, then per scale (0 and the edits) one per step plus a second one
+    per step of the edit interval [T, t_edit]; the principal directions read h of PCA_SAMPLES noise images once."""
+    steps, n_scales = int(steps), 1 + (len(STRIP) if strip else 1)
+    edited = round(steps * (1000 - int(t_edit)) / 1000)
+    return steps + n_scales * (steps + edited) + (PCA_SAMPLES if source == SOURCES[0] else 0), 0
+
+
+def learn_cost(iterations, steps) -> tuple[int, int]:
+    """U-Net evaluations at batch 1 to learn a direction: the inversion, then every pass back-propagates through
+    the steps of the asymmetric decoding."""
+    return int(steps), int(iterations) * int(steps)
+
+
+def estimate(model_id, source, strip, t_edit, steps) -> str:
+    return estimate_markdown(model_id, *cost(source, strip, t_edit, steps))
 
 
 def request_stop(request: gr.Request):
@@ -176,6 +205,7 @@ def build_tab() -> None:
                     steps = gr.Slider(10, 200, value=40, step=10, label="Steps (inversion and sampling; the paper uses 40)")
                     seed = seed_input()
                 run = gr.Button("Edit", variant="primary")
+                time_estimate = gr.Markdown()
             with gr.Column():
                 gallery = gr.Gallery(label="Input, reconstruction, edits", columns=3, height=460)
                 info = gr.Markdown()
@@ -187,4 +217,7 @@ def build_tab() -> None:
         )
         stop_button.click(request_stop, None, None, api_visibility="private", queue=False)
         inputs = [image, model_id, source, k, learned_path, direction_file, scale, strip, auto, t_edit, t_boost, steps, seed]
-        run.click(run_asyrrp, inputs, [gallery, info], api_name="asyrrp", preprocess=False, **GPU_CONCURRENCY)
+        costs = [model_id, source, strip, t_edit, steps]
+        gr.on([c.change for c in costs], estimate, costs, time_estimate, api_visibility="private")
+        run.click(run_asyrrp, inputs, [gallery, info], api_name="asyrrp", preprocess=False, **GPU_CONCURRENCY).then(
+            estimate, costs, time_estimate, api_visibility="private")

@@ -11,10 +11,14 @@ from typing import Callable
 
 import gradio as gr
 
+import os
+
+ZERO_GPU_SECONDS = 120  # what spaces.GPU reserves for one call
+
 try:  # on Hugging Face ZeroGPU, GPU work runs inside spaces.GPU (imported before torch); elsewhere this is a no-op
     import spaces
 
-    gpu = spaces.GPU(duration=120)
+    gpu = spaces.GPU(duration=ZERO_GPU_SECONDS)
 except ImportError:
 
     def gpu(fn: Callable) -> Callable:
@@ -26,6 +30,79 @@ from pipelines import images, models
 
 GPU_CONCURRENCY = dict(concurrency_limit=1, concurrency_id="gpu")  # all GPU work shares one slot
 MAX_SEED = 2**31 - 1
+MAX_PROMPTS = 16  # label prompts per request
+MAX_TEXT_CHARS = 300  # a text edit's or a direction's source and target text
+
+
+def offered_model(model_id) -> str:
+    """`model_id` if the page offers it (a registry model, or the operator's STEER_MODEL), else a gr.Error that is the
+    same whatever the id names on the server: a request never loads a path."""
+    offered = models.diffusion_model_ids()
+    if model_id not in offered:
+        raise gr.Error(f"Unknown model; use one of: {', '.join(offered)}.", title="Unknown model")
+    return model_id
+
+
+def parse_prompts(text) -> list[str]:
+    """The non-empty lines of a label-prompt box: at most MAX_PROMPTS, each at most MAX_TEXT_CHARS characters
+    (CLIP's 77-token limit is checked when CLIP reads them, ClipJudge.check_prompts)."""
+    text = text if isinstance(text, str) else ""
+    if len(text) > MAX_PROMPTS * (MAX_TEXT_CHARS + 1):
+        raise gr.Error(f"The label prompts are {len(text)} characters long; write at most {MAX_PROMPTS} short lines.",
+                       title="Prompts too long")
+    prompts = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(prompts) > MAX_PROMPTS:
+        raise gr.Error(f"{len(prompts)} label prompts; use at most {MAX_PROMPTS}.", title="Too many prompts")
+    for prompt in prompts:
+        check_text(prompt, "A label prompt")
+    return prompts
+
+
+def check_text(text, what: str) -> str:
+    """A text box's value, stripped, at most MAX_TEXT_CHARS characters."""
+    text = (text if isinstance(text, str) else "").strip()
+    if len(text) > MAX_TEXT_CHARS:
+        raise gr.Error(f"{what} is {len(text)} characters long; the limit is {MAX_TEXT_CHARS}.", title="Text too long")
+    return text
+
+
+def max_seconds() -> float:
+    """STEER_MAX_SECONDS, else what one ZeroGPU call may take on ZeroGPU, else 300."""
+    if "STEER_MAX_SECONDS" in os.environ:
+        return float(os.environ["STEER_MAX_SECONDS"])
+    return ZERO_GPU_SECONDS if os.environ.get("SPACES_ZERO_GPU") else 300.0
+
+
+def estimate_seconds(model_id: str, evals: int, grad_evals: int = 0) -> float | None:
+    """A request's time from the measured seconds per U-Net evaluation of its model on this device: `evals` plain
+    and `grad_evals` back-propagated evaluations at batch 1 (a batch of B counts B). None until measured."""
+    plain, grad = models.measured_seconds(model_id), models.measured_seconds(model_id, grad=True)
+    if plain is None or (grad_evals and grad is None):
+        return None
+    return evals * plain + grad_evals * (grad or 0.0)
+
+
+def check_budget(model: models.DiffusionModel, evals: int, grad_evals: int, lower: str) -> None:
+    """Refuse, before any sampling, a request whose estimated time exceeds max_seconds(); `lower` says what to lower.
+    The first request of a model on this device measures its cost first (one U-Net call, two with a gradient)."""
+    models.seconds_per_eval(model)
+    if grad_evals:
+        models.seconds_per_eval(model, grad=True)
+    seconds, limit = estimate_seconds(model.model_id, evals, grad_evals), max_seconds()
+    if seconds > limit:
+        device = models.device_and_dtype()[0].type.upper()
+        raise gr.Error(f"This request would take about {seconds:.0f} s on this {device} ({evals + grad_evals} U-Net "
+                       f"evaluations); the limit is {limit:.0f} s. Lower {lower}.", title="Too much work for one request")
+
+
+def estimate_markdown(model_id: str, evals: int, grad_evals: int = 0) -> str:
+    """The estimate shown next to a Run button: "about 40 s on this CPU"."""
+    seconds = estimate_seconds(model_id, evals, grad_evals)
+    if seconds is None:
+        return f"Time: measured on the first run of {model_id} ({evals + grad_evals} U-Net evaluations)."
+    device = models.device_and_dtype()[0].type.upper()
+    over = f" — over the {max_seconds():.0f} s limit: lower the settings" if seconds > max_seconds() else ""
+    return f"About **{max(seconds, 1):.0f} s** on this {device}{over}."
 
 
 def model_dropdown(label: str = "Model") -> gr.Dropdown:

@@ -8,7 +8,8 @@ from pipelines import CycleDiffusionPipeline, images, load_clip, load_diffusion,
 from pipelines.clip import ClipJudge
 from pipelines.cycle_diffusion import clip_similarity, faithfulness
 
-from .common import GPU_CONCURRENCY, StepReporter, class_names, display, gpu, make_generator, model_dropdown, seed_input, uploaded_path, user_errors
+from .common import (GPU_CONCURRENCY, StepReporter, check_budget, check_text, class_names, display, estimate_markdown,
+                     gpu, make_generator, model_dropdown, offered_model, seed_input, uploaded_path, user_errors)
 
 MODES = ["reconstruct", "translate", "text edit", "class translation"]
 MAX_GUIDANCE_SCALE = 100  # the slider's range
@@ -117,31 +118,42 @@ class StageCounter:
 def run_cycle(image, mode, source_id, target_id, target_prompt, source_prompt, strength, eta, steps, guidance_scale,
               exact_gradient, pnp_steps, step_size, seed, source_class=None, target_class=None,
               progress=gr.Progress()):
-    path = uploaded_path(image)
+    source_id = offered_model(source_id)
     if mode not in MODES:
         raise gr.Error(f"Pick a mode: {', '.join(MODES)}.", title="Invalid input")
-    kwargs = class_labels(source_id, source_class, target_class) if mode == "class translation" else {}
-    source = load_diffusion(source_id)
-    picture = images.center_crop_resize(images.open_image(path), source.unet.config.sample_size)
-    pipe = CycleDiffusionPipeline(unet=source.unet, scheduler=make_scheduler(source, "ddim"))
     if mode == "translate":
         if not target_id:
             raise gr.Error("Pick a target model of the same resolution as the source model.", title="No target model")
-        target = load_diffusion(target_id)
-        kwargs = dict(target_unet=target.unet, target_scheduler=make_scheduler(target, "ddim"))
-    clip = None
+        target_id = offered_model(target_id)
+    target_prompt, source_prompt = check_text(target_prompt, "The target text"), check_text(source_prompt, "The source text")
     if mode == "text edit":
-        if not (target_prompt or "").strip():
+        if not target_prompt:
             raise gr.Error("Write the target text (what the edited image should show).", title="No target text")
         if not 0 <= float(guidance_scale) <= MAX_GUIDANCE_SCALE:
             raise gr.Error(f"The CLIP guidance scale s must be from 0 to {MAX_GUIDANCE_SCALE}; got {guidance_scale}.", title="Invalid input")
         if step_size is None:
             raise gr.Error("Write a Langevin step size λ (e.g. 0.001).", title="Invalid input")
+    kwargs = class_labels(source_id, source_class, target_class) if mode == "class translation" else {}
+    path = uploaded_path(image)
+    source = load_diffusion(source_id)
+    picture = images.center_crop_resize(images.open_image(path), source.unet.config.sample_size)
+    pipe = CycleDiffusionPipeline(unet=source.unet, scheduler=make_scheduler(source, "ddim"))
+    if mode == "translate":
+        target = load_diffusion(target_id)
+        kwargs = dict(target_unet=target.unet, target_scheduler=make_scheduler(target, "ddim"))
+    clip = None
+    if mode == "text edit":
         clip_model = load_clip()
         clip = ClipJudge(clip_model.model, clip_model.tokenizer)
-        kwargs = dict(clip=clip, target_prompt=target_prompt.strip(), source_prompt=(source_prompt or "").strip() or None,
+        clip.check_prompts([target_prompt] + ([source_prompt] if source_prompt else []))
+        kwargs = dict(clip=clip, target_prompt=target_prompt, source_prompt=source_prompt or None,
                       guidance_scale=float(guidance_scale), exact_gradient=bool(exact_gradient),
                       plug_and_play_steps=int(pnp_steps), step_size=float(step_size))
+    pipe.check_inputs(kwargs.get("target_unet"), kwargs.get("target_scheduler"), clip, kwargs.get("target_prompt"),
+                      int(pnp_steps), float(step_size or 0), float(strength), float(eta), int(steps), "pil",
+                      kwargs.get("target_class"))
+    check_budget(source, *cost(mode, strength, steps, exact_gradient, pnp_steps),
+                 lower="the steps, the strength or the Langevin steps (or turn off the exact CLIP gradient)")
     stages = 2 if mode == "reconstruct" else 3
     total = stages * max(1, round(float(strength) * int(steps))) + (int(pnp_steps) if mode == "text edit" else 0)
     reporter = StepReporter(progress, total, f"CycleDiffusion: {mode}")
@@ -155,6 +167,23 @@ def run_cycle(image, mode, source_id, target_id, target_prompt, source_prompt, s
     if mode != "reconstruct":
         gallery.append((display(result), f"{mode}: {captions[mode]}"))
     return gallery, metrics_markdown(picture, reconstruction, result, mode, clip, target_prompt, out.latent.t0)
+
+
+def cost(mode, strength, steps, exact_gradient, pnp_steps) -> tuple[int, int]:
+    """U-Net evaluations at batch 1 (plain, back-propagated): the encoder's chain of n = strength x steps, the
+    reconstruction's and the result's decodings; back-propagated in an exact CLIP-guided decoding, and through the
+    whole chain at every Langevin step of plug-and-play guidance."""
+    n = max(1, round(float(strength) * int(steps)))
+    if mode == "reconstruct":
+        return 2 * n, 0
+    if mode != "text edit":
+        return 3 * n, 0
+    guided = n if exact_gradient else 0
+    return 3 * n - guided, guided + int(pnp_steps) * n
+
+
+def estimate(source_id, mode, strength, steps, exact_gradient, pnp_steps) -> str:
+    return estimate_markdown(source_id, *cost(mode, strength, steps, exact_gradient, pnp_steps))
 
 
 def metrics_markdown(picture, reconstruction, result, mode, clip, target_prompt, t0) -> str:
@@ -205,6 +234,7 @@ def build_tab() -> None:
                     step_size = gr.Number(1e-3, minimum=1e-6, maximum=1.0, label="Langevin step size λ")
                     seed = seed_input()
                 run = gr.Button("Run CycleDiffusion", variant="primary")
+                time_estimate = gr.Markdown()
             with gr.Column():
                 gallery = gr.Gallery(label="Input, reconstruction, result", columns=3, height=420)
                 metrics = gr.Markdown()
@@ -219,4 +249,7 @@ def build_tab() -> None:
                          api_visibility="private")
         inputs = [image, mode, source_id, target_id, target_prompt, source_prompt, strength, eta, steps, guidance_scale,
                   exact_gradient, pnp_steps, step_size, seed, source_class, target_class]
-        run.click(run_cycle, inputs, [gallery, metrics], api_name="cycle", preprocess=False, **GPU_CONCURRENCY)
+        costs = [source_id, mode, strength, steps, exact_gradient, pnp_steps]
+        gr.on([c.change for c in costs], estimate, costs, time_estimate, api_visibility="private")
+        run.click(run_cycle, inputs, [gallery, metrics], api_name="cycle", preprocess=False, **GPU_CONCURRENCY).then(
+            estimate, costs, time_estimate, api_visibility="private")

@@ -9,7 +9,8 @@ from pipelines import (ClassifierGuidancePipeline, ClipZeroShotClassifier, load_
                        make_scheduler, models)
 from pipelines.clip import ClipJudge
 
-from .common import GPU_CONCURRENCY, StepReporter, class_names, display, gpu, make_generator, model_dropdown, seed_input, user_errors
+from .common import (GPU_CONCURRENCY, StepReporter, check_budget, class_names, display, estimate_markdown, gpu,
+                     make_generator, model_dropdown, offered_model, parse_prompts, seed_input, user_errors)
 
 EXPLANATION = r"""
 **Classifier guidance** (Dhariwal & Nichol, NeurIPS 2021) adds the gradient of a classifier's log-probability
@@ -52,10 +53,6 @@ EXAMPLES = [
 SAMPLERS = [("DDIM (Algorithm 2: shift the noise)", "ddim"), ("DDPM (Algorithm 1: shift the mean)", "ddpm")]
 GRADIENTS = [("fast: eps held fixed", "fixed_eps"), ("exact: through the U-Net", "exact")]
 MAX_SCALE = 100  # the slider's range; a sweep stays in it too
-
-
-def parse_prompts(text: str) -> list[str]:
-    return [line.strip() for line in (text or "").splitlines() if line.strip()]
 
 
 def model_class_names(model_id: str) -> tuple[str, ...]:
@@ -131,10 +128,15 @@ def parse_scales(text: str) -> list[float]:
 @gpu
 def run_guidance(prompts_text, target, model_id, scale, sampler, gradient, eta, steps, samples, seed, sweep,
                  sweep_scales, classifier_kind=CLIP_ZERO_SHOT, progress=gr.Progress()):
-    classifier, y = make_classifier(classifier_kind, prompts_text, target, model_id)
+    model_id = offered_model(model_id)
     scales = parse_scales(sweep_scales) if sweep else [float(scale)]
+    classifier, y = make_classifier(classifier_kind, prompts_text, target, model_id)
     model = load_diffusion(model_id)
     pipe = ClassifierGuidancePipeline(unet=model.unet, scheduler=make_scheduler(model, "ddpm"), classifier=classifier)
+    for s in scales:
+        pipe.check_inputs([y] * int(samples), s, sampler, int(steps), float(eta), gradient, "pil")
+    check_budget(model, *cost(classifier_kind, gradient, steps, samples, sweep, sweep_scales),
+                 lower="the steps, the number of samples or the sweep's scales (or use the fixed-eps gradient)")
     gallery = []
     for s in scales:
         reporter = StepReporter(progress, int(steps), f"guided sampling, s = {s:g}")
@@ -151,6 +153,20 @@ def run_guidance(prompts_text, target, model_id, scale, sampler, gradient, eta, 
         for i, (image, p) in enumerate(zip(out.images, out.probabilities[:, y].tolist())):
             gallery.append((display(image), f"s={s:g}, sample {i + 1}: p(target) = {p:.2f}"))
     return gallery
+
+
+def cost(classifier_kind, gradient, steps, samples, sweep, sweep_scales) -> tuple[int, int]:
+    """U-Net evaluations at batch 1 (plain, back-propagated): one per step, sample and scale; back-propagated when
+    CLIP's gradient goes through the U-Net ("exact")."""
+    n = int(steps) * int(samples) * (len(parse_scales(sweep_scales)) if sweep else 1)
+    return (0, n) if classifier_kind == CLIP_ZERO_SHOT and gradient == "exact" else (n, 0)
+
+
+def estimate(model_id, classifier_kind, gradient, steps, samples, sweep, sweep_scales) -> str:
+    try:
+        return estimate_markdown(model_id, *cost(classifier_kind, gradient, steps, samples, sweep, sweep_scales))
+    except gr.Error:  # sweep scales being typed
+        return ""
 
 
 def build_tab() -> None:
@@ -181,6 +197,7 @@ def build_tab() -> None:
                     steps = gr.Slider(10, 1000, value=50, step=10, label="Sampling steps (DDPM wants more than DDIM)")
                     seed = seed_input()
                 run = gr.Button("Run classifier guidance", variant="primary")
+                time_estimate = gr.Markdown()
             with gr.Column():
                 gallery = gr.Gallery(label="Samples with the classifier's probability of the target", columns=4,
                                      height=460)
@@ -196,4 +213,7 @@ def build_tab() -> None:
         )
         inputs = [prompts, target, model_id, scale, sampler, gradient, eta, steps, samples, seed, sweep, sweep_scales,
                   classifier_kind]
-        run.click(run_guidance, inputs, gallery, api_name="guidance", **GPU_CONCURRENCY)
+        costs = [model_id, classifier_kind, gradient, steps, samples, sweep, sweep_scales]
+        gr.on([c.change for c in costs], estimate, costs, time_estimate, api_visibility="private")
+        run.click(run_guidance, inputs, gallery, api_name="guidance", **GPU_CONCURRENCY).then(
+            estimate, costs, time_estimate, api_visibility="private")

@@ -7,7 +7,8 @@ import gradio as gr
 from pipelines import ILVRPipeline, images, load_diffusion, make_scheduler
 from pipelines.ilvr import DOWN_FACTORS
 
-from .common import GPU_CONCURRENCY, StepReporter, display, gpu, make_generator, model_dropdown, uploaded_path, seed_input, user_errors
+from .common import (GPU_CONCURRENCY, StepReporter, check_budget, display, estimate_markdown, gpu, make_generator,
+                     model_dropdown, offered_model, seed_input, uploaded_path, user_errors)
 
 EXPLANATION = r"""
 **ILVR** (Choi et al., ICCV 2021) steers an *unconditional* DDPM toward a reference image y without any training.
@@ -37,10 +38,13 @@ EXAMPLES = [
 @user_errors
 @gpu
 def run_ilvr(reference, model_id, down_factor, range_t, steps, samples, seed, show_process, progress=gr.Progress()):
+    model_id = offered_model(model_id)
     path = uploaded_path(reference, "a reference image")
     model = load_diffusion(model_id)
     reference = images.center_crop_resize(images.open_image(path), model.unet.config.sample_size)
     pipe = ILVRPipeline(unet=model.unet, scheduler=make_scheduler(model, "ddpm"))
+    pipe.check_inputs(int(down_factor), int(range_t), int(steps), int(samples), "pil")
+    check_budget(model, *cost(steps, samples), lower="the sampling steps or the number of samples")
     reporter = StepReporter(progress, int(steps), "ILVR sampling", snapshots=6 if show_process else 0)
     out = pipe(
         reference,
@@ -54,6 +58,15 @@ def run_ilvr(reference, model_id, down_factor, range_t, steps, samples, seed, sh
     gallery = [(display(reference), "reference y"), (display(out.reference_low_pass[0]), f"φ_N(y), N={down_factor}")]
     gallery += [(display(image), f"sample {i + 1}") for i, image in enumerate(out.images)]
     return gallery, reporter.frames
+
+
+def cost(steps, samples) -> tuple[int, int]:
+    """U-Net evaluations at batch 1 (plain, back-propagated): one per step and sample."""
+    return int(steps) * int(samples), 0
+
+
+def estimate(model_id, steps, samples) -> str:
+    return estimate_markdown(model_id, *cost(steps, samples))
 
 
 def build_tab() -> None:
@@ -71,6 +84,7 @@ def build_tab() -> None:
                     seed = seed_input()
                     show_process = gr.Checkbox(False, label="Show the process (x_t and predicted x0 at a few steps)")
                 run = gr.Button("Run ILVR", variant="primary")
+                time_estimate = gr.Markdown()
             with gr.Column():
                 gallery = gr.Gallery(label="Reference, its low-pass φ_N(y), samples", columns=4, height=420)
                 process = gr.Gallery(label="The process, first sample", columns=6, visible=False)
@@ -80,5 +94,8 @@ def build_tab() -> None:
             inputs=inputs,
             label="Examples (pick one, then Run)",
         )
+        gr.on([model_id.change, steps.change, samples.change], estimate, [model_id, steps, samples], time_estimate,
+              api_visibility="private")
         show_process.change(lambda show: gr.Gallery(visible=show), show_process, process, api_visibility="private")
-        run.click(run_ilvr, inputs, [gallery, process], api_name="ilvr", preprocess=False, **GPU_CONCURRENCY)
+        run.click(run_ilvr, inputs, [gallery, process], api_name="ilvr", preprocess=False, **GPU_CONCURRENCY).then(
+            estimate, [model_id, steps, samples], time_estimate, api_visibility="private")
