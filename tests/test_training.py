@@ -5,7 +5,7 @@ import torch
 
 from pipelines import models
 from training import train_shapes
-from training.train_shapes import Config, Run
+from training.train_shapes import DATA, PRESETS, Config, Run, make_classifier, make_unet
 
 
 @pytest.fixture
@@ -49,15 +49,52 @@ def test_a_checkpoint_of_another_config_is_refused(tiny_config):
         Run(Config(**{**tiny_config, "lr": 5e-4}, unet_steps=2, classifier_steps=0))
 
 
-def test_the_export_loads_through_the_registry_loader_and_samples_by_class(tiny_config, monkeypatch):
+def test_a_checkpoint_written_before_the_data_switch_resumes(tiny_config):
+    run = train(Config(**tiny_config, unet_steps=2, classifier_steps=0))
+    state = torch.load(run.checkpoint, weights_only=False)
+    for field in ("data", "attention_levels", "classifier_channels"):  # the fields --data added
+        del state["config"][field]
+    torch.save(state, run.checkpoint)
+    resumed = Run(Config(**tiny_config, unet_steps=4, classifier_steps=0))  # the defaults are what that run used
+    assert resumed.unet_step == 2
+
+
+@pytest.mark.parametrize("data", ["shapes", "faces"])
+def test_the_export_loads_through_the_registry_loader_and_samples_by_class(tiny_config, monkeypatch, data):
     monkeypatch.setattr(models, "_cache", {})
-    run = train(Config(**tiny_config, unet_steps=2, classifier_steps=1))
+    size, k = PRESETS[data].image_size, len(DATA[data].CLASSES)
+    run = train(Config(**tiny_config, data=data, image_size=size, unet_steps=2, classifier_steps=1))
     out = run.export(train_shapes.ROOT / "export")
     model = models.load_diffusion(str(out))
-    assert model.unet.config.num_class_embeds == 4  # circle, square, triangle and the null class
+    assert model.unet.config.num_class_embeds == k + 1  # the data set's classes and the null class
     classifier = models.load_classifier(out / "classifier")
-    x = torch.randn(3, 3, 16, 16)
-    assert classifier(x, 500).shape == (3, 3)
-    eps = [model.unet(x, 500, class_labels=torch.full((3,), y)).sample for y in range(4)]
+    x = torch.randn(3, 3, size, size)
+    assert classifier(x, 500).shape == (3, k)
+    eps = [model.unet(x, 500, class_labels=torch.full((3,), y)).sample for y in range(k + 1)]
     assert not torch.allclose(eps[0], eps[1])  # the label is an input
-    assert '"unet_steps": 2' in (out / "training.json").read_text()
+    record = (out / "training.json").read_text()
+    assert '"unet_steps": 2' in record and f"--data {data}" in record
+
+
+def test_the_shapes_preset_is_the_shipped_architecture():
+    bundled = train_shapes.ROOT / "assets" / "shapes-16"
+    if not bundled.is_dir():
+        pytest.skip("assets/shapes-16 is not trained yet")
+    from safetensors.torch import load_file
+
+    config = PRESETS["shapes"]
+    assert config == Config()  # `python -m training.train_shapes` trains what it always did
+    make_unet(config).load_state_dict(load_file(bundled / "unet" / "diffusion_pytorch_model.safetensors"))
+    make_classifier(config).load_state_dict(load_file(bundled / "classifier" / "diffusion_pytorch_model.safetensors"))
+
+
+def test_the_faces_preset_fits_the_bundle():
+    config = PRESETS["faces"]
+    unet, classifier = make_unet(config), make_classifier(config)
+    assert (unet.config.sample_size, unet.config.num_class_embeds) == (32, 5)  # four classes and the null class
+    assert unet.config.down_block_types == ("DownBlock2D", "DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D")  # 32..4 px
+    unet_params = sum(p.numel() for p in unet.parameters())
+    classifier_params = sum(p.numel() for p in classifier.parameters())
+    assert 1.5e6 <= unet_params <= 3e6
+    # fp32 safetensors: with shapes-16's 5.3 MB, the bundled weights stay under 25 MB
+    assert 4 * (unet_params + classifier_params) + 5.3e6 < 25e6

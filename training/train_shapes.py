@@ -1,12 +1,17 @@
-"""Train the bundled shapes model: a class-conditional UNet2DModel and a noise-aware classifier p_phi(y | x_t, t).
+"""Train a bundled model: a class-conditional UNet2DModel and a noise-aware classifier p_phi(y | x_t, t).
 
     python -m training.train_shapes                  # trains, or resumes from runs/shapes-16/checkpoint.pt
+    python -m training.train_shapes --data faces     # the same for faces-32 (runs/faces-32/)
     python -m training.train_shapes --export-only --out runs/shapes-16/now   # exports the checkpoint as it stands
+
+--data picks the data set and, with it, the model: PRESETS holds each one's Config (name, image size, architecture,
+batch size, step counts); shapes-16 is 16x16 coloured shapes (training.shapes), faces-32 32x32 cartoon faces
+(training.faces).
 
 Step counts may change between runs (--unet-steps, --classifier-steps): the learning rate is constant after
 warm-up, so a run extended or cut short is the same run up to that step.
 
-Data: training.shapes, a fresh seeded batch every step (batch i is make_batch(B, size, seed * 1_000_003 + i)), so a
+Data: the data set's generator, a fresh seeded batch every step (batch i is make_batch(B, size, seed * 1_000_003 + i)), so a
 resumed run sees exactly the batches an uninterrupted one would. The U-Net learns eps prediction,
 ||eps - eps_theta(sqrt(abar_t) x_0 + sqrt(1-abar_t) eps, t, y)||^2 with t uniform over the 1000 training steps
 of the hub models' schedule; y is replaced by the null class (num_class_embeds - 1) with probability p_uncond,
@@ -23,7 +28,7 @@ import argparse
 import csv
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -32,14 +37,16 @@ from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
 from pipelines.models import NoiseAwareClassifier
-from training.shapes import CLASSES, make_batch
+from training import faces, shapes
 
 ROOT = Path(__file__).resolve().parent.parent
+DATA = {"shapes": shapes, "faces": faces}  # each has CLASSES and make_batch(n, size, seed) -> (images, attributes.label)
 
 
 @dataclass
 class Config:
     name: str = "shapes-16"
+    data: str = "shapes"  # a key of DATA
     image_size: int = 16
     seed: int = 0
     batch_size: int = 64
@@ -50,24 +57,42 @@ class Config:
     p_uncond: float = 0.1
     ema_decay: float = 0.999
     checkpoint_every: int = 250
-    block_out_channels: tuple[int, ...] = (32, 64, 64)
+    block_out_channels: tuple[int, ...] = (32, 64, 64)  # one U-Net level per entry, the image halved between levels
+    attention_levels: int = 1  # self-attention in this many of the lowest levels
+    classifier_channels: tuple[int, ...] = (32, 64, 64)
+
+
+PRESETS = {
+    "shapes": Config(),
+    "faces": Config(name="faces-32", data="faces", image_size=32, batch_size=32, unet_steps=5500, classifier_steps=3000,
+                    block_out_channels=(32, 48, 64, 96), attention_levels=2, classifier_channels=(32, 64, 64, 96)),
+}
+
+
+def classes(config: Config) -> tuple[str, ...]:
+    return DATA[config.data].CLASSES
 
 
 def make_unet(config: Config) -> UNet2DModel:
-    """~1.1M parameters: three levels (16, 8, 4 pixels at 16x16), self-attention at the lowest, one class per shape plus the null class."""
+    """One level per block_out_channels, self-attention in the lowest attention_levels, one class embedding per class
+    plus the null class: shapes-16 ~1.1M parameters (16, 8, 4 px, attention at 4), faces-32 ~2.1M (32, 16, 8, 4 px,
+    attention at 8 and 4)."""
+    levels = len(config.block_out_channels)
+    attention = [level >= levels - config.attention_levels for level in range(levels)]
     return UNet2DModel(
         sample_size=config.image_size,
         block_out_channels=config.block_out_channels,
         layers_per_block=1,
-        down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+        down_block_types=tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in attention),
+        up_block_types=tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attention)),
         norm_num_groups=16,
-        num_class_embeds=len(CLASSES) + 1,
+        num_class_embeds=len(classes(config)) + 1,
     )
 
 
 def make_classifier(config: Config) -> NoiseAwareClassifier:
-    return NoiseAwareClassifier(sample_size=config.image_size, num_classes=len(CLASSES))
+    return NoiseAwareClassifier(sample_size=config.image_size, num_classes=len(classes(config)),
+                                block_out_channels=config.classifier_channels)
 
 
 def make_noise_scheduler() -> DDPMScheduler:
@@ -84,19 +109,20 @@ def lr_at(step: int, config: Config) -> float:
 def noisy_batch(config: Config, step: int, scheduler: DDPMScheduler):
     """(x_t, t, eps, y) for training step `step`: x_0 (B,3,H,W) in [-1,1] from the generator, t and eps seeded by the step."""
     seed = config.seed * 1_000_003 + step
-    images, shapes = make_batch(config.batch_size, config.image_size, seed)
+    images, attributes = DATA[config.data].make_batch(config.batch_size, config.image_size, seed)
     x0 = images * 2 - 1
     g = torch.Generator().manual_seed(seed)
     t = torch.randint(0, scheduler.config.num_train_timesteps, (config.batch_size,), generator=g)
     eps = torch.randn(x0.shape, generator=g)
     drop = torch.rand(config.batch_size, generator=g) < config.p_uncond
-    y = torch.where(drop, len(CLASSES), shapes.label)
-    return scheduler.add_noise(x0, eps, t), t, eps, y, shapes.label
+    y = torch.where(drop, len(classes(config)), attributes.label)
+    return scheduler.add_noise(x0, eps, t), t, eps, y, attributes.label
 
 
 def _without_steps(config: dict) -> dict:
-    """The parts of a config a checkpoint must share to be resumed: all but the step counts, which may grow or shrink."""
-    return {k: v for k, v in config.items() if k not in ("unet_steps", "classifier_steps")}
+    """The parts of a config a checkpoint must share to be resumed: all but the step counts, which may grow or shrink.
+    A field the checkpoint predates takes its default, as the run that wrote it did."""
+    return {k: v for k, v in asdict(Config(**config)).items() if k not in ("unet_steps", "classifier_steps")}
 
 
 class Run:
@@ -190,21 +216,24 @@ class Run:
         self.classifier.save_pretrained(out / "classifier", safe_serialization=True)
         record = dict(config=asdict(self.config), unet_steps=self.unet_step, classifier_steps=self.classifier_step,
                       minutes=round(self.seconds / 60, 1),
-                      command=f"python -m training.train_shapes --unet-steps {self.unet_step} "
-                              f"--classifier-steps {self.classifier_step}")
+                      command=f"python -m training.train_shapes --data {self.config.data} "
+                              f"--unet-steps {self.unet_step} --classifier-steps {self.classifier_step}")
         (out / "training.json").write_text(json.dumps(record, indent=2))
         return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--unet-steps", type=int, default=Config.unet_steps)
-    parser.add_argument("--classifier-steps", type=int, default=Config.classifier_steps)
+    parser.add_argument("--data", choices=PRESETS, default="shapes", help="the data set, and with it the model's preset")
+    parser.add_argument("--unet-steps", type=int, default=None, help="default: the preset's")
+    parser.add_argument("--classifier-steps", type=int, default=None, help="default: the preset's")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--export-only", action="store_true", help="only export the checkpoint as it stands")
     parser.add_argument("--out", type=Path, default=None, help="where to export (default: assets/<name>)")
     args = parser.parse_args()
-    config = Config(unet_steps=args.unet_steps, classifier_steps=args.classifier_steps)
+    preset = PRESETS[args.data]
+    config = replace(preset, unet_steps=preset.unet_steps if args.unet_steps is None else args.unet_steps,
+                     classifier_steps=preset.classifier_steps if args.classifier_steps is None else args.classifier_steps)
     torch.set_num_threads(args.threads)
     run = Run(config)
     if not args.export_only:
