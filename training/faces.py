@@ -40,7 +40,7 @@ RING_RADIUS = 0.28  # centre line of a glasses ring, around its eye
 MOUTH_V, MOUTH_HALF_WIDTH, MOUTH_SAG = 0.5, 0.4, 0.3  # v of the mouth's mean height; corners to middle at |c| = 1
 HAIR_LINE = (0.6, 0.8)  # hair covers v < -hair_line: clear of the glasses' rings (top at v = -0.43 - half a stroke)
 P_GLASSES, P_HAIR = 0.5, 0.75
-MIN_CURVATURE = 0.35  # |c| of labelled faces, so that a frown and a smile differ by >= 0.35 * 0.3 r at the corners
+MIN_CURVATURE = 0.35  # |c| of labelled faces: the corners sit >= 0.35 * 0.3 r (~1 px) above or below the middle
 
 
 @dataclass(frozen=True)
