@@ -14,6 +14,8 @@ or reuses DIR, and then
    subprocess per tab, with its steps lowered to --steps, so that an example setting the hub models cannot take
    (a down_factor that does not divide 256, a t_edit out of range, ...) fails loudly.
 
+The app refuses a request its estimate puts over STEER_MAX_SECONDS (300 s by default); the runs here get --max-seconds
+(a day) so that every one is measured, and the table marks those that took longer than the app's default.
 It prints one row per run: sampler steps (as the tab's progress bar counts them), seconds per step, total seconds and
 the peak RSS of the process doing the work during that run (VmHWM of the server, or of the tab's subprocess, reset
 before each run through /proc/PID/clear_refs), then the failures with their messages and 'N passed, M failed'.
@@ -103,8 +105,10 @@ def peak_rss_mib(pid: int | str = "self") -> float:
     raise RuntimeError("no VmHWM in /proc/PID/status")
 
 
-def environment(model_dir: Path) -> dict[str, str]:
-    return os.environ | {
+def environment(model_dir: Path, max_seconds: float) -> dict[str, str]:
+    """The app's environment: the replicas as local copies, celebahq the default, the CPU, no hub, one thread,
+    and a request budget (STEER_MAX_SECONDS) that lets every run through, so that all of them are measured."""
+    return os.environ | {"STEER_MAX_SECONDS": str(max_seconds),
         "STEER_MODEL_DIR": str(model_dir), "STEER_MODEL": CELEBAHQ, "STEER_DEVICE": "cpu", "HF_HUB_OFFLINE": "1",
         "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
         "PYTHONUNBUFFERED": "1",
@@ -117,13 +121,13 @@ def environment(model_dir: Path) -> dict[str, str]:
 class Server:
     """`python app.py` in a subprocess on a free local port, its output in a log file."""
 
-    def __init__(self, model_dir: Path, log_path: Path):
+    def __init__(self, env: dict[str, str], log_path: Path):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         self.url = f"http://127.0.0.1:{port}/"
         self.log_path = log_path
-        env = environment(model_dir) | {"GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port)}
+        env = env | {"GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port)}
         code = "import runpy, torch; torch.set_num_threads(1); runpy.run_path('app.py', run_name='__main__')"
         self.log = open(log_path, "w")
         started = time.perf_counter()
@@ -240,13 +244,13 @@ def gallery_length(result) -> int | None:
     return len(gallery) if isinstance(gallery, list) else None
 
 
-def run_endpoints(model_dir: Path, work: Path, steps: int, only: set[str] | None = None) -> tuple[list[Run], str]:
+def run_endpoints(env: dict[str, str], work: Path, steps: int, only: set[str] | None = None) -> tuple[list[Run], str]:
     """Start the app, call every endpoint (those named in `only`, when given); the runs and a line about the server."""
     from gradio_client import Client
 
     calls = [c for c in endpoint_calls(steps, write_direction_file(work)) if only is None or c.what in only]
     try:
-        server = Server(model_dir, work / "server.log")
+        server = Server(env, work / "server.log")
     except RuntimeError as err:
         return [Run(c.what, c.steps, error="the app did not start", detail=str(err)) for c in calls], ""
     runs = []
@@ -384,13 +388,13 @@ def examples_worker(tab: str, steps: int) -> None:
         print("RESULT " + json.dumps(record), flush=True)
 
 
-def run_examples(model_dir: Path, work: Path, steps: int, tabs=TABS, only: set[str] | None = None) -> list[Run]:
+def run_examples(env: dict[str, str], work: Path, steps: int, tabs=TABS, only: set[str] | None = None) -> list[Run]:
     runs = []
     for tab in tabs:
         log_path = work / f"examples-{tab}.log"
         command = [sys.executable, "-m", "benchmarks.bench_hub_replicas", "--worker", tab, "--steps", str(steps)]
         with open(log_path, "w") as log:
-            process = subprocess.Popen(command, cwd=ROOT, env=environment(model_dir), stdout=subprocess.PIPE,
+            process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                        stderr=log, text=True)
             for line in process.stdout:
                 if not line.startswith("RESULT "):
@@ -417,16 +421,16 @@ def git_head() -> str:
     return out.stdout.strip()
 
 
-def run_all(model_dir: Path, work: Path, steps: int, parts: set[str], only: set[str] | None = None,
+def run_all(env: dict[str, str], work: Path, steps: int, parts: set[str], only: set[str] | None = None,
             tabs=TABS) -> tuple[list[Run], str]:
     runs, header = [], ""
     if "endpoints" in parts:
         print("endpoints through gradio_client:", flush=True)
-        endpoint_runs, header = run_endpoints(model_dir, work, steps, only)
+        endpoint_runs, header = run_endpoints(env, work, steps, only)
         runs += endpoint_runs
     if "examples" in parts:
         print("tab examples that use a hub model, through the tab functions:", flush=True)
-        runs += run_examples(model_dir, work, steps, tabs, only)
+        runs += run_examples(env, work, steps, tabs, only)
     return runs, header
 
 
@@ -438,6 +442,9 @@ def main() -> None:
     parser.add_argument("--tabs", nargs="+", choices=TABS, default=list(TABS), help="examples of these tabs only")
     parser.add_argument("--wait-minutes", type=float, default=30,
                         help="how long to keep retrying runs that fail because the loader refuses .bin weights")
+    parser.add_argument("--max-seconds", type=float, default=86400,
+                        help="the app's request budget (STEER_MAX_SECONDS) during the runs; runs that took longer than "
+                             "the app's own default are marked in the table")
     parser.add_argument("--worker", choices=TABS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -456,7 +463,8 @@ def main() -> None:
         print(f"wrote the replicas to {model_dir} in {time.perf_counter() - t:.1f} s")
     print(f"git HEAD:\n{git_head()}\nlogs in {work}", flush=True)
     parts = {args.only} if args.only else {"endpoints", "examples"}
-    runs, header = run_all(model_dir, work, args.steps, parts, tabs=args.tabs)
+    env = environment(model_dir, args.max_seconds)
+    runs, header = run_all(env, work, args.steps, parts, tabs=args.tabs)
 
     deadline = time.monotonic() + 60 * args.wait_minutes
     while any(map(loader_refused_bin, runs)) and time.monotonic() < deadline:
@@ -466,11 +474,17 @@ def main() -> None:
         print(f"git HEAD:\n{git_head()}", flush=True)
         retry_parts = {p for p in parts if any((p == "endpoints") == (" example " not in w) for w in refused)}
         retry_tabs = [tab for tab in args.tabs if any(w.startswith(f"{tab} example") for w in refused)]
-        again, new_header = run_all(model_dir, work, args.steps, retry_parts, refused, retry_tabs)
+        again, new_header = run_all(env, work, args.steps, retry_parts, refused, retry_tabs)
         header = new_header or header
         by_name = {r.what: r for r in again}
         runs = [by_name.get(r.what, r) for r in runs]
 
+    from ui.common import max_seconds
+
+    budget = max_seconds()  # the app's own limit where STEER_MAX_SECONDS is not set (here it is, for the runs)
+    for r in runs:
+        if r.seconds is not None and r.seconds > budget:
+            r.note = "; ".join(filter(None, [r.note, f"took over the app's {budget:.0f} s budget"]))
     print(f"\n{header}" if header else "")
     print_table([r.row() for r in runs])
     failures = [r for r in runs if not r.ok]
