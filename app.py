@@ -1,4 +1,4 @@
-"""Steering a pretrained diffusion model without retraining it: ILVR, classifier guidance, CycleDiffusion, Asyrrp.
+"""Steering a pretrained diffusion model without retraining it: ILVR, classifier guidance, CycleDiffusion, Asyrp.
 
 Run `python app.py` (or `gradio app.py`). Environment variables are listed in README.md.
 """
@@ -9,10 +9,10 @@ import os
 
 import gradio as gr
 
-from ui import asyrrp_tab, common, cycle_tab, guidance_tab, ilvr_tab  # first: ui.common imports spaces before torch
+from ui import asyrp_tab, common, cycle_tab, guidance_tab, ilvr_tab  # first: ui.common imports spaces before torch
 from pipelines import models
 
-TABS = [ilvr_tab, guidance_tab, cycle_tab, asyrrp_tab]
+TABS = [ilvr_tab, guidance_tab, cycle_tab, asyrp_tab]
 
 INTRO = """
 # Steering a pretrained diffusion model

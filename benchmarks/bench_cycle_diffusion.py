@@ -34,8 +34,9 @@ def main() -> None:
         plain(generator=torch.Generator().manual_seed(0), eta=args.eta, num_inference_steps=args.steps, output_type="np")
 
     def encode_decode():
-        latent = cycle.encode(image, args.steps, eta=args.eta, generator=torch.Generator().manual_seed(0))
-        return cycle.decode(latent, output_type="pt")
+        latent = cycle.encode(image, num_inference_steps=args.steps, eta=args.eta,
+                              generator=torch.Generator().manual_seed(0))
+        return cycle.decode(latent, output_type="pt").images
 
     with torch.inference_mode():
         sample()  # warm-up

@@ -8,8 +8,8 @@ or reuses DIR, and then
 1. starts `python app.py` in a subprocess with STEER_MODEL_DIR=DIR, STEER_MODEL=google/ddpm-celebahq-256,
    STEER_DEVICE=cpu, HF_HUB_OFFLINE=1 and drives every endpoint through gradio_client at batch 1 with a few sampler
    steps: ILVR; CLIP guidance in both gradient modes with both samplers; CycleDiffusion reconstruct, translate
-   celebahq -> cat, text edit and plug-and-play (1 Langevin step); Asyrrp with a principal direction, learning one
-   (/asyrrp_learn, 1 iteration), the learned one and a direction file written by pipelines.directions.save_direction;
+   celebahq -> cat, text edit and plug-and-play (1 Langevin step); Asyrp with a principal direction, learning one
+   (/asyrp_learn, 1 iteration), the learned one and a direction file written by pipelines.directions.save_direction;
 2. runs every example of every tab that uses a hub model (celebahq, cat or CLIP) through the tab's own function in a
    subprocess per tab, with its steps lowered to --steps, so that an example setting the hub models cannot take
    (a down_factor that does not divide 256, a t_edit out of range, ...) fails loudly.
@@ -48,9 +48,9 @@ CELEBAHQ, CAT = DDPM_REPOS
 HUB_MODELS = set(DDPM_REPOS)
 ASTRONAUT = "assets/astronaut.png"
 GUIDANCE_MIN_STEPS = 10  # /guidance preprocesses its inputs, so its steps slider's minimum (10) is enforced
-ASYRRP_STEPS = 3  # DDIM timesteps 666, 333, 0: one step inside celebahq's edit interval t >= 516 (2 steps: 500, 0)
-TABS = ("ilvr", "guidance", "cycle", "asyrrp")
-STEPS_COLUMN = {"ilvr": 4, "guidance": 6, "cycle": 8, "asyrrp": 7}  # where each tab's EXAMPLES rows keep the steps
+ASYRP_STEPS = 3  # DDIM timesteps 666, 333, 0: one step inside celebahq's edit interval t >= 516 (2 steps: 500, 0)
+TABS = ("ilvr", "guidance", "cycle", "asyrp")
+STEPS_COLUMN = {"ilvr": 4, "guidance": 6, "cycle": 8, "asyrp": 7}  # where each tab's EXAMPLES rows keep the steps
 WAIT_S = 120
 
 
@@ -181,8 +181,8 @@ class Call:
 def endpoint_calls(steps: int, direction_file: Path) -> list[Call]:
     from gradio_client import handle_file
 
-    from pipelines.asyrrp import default_interval
-    from ui import asyrrp_tab, cycle_tab, guidance_tab
+    from pipelines.models import asyrp_interval
+    from ui import asyrp_tab, cycle_tab, guidance_tab
 
     image = handle_file(str(ROOT / ASTRONAUT))
     calls = [Call("ILVR N=4", "/ilvr", [image, CELEBAHQ, 4, 0, steps, 1, 0, False], steps, 3)]
@@ -205,22 +205,22 @@ def endpoint_calls(steps: int, direction_file: Path) -> list[Call]:
         args = [image, mode, CELEBAHQ, target, prompt, "a face" if prompt else "", 1.0, 1.0, steps, 10, False, pnp,
                 1e-3, 0, None, None]
         calls.append(Call(f"CycleDiffusion {what}", "/cycle", args, stages * steps + pnp, images))
-    unsupervised, learned, from_file = asyrrp_tab.SOURCES
-    t_edit, t_boost = default_interval(CELEBAHQ)
-    a = ASYRRP_STEPS
+    unsupervised, learned, from_file = asyrp_tab.SOURCES
+    t_edit, t_boost = asyrp_interval(CELEBAHQ)
+    a = ASYRP_STEPS
 
-    def asyrrp(source, file):
+    def asyrp(source, file):
         return [image, CELEBAHQ, source, 1, file, 1.0, False, False, t_edit, t_boost, a, 0]
 
     edit_steps = sum(1 for t in range(0, 1000, 1000 // a) if t >= t_edit)
     calls += [
-        Call("Asyrrp principal direction k=1", "/asyrrp", asyrrp(unsupervised, None), 2 * a, 3,
-             f"{a} steps (edit interval t >= {t_edit}); + PCA of h over {asyrrp_tab.PCA_SAMPLES} samples"),
-        Call("Asyrrp learn f_t (/asyrrp_learn, 1 iteration)", "/asyrrp_learn",
+        Call("Asyrp principal direction k=1", "/asyrp", asyrp(unsupervised, None), 2 * a, 3,
+             f"{a} steps (edit interval t >= {t_edit}); + PCA of h over {asyrp_tab.PCA_SAMPLES} samples"),
+        Call("Asyrp learn f_t (/asyrp_learn, 1 iteration)", "/asyrp_learn",
              [image, CELEBAHQ, "a face", "a smiling face", "f_t (the paper's implicit function)", 1, t_edit, a],
              a + edit_steps, None, f"inversion + {edit_steps} edit step(s) with CLIP backward"),
-        Call("Asyrrp learned direction", "/asyrrp", asyrrp(learned, None), 2 * a, 3, "inversion cached"),
-        Call("Asyrrp direction file", "/asyrrp", asyrrp(from_file, handle_file(str(direction_file))), 2 * a, 3,
+        Call("Asyrp learned direction", "/asyrp", asyrp(learned, None), 2 * a, 3, "inversion cached"),
+        Call("Asyrp direction file", "/asyrp", asyrp(from_file, handle_file(str(direction_file))), 2 * a, 3,
              "inversion cached"),
     ]
     return calls
@@ -229,13 +229,13 @@ def endpoint_calls(steps: int, direction_file: Path) -> list[Call]:
 def write_direction_file(folder: Path) -> Path:
     """A global delta_h for celebahq's h-space (512x8x8), saved by the project's own save_direction."""
     from benchmarks.replicas import UNET_CONFIG
-    from pipelines.asyrrp import default_interval
+    from pipelines.models import asyrp_interval
     from pipelines.directions import save_direction
 
     side = UNET_CONFIG["sample_size"] // 2 ** (len(UNET_CONFIG["block_out_channels"]) - 1)
     delta_h = torch.randn(UNET_CONFIG["block_out_channels"][-1], side, side, generator=torch.Generator().manual_seed(0))
     return save_direction(folder / "celebahq-random.safetensors", delta_h, model_id=CELEBAHQ,
-                          t_edit=default_interval(CELEBAHQ)[0], num_inference_steps=ASYRRP_STEPS, source="random",
+                          t_edit=asyrp_interval(CELEBAHQ)[0], num_inference_steps=ASYRP_STEPS, source="random",
                           target="random direction", note="bench_hub_replicas")
 
 
@@ -294,11 +294,11 @@ def uses_hub_model(tab: str, row: list) -> bool:
     return (tab == "guidance" and row[0] == guidance_tab.CLIP_ZERO_SHOT) or (tab == "cycle" and row[1] == "text edit")
 
 
-def asyrrp_steps(model_id: str, steps: int) -> int:
+def asyrp_steps(model_id: str, steps: int) -> int:
     """The fewest DDIM steps, at least `steps`, that visit the model's edit interval t >= t_edit at least once."""
-    from pipelines.asyrrp import default_interval
+    from pipelines.models import asyrp_interval
 
-    t_edit = default_interval(model_id)[0]
+    t_edit = asyrp_interval(model_id)[0]
     while max(range(0, 1000, 1000 // steps)) < t_edit:
         steps += 1
     return steps
@@ -316,10 +316,11 @@ class CountingProgress:
 
 def run_example(tab: str, row: list, steps: int) -> tuple[object, int, int]:
     """Run one example row through its tab function; (result, the steps it ran with, the progress calls)."""
-    from ui import asyrrp_tab, cycle_tab, guidance_tab, ilvr_tab
+    from pipelines.models import asyrp_interval
+    from ui import asyrp_tab, cycle_tab, guidance_tab, ilvr_tab
 
     row = list(row)
-    row[STEPS_COLUMN[tab]] = asyrrp_steps(row[1], steps) if tab == "asyrrp" else steps
+    row[STEPS_COLUMN[tab]] = asyrp_steps(row[1], steps) if tab == "asyrp" else steps
     progress = CountingProgress()
     if tab == "ilvr":
         result = ilvr_tab.run_ilvr(*row, progress=progress)
@@ -333,15 +334,15 @@ def run_example(tab: str, row: list, steps: int) -> tuple[object, int, int]:
                                      0, 1e-3, seed, source_class, target_class, progress=progress)
     else:
         image, model_id, source, k, direction_file, scale, strip, n, seed = row
-        t_edit, t_boost = asyrrp_tab.default_interval(model_id)
-        result = asyrrp_tab.run_asyrrp(image, model_id, source, k, None, direction_file, scale, strip, False, t_edit,
+        t_edit, t_boost = asyrp_interval(model_id)
+        result = asyrp_tab.run_asyrp(image, model_id, source, k, None, direction_file, scale, strip, False, t_edit,
                                        t_boost, n, seed, progress=progress)
     return result, row[STEPS_COLUMN[tab]], progress.calls
 
 
 def expected_images(tab: str, row: list) -> int:
     """The gallery length the tab should return for an example row."""
-    from ui import asyrrp_tab, guidance_tab
+    from ui import asyrp_tab, guidance_tab
 
     if tab == "ilvr":
         return 2 + row[5]  # reference, its low-pass, the samples
@@ -349,7 +350,7 @@ def expected_images(tab: str, row: list) -> int:
         return (len(guidance_tab.parse_scales(row[10])) if row[9] else 1) * row[7]
     if tab == "cycle":
         return 2 if row[1] == "reconstruct" else 3  # input, reconstruction (, result)
-    return 2 + (len(asyrrp_tab.STRIP) if row[6] else 1)  # input, scale 0, the edits
+    return 2 + (len(asyrp_tab.STRIP) if row[6] else 1)  # input, scale 0, the edits
 
 
 def describe(tab: str, row: list) -> str:

@@ -1,9 +1,9 @@
 """Four ways to steer a pretrained diffusion model without retraining it."""
 
 from .cycle_diffusion import CycleDiffusionPipeline, CycleLatent
-from .asyrrp import AsyrrpPipeline
+from .asyrp import AsyrpPipeline
 from .guidance import ClassifierGuidancePipeline, ClipZeroShotClassifier
 from .ilvr import ILVRPipeline
 from .models import REGISTRY, ModelLoadError, NoiseAwareClassifier, load_classifier, load_clip, load_diffusion, make_scheduler
 
-__all__ = ["AsyrrpPipeline", "CycleDiffusionPipeline", "ClassifierGuidancePipeline", "ClipZeroShotClassifier", "CycleLatent", "ILVRPipeline", "REGISTRY", "ModelLoadError", "NoiseAwareClassifier", "load_classifier", "load_clip", "load_diffusion", "make_scheduler"]
+__all__ = ["AsyrpPipeline", "CycleDiffusionPipeline", "ClassifierGuidancePipeline", "ClipZeroShotClassifier", "CycleLatent", "ILVRPipeline", "REGISTRY", "ModelLoadError", "NoiseAwareClassifier", "load_classifier", "load_clip", "load_diffusion", "make_scheduler"]

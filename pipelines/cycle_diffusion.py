@@ -7,25 +7,32 @@ Decoding the same z with another model translates the image (unpaired translatio
 same class-conditional model under another class: encode with G(z | c_source), decode with G(z | c_target). Decoding
 it with the same model CLIP-guided toward a text edits it; Langevin steps on z with a CLIP energy are the paper's
 plug-and-play guidance.
+
+Vocabulary shared with the other pipelines: `encode(image) -> CycleLatent` (the DPM-Encoder) and `decode(latent)`
+(G); `class_labels` is the class c an image is encoded under and `target_class_labels` the class it is decoded under;
+`guidance_scale` is the CLIP guidance scale s and `gradient="exact"|"fixed_eps"` how its gradient is taken; every
+method that returns images returns an output with `.images` and honours `output_type` and `return_dict`;
+`callback(step, t, x_t, x0_hat)` counts the steps of the whole call, `total_steps(...)` of them.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import PIL.Image
 import torch
-from diffusers import DDIMScheduler, DiffusionPipeline
+from diffusers import DDIMScheduler, DiffusionPipeline, ImagePipelineOutput
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
-from skimage.metrics import structural_similarity
 from torch.utils.checkpoint import checkpoint
 
 from .clip import ClipJudge
-from .clip_guidance import clip_text_score, grad_exact, grad_fixed_eps, guided_eps
-from .images import check_output_type, pil_to_tensor, postprocess, to_model_input
-from .sampling import Callback, abar, eps_theta
+from .images import check_output_type, postprocess, to_model_input
+from .sampling import Callback, abar, class_label_list, counted_from, eps_theta, prev_timestep
+from .scores import Score, check_gradient, clip_text_score, guided_eps, score_gradient
 
 # the scheduler config entries that define the noise schedule: two models can share a latent only if these agree
 SCHEDULE_KEYS = ("num_train_timesteps", "beta_schedule", "beta_start", "beta_end", "trained_betas", "prediction_type",
@@ -40,13 +47,17 @@ def encoder_scheduler(config) -> DDIMScheduler:
 
 def sigma_t(scheduler: DDIMScheduler, t, eta: float) -> torch.Tensor:
     """sigma_t = eta sqrt((1-abar_prev)/(1-abar_t)) sqrt(1 - abar_t/abar_prev), as DDIMScheduler.step computes it."""
-    prev = int(t) - scheduler.config.num_train_timesteps // scheduler.num_inference_steps
-    return eta * scheduler._get_variance(int(t), prev).sqrt()
+    return eta * scheduler._get_variance(int(t), prev_timestep(scheduler, t)).sqrt()
 
 
 def eps_of(x_t: torch.Tensor, x0: torch.Tensor, abar_t: torch.Tensor) -> torch.Tensor:
     """The noise in x_t given x0: eps = (x_t - sqrt(abar_t) x0) / sqrt(1 - abar_t), the inverse of q_sample."""
     return (x_t - abar_t.sqrt() * x0) / (1 - abar_t).sqrt()
+
+
+def chain_length(num_inference_steps: int, strength: float) -> int:
+    """K, the steps of a chain started at t0: the sampler's last round(strength * num_inference_steps), at least 1."""
+    return max(1, round(strength * num_inference_steps))
 
 
 def check_encoder_args(num_inference_steps, eta, strength, T: int) -> None:
@@ -71,6 +82,12 @@ def check_langevin_args(langevin_steps, step_size) -> None:
         raise ValueError(f"step_size (lambda) must be in (0, 1]; got {step_size!r}")
 
 
+def check_text_edit(clip: ClipJudge | None, target_prompt: str, source_prompt: str | None) -> None:
+    if clip is None:
+        raise ValueError("a text edit needs a CLIP model: pass clip=ClipJudge(model, tokenizer)")
+    clip.check_prompts([target_prompt] + ([source_prompt] if source_prompt else []))
+
+
 def check_class_labels(unet, class_labels, batch_size: int) -> torch.Tensor | None:
     """class_labels (None, an int, or one int per image) -> (B,) long on the U-Net's device; None stays None (the null
     class of a class-conditional model, or no class at all). Raise ValueError for labels the U-Net cannot take."""
@@ -82,15 +99,14 @@ def check_class_labels(unet, class_labels, batch_size: int) -> torch.Tensor | No
             "this model has no class embeddings (its config.num_class_embeds is None), so it takes no class labels; "
             "pass none, or use a class-conditional model such as shapes-16"
         )
-    labels = class_labels.reshape(-1).tolist() if isinstance(class_labels, torch.Tensor) else class_labels
-    labels = [labels] * batch_size if isinstance(labels, int) else labels
-    allowed = f"integers from 0 to {num_classes - 1} ({num_classes - 1} is the null class, unconditional)"
-    if (not isinstance(labels, (list, tuple)) or len(labels) != batch_size
-            or not all(isinstance(y, int) and not isinstance(y, bool) and 0 <= y < num_classes for y in labels)):
+    try:
+        labels = class_label_list(class_labels, num_classes, batch_size)
+    except ValueError as err:
+        allowed = f"integers from 0 to {num_classes - 1} ({num_classes - 1} is the null class, unconditional)"
         raise ValueError(
             f"class labels must be one of the {allowed}, or a list of {batch_size} of them (one per image); "
             f"got {class_labels!r}"
-        )
+        ) from err
     return torch.tensor(labels, dtype=torch.long, device=unet.device)  # (B,)
 
 
@@ -111,19 +127,16 @@ def check_compatible(unet, scheduler_config, other_unet, other_scheduler_config)
             )
 
 
-def psnr(x: torch.Tensor, y: torch.Tensor) -> float:
-    """PSNR in dB of two images (B,3,H,W) in [0,1]: 10 log10(1 / MSE)."""
-    return float(10 * torch.log10(1 / ((x.float() - y.float()) ** 2).mean().clamp_min(1e-12)))
+def text_score(clip: ClipJudge | None, target_prompt: str, source_prompt: str | None) -> Score:
+    """CLIP's score of x0_hat toward target_prompt (and away from source_prompt, when given)."""
+    check_text_edit(clip, target_prompt, source_prompt)
+    source = clip.text_embeds([source_prompt]) if source_prompt else None
+    return clip_text_score(clip, clip.text_embeds([target_prompt]), source)
 
 
-def ssim(x: torch.Tensor, y: torch.Tensor) -> float:
-    """Mean SSIM (scikit-image, Gaussian window as in Wang et al. 2004) of two images (B,3,H,W) in [0,1]."""
-    values = [
-        structural_similarity(a, b, channel_axis=0, data_range=1.0, gaussian_weights=True, sigma=1.5,
-                              use_sample_covariance=False)
-        for a, b in zip(x.detach().float().cpu().numpy(), y.detach().float().cpu().numpy())
-    ]
-    return float(np.mean(values))
+def image_batch_size(image) -> int:
+    """How many images a pipeline's image argument holds: B of a (B,3,H,W) tensor, else 1."""
+    return image.shape[0] if isinstance(image, torch.Tensor) and image.ndim == 4 else 1
 
 
 @dataclass
@@ -160,30 +173,72 @@ class CycleDiffusionPipeline(DiffusionPipeline):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler)
 
+    def total_steps(self, *, num_inference_steps: int, strength: float, reconstruct: bool = True,
+                    plug_and_play_steps: int = 0, translate_or_edit: bool = True) -> int:
+        """The callback's steps in one call: K = chain_length(...) for the encoder, K for the reconstruction (when
+        `reconstruct`), one per Langevin step, and K for the result unless it is the reconstruction (no target model,
+        class or text: `translate_or_edit` False, with `reconstruct`)."""
+        K = chain_length(num_inference_steps, strength)
+        decodings = int(reconstruct) + int(translate_or_edit or not reconstruct)
+        return K * (1 + decodings) + plug_and_play_steps
+
+    def check_inputs(self, *, image, target_unet=None, target_scheduler=None, class_labels=None,
+                     target_class_labels=None, clip: ClipJudge | None = None, target_prompt: str | None = None,
+                     source_prompt: str | None = None, guidance_scale: float = 10.0, gradient: str = "fixed_eps",
+                     plug_and_play_steps: int = 0, step_size: float = 1e-3, strength: float = 1.0, eta: float = 1.0,
+                     num_inference_steps: int = 100, output_type: str = "pil") -> None:
+        """Every argument of __call__, before the encoder's first U-Net evaluation."""
+        check_encoder_args(num_inference_steps, eta, strength, self.scheduler.config.num_train_timesteps)
+        check_output_type(output_type)
+        check_gradient(gradient)
+        batch_size = image_batch_size(image)
+        check_class_labels(self.unet, class_labels, batch_size)
+        if target_unet is not None:
+            check_compatible(self.unet, self.scheduler.config, target_unet, (target_scheduler or self.scheduler).config)
+        check_class_labels(self.unet if target_unet is None else target_unet, target_class_labels, batch_size)
+        if target_prompt is not None:
+            check_text_edit(clip, target_prompt, source_prompt)
+        if not isinstance(guidance_scale, (int, float)) or not math.isfinite(guidance_scale):
+            raise ValueError(
+                f"guidance_scale must be a finite number (0 switches CLIP guidance off); got {guidance_scale!r}"
+            )
+        if plug_and_play_steps != 0:
+            if target_prompt is None:
+                raise ValueError("plug-and-play guidance needs a target_prompt (and clip): its energy is CLIP's score "
+                                 "of that text; pass plug_and_play_steps=0 otherwise")
+            check_langevin_args(plug_and_play_steps, step_size)
+            if gradient == "exact":
+                raise ValueError(
+                    "gradient='exact' does not apply to plug-and-play guidance: its Langevin steps differentiate "
+                    "through the whole chain already, and the result is then decoded without guidance. Use "
+                    "gradient='fixed_eps' with plug_and_play_steps > 0, or plug_and_play_steps=0 for an exact gradient "
+                    "in the guided decoder"
+                )
+
     @torch.no_grad()
     def encode(
         self,
         image,
+        *,
         num_inference_steps: int = 100,
         eta: float = 1.0,
         strength: float = 1.0,
+        class_labels: int | list[int] | None = None,
         generator: torch.Generator | None = None,
         callback: Callback = None,
-        class_labels: int | list[int] | None = None,
     ) -> CycleLatent:
         """z ~ DPMEnc(z | x, G(. | c)): image (PIL, path or (B,3,H,W) in [0,1]) -> latent with G(z | c) = image.
 
         strength in (0,1]: the chain starts at t0, the first timestep of the last round(strength * steps) steps.
         class_labels: the class c, an int or one per image (class-conditional models); None: the null class.
         """
-        T = self.scheduler.config.num_train_timesteps
-        check_encoder_args(num_inference_steps, eta, strength, T)
+        check_encoder_args(num_inference_steps, eta, strength, self.scheduler.config.num_train_timesteps)
         device = self._execution_device
         x0 = to_model_input(image, self.unet.config.sample_size, device, self.unet.dtype)  # (B,3,H,W) in [-1,1]
         c = check_class_labels(self.unet, class_labels, x0.shape[0])  # (B,) or None
         scheduler = encoder_scheduler(self.scheduler.config)
         scheduler.set_timesteps(num_inference_steps)
-        timesteps = scheduler.timesteps[num_inference_steps - max(1, round(strength * num_inference_steps)) :]
+        timesteps = scheduler.timesteps[num_inference_steps - chain_length(num_inference_steps, strength) :]  # (K,)
 
         # 1. x_{t0} ~ q(x_{t0} | x0)
         noise = randn_tensor(x0.shape, generator=generator, device=device, dtype=x0.dtype)
@@ -196,110 +251,87 @@ class CycleDiffusionPipeline(DiffusionPipeline):
             else:
                 n = randn_tensor(x0.shape, generator=generator, device=device, dtype=x0.dtype)
                 x_prev = scheduler.step(eps_of(x, x0, abar(scheduler, t)), t, x, eta=eta, variance_noise=n).prev_sample
-            # 3. eps_t = (x_prev - mu_theta(x_t, t)) / sigma_t, mu_theta = the model's step with zero noise
-            out = scheduler.step(eps_theta(self.unet, x, t, c), t, x, eta=eta, variance_noise=torch.zeros_like(x))
-            eps.append((x_prev - out.prev_sample) / sigma_t(scheduler, t, eta))
+            # 3. eps_t = (x_prev - mu_theta(x_t, t | c)) / sigma_t, mu_theta = G's step with zero noise
+            mu, x0_hat = self._G_step(self.unet, scheduler, x, t, torch.zeros_like(x), c=c, eta=eta)
+            eps.append((x_prev - mu) / sigma_t(scheduler, t, eta))
             if callback is not None:
-                callback(step, int(t), x, out.pred_original_sample)
+                callback(step, int(t), x, x0_hat)
             x = x_prev
-        return CycleLatent(x_t0, torch.stack(eps), timesteps.clone(), num_inference_steps, float(eta), c)
+        return CycleLatent(x_t0=x_t0, eps=torch.stack(eps), timesteps=timesteps.clone(),
+                           num_inference_steps=num_inference_steps, eta=float(eta), class_labels=c)
 
     @torch.no_grad()
     def decode(
         self,
         latent: CycleLatent,
+        *,
         unet=None,
         scheduler=None,
+        class_labels: int | list[int] | None = None,
         clip: ClipJudge | None = None,
         target_prompt: str | None = None,
         source_prompt: str | None = None,
         guidance_scale: float = 10.0,
-        exact_gradient: bool = False,
+        gradient: str = "fixed_eps",
         output_type: str = "pil",
+        return_dict: bool = True,
         callback: Callback = None,
-        class_labels: int | list[int] | None = None,
     ):
-        """G(z | c): x_prev = mu_theta(x_t, t, c) + sigma_t eps_t from x_{t0}; unet=None: the pipeline's own model.
+        """G(z | c): x_prev = mu_theta(x_t, t | c) + sigma_t eps_t from x_{t0}; unet=None: the pipeline's own model.
 
         unet / scheduler: another model of the same size and noise schedule (translation).
         class_labels: the class c to decode under, an int or one per image; another class than the latent's translates.
         None: the latent's own class with the pipeline's model (so decode(latent) reconstructs); none with another.
         clip + target_prompt: mu_theta CLIP-guided toward target_prompt (and away from source_prompt) with the DDIM
-        rule eps_hat = eps_theta - sqrt(1-abar_t) s grad log p; exact_gradient differentiates through the U-Net.
+        rule eps_hat = eps_theta - sqrt(1-abar_t) s grad log p; gradient "exact" differentiates through the U-Net.
+        Returns an ImagePipelineOutput (images,) or, with return_dict=False, the tuple (images,).
         """
         check_output_type(output_type)
-        own_model = unet is None or unet is self.unet
-        unet = unet or self.unet
-        config = (scheduler or self.scheduler).config
-        check_compatible(self.unet, self.scheduler.config, unet, config)
-        if class_labels is None:
-            c = latent.class_labels.to(unet.device) if own_model and latent.class_labels is not None else None
-        else:
-            c = check_class_labels(unet, class_labels, latent.x_t0.shape[0])  # (B,)
-        score = self._text_score(clip, target_prompt, source_prompt) if guidance_scale and target_prompt else None
-        sampler = encoder_scheduler(config)
-        sampler.set_timesteps(latent.num_inference_steps)
-        x = latent.x_t0.to(unet.device, unet.dtype)
-        for step, (t, eps_t) in enumerate(zip(self.progress_bar(latent.timesteps), latent.eps)):
-            x_prev, x0_hat = self._mu_plus_noise(unet, sampler, x, t, c, eps_t.to(x), latent.eta, score, guidance_scale,
-                                                 exact_gradient)
-            if callback is not None:
-                callback(step, int(t), x, x0_hat)
-            x = x_prev
-        return postprocess(x, output_type)
-
-    def _mu_plus_noise(self, unet, sampler, x, t, c, eps_t, eta, score, scale, exact_gradient):
-        """One step of G: x_prev = mu_theta(x_t, t, c) + sigma_t eps_t, mu_theta CLIP-guided when a score is given."""
-        if score is None:
-            out = sampler.step(eps_theta(unet, x, t, c), t, x, eta=eta, variance_noise=eps_t)
-            return out.prev_sample, out.pred_original_sample
-        abar_t = abar(sampler, t)
-        if exact_gradient:
-            g, eps = grad_exact(score, x, lambda x_: eps_theta(unet, x_, t, c), abar_t)
-        else:
-            eps = eps_theta(unet, x, t, c)
-            g = grad_fixed_eps(score, x, eps, abar_t)
-        out = sampler.step(guided_eps(eps, g, abar_t, scale), t, x, eta=eta, variance_noise=eps_t,
-                           use_clipped_model_output=True)
-        return out.prev_sample, out.pred_original_sample
-
-    @staticmethod
-    def _text_score(clip: ClipJudge | None, target_prompt: str, source_prompt: str | None):
-        if clip is None:
-            raise ValueError("a text edit needs a CLIP model: pass clip=ClipJudge(model, tokenizer)")
-        source = clip.text_embeds([source_prompt]) if source_prompt else None
-        return clip_text_score(clip, clip.text_embeds([target_prompt]), source)
+        check_gradient(gradient)
+        unet, sampler = self._decoder(unet=unet, scheduler=scheduler, latent=latent)
+        c = self._c(unet=unet, class_labels=class_labels, latent=latent)
+        score = text_score(clip, target_prompt, source_prompt) if guidance_scale and target_prompt else None
+        x = self._G(latent.x_t0, latent.eps, timesteps=self.progress_bar(latent.timesteps), eta=latent.eta,
+                    unet=unet, sampler=sampler, c=c, score=score, guidance_scale=guidance_scale, gradient=gradient,
+                    callback=callback)  # (B,3,H,W) in [-1,1]
+        images = postprocess(x, output_type)
+        if not return_dict:
+            return (images,)
+        return ImagePipelineOutput(images=images)
 
     def plug_and_play(
         self,
         latent: CycleLatent,
+        *,
         clip: ClipJudge,
         target_prompt: str,
         source_prompt: str | None = None,
         langevin_steps: int = 10,
         step_size: float = 1e-3,
         guidance_scale: float = 10.0,
+        unet=None,
+        scheduler=None,
+        class_labels: int | list[int] | None = None,
         generator: torch.Generator | None = None,
         callback: Callback = None,
-        class_labels: int | list[int] | None = None,
     ) -> CycleLatent:
         """Langevin dynamics on z toward p(z) exp(-s E(G(z | c))), E = -CLIP text score of the decoded image:
         z <- z - (lambda/2) grad_z (|z|^2/2 + s E(G(z | c))) + sqrt(lambda) xi, from the encoded z.
 
-        class_labels: the class c of G (None: the latent's); the returned latent records it, so decode() uses it.
+        unet / scheduler: the model G runs (None: the pipeline's own), as in decode.
+        class_labels: the class c of G (None: as in decode); the returned latent records it, so decode() uses it.
         Gradients run through the whole chain with one checkpoint per step (memory of one step, twice the forwards).
+        callback(k, t0, x_t0, G(z)) once per Langevin step k.
         """
         check_langevin_args(langevin_steps, step_size)
-        score = self._text_score(clip, target_prompt, source_prompt)
-        c = latent.class_labels if class_labels is None else check_class_labels(self.unet, class_labels,
-                                                                                 latent.x_t0.shape[0])
-        sampler = encoder_scheduler(self.scheduler.config)
-        sampler.set_timesteps(latent.num_inference_steps)
-        z = [latent.x_t0.float(), latent.eps.float()]
+        score = text_score(clip, target_prompt, source_prompt)
+        unet, sampler = self._decoder(unet=unet, scheduler=scheduler, latent=latent)
+        c = self._c(unet=unet, class_labels=class_labels, latent=latent)
+        z = [latent.x_t0.float(), latent.eps.float()]  # (B,3,H,W), (K,B,3,H,W)
         for k in range(langevin_steps):
             with torch.enable_grad():
                 z = [part.detach().requires_grad_(True) for part in z]
-                x0 = self._G(sampler, z[0], z[1], latent, c)
+                x0 = self._G(z[0], z[1], timesteps=latent.timesteps, eta=latent.eta, unet=unet, sampler=sampler, c=c)
                 energy = -guidance_scale * score(x0, x0).sum() + sum(0.5 * (part**2).sum() for part in z)
                 grads = torch.autograd.grad(energy, z)
             with torch.no_grad():
@@ -309,45 +341,74 @@ class CycleDiffusionPipeline(DiffusionPipeline):
             if callback is not None:
                 callback(k, latent.t0, z[0], x0.detach())
         dtype = latent.x_t0.dtype
-        return CycleLatent(z[0].to(dtype), z[1].to(dtype), latent.timesteps, latent.num_inference_steps, latent.eta, c)
+        return dataclasses.replace(latent, x_t0=z[0].to(dtype), eps=z[1].to(dtype), class_labels=c)
 
-    def _G(self, sampler, x_t0, eps, latent: CycleLatent, c: torch.Tensor | None) -> torch.Tensor:
-        """G(z | c) with autograd, one checkpoint per step: (B,3,H,W) in [-1,1]."""
+    def _decoder(self, *, unet, scheduler, latent: CycleLatent) -> tuple:
+        """G's model (None: the pipeline's own), checked to share the latent space, and its sampler at z's steps."""
+        unet = self.unet if unet is None else unet
+        config = (scheduler or self.scheduler).config
+        check_compatible(self.unet, self.scheduler.config, unet, config)
+        sampler = encoder_scheduler(config)
+        sampler.set_timesteps(latent.num_inference_steps)
+        return unet, sampler
 
-        def step(x, eps_t, t):
-            return sampler.step(eps_theta(self.unet, x, t, c), t, x, eta=latent.eta, variance_noise=eps_t).prev_sample
+    def _c(self, *, unet, class_labels, latent: CycleLatent) -> torch.Tensor | None:
+        """The class c to decode under, (B,) or None: class_labels for `unet`; None: the latent's own class with the
+        pipeline's model, none with another."""
+        if class_labels is not None:
+            return check_class_labels(unet, class_labels, latent.x_t0.shape[0])
+        if unet is self.unet and latent.class_labels is not None:
+            return latent.class_labels.to(unet.device)
+        return None
 
-        x = x_t0.to(self.unet.dtype)
-        for t, eps_t in zip(latent.timesteps, eps):
-            x = checkpoint(step, x, eps_t.to(x.dtype), t, use_reentrant=False)
+    def _G(self, x_t0: torch.Tensor, eps: torch.Tensor, *, timesteps, eta: float, unet, sampler: DDIMScheduler,
+           c: torch.Tensor | None, score: Score | None = None, guidance_scale: float = 0.0, gradient: str = "fixed_eps",
+           callback: Callback = None) -> torch.Tensor:
+        """G(z | c) = x0: the chain from x_t0 (B,3,H,W) with the noise eps (K,B,3,H,W) at `timesteps` (K,), -> (B,3,H,W)
+        in [-1,1]. Differentiable in z when autograd is on, with one checkpoint per step."""
+        kwargs = dict(c=c, eta=eta, score=score, guidance_scale=guidance_scale, gradient=gradient)
+        x = x_t0.to(unet.device, unet.dtype)
+        for step, (t, eps_t) in enumerate(zip(timesteps, eps)):
+            if torch.is_grad_enabled():
+                x, x0_hat = checkpoint(self._G_step, unet, sampler, x, t, eps_t.to(x), use_reentrant=False, **kwargs)
+            else:
+                x, x0_hat = self._G_step(unet, sampler, x, t, eps_t.to(x), **kwargs)
+            if callback is not None:
+                callback(step, int(t), x, x0_hat)
         return x
 
-    def check_inputs(self, target_unet, target_scheduler, clip, target_prompt, plug_and_play_steps, step_size,
-                     strength, eta, num_inference_steps, output_type, target_class) -> None:
-        """Every argument of __call__, before the encoder's first U-Net evaluation."""
-        check_encoder_args(num_inference_steps, eta, strength, self.scheduler.config.num_train_timesteps)
-        check_output_type(output_type)
-        if target_unet is not None:
-            check_compatible(self.unet, self.scheduler.config, target_unet, (target_scheduler or self.scheduler).config)
-        if target_prompt is not None and clip is None:
-            raise ValueError("a text edit needs a CLIP model: pass clip=ClipJudge(model, tokenizer)")
-        if target_prompt is not None and plug_and_play_steps > 0:
-            check_langevin_args(plug_and_play_steps, step_size)
-        if target_class is not None:
-            check_class_labels(target_unet or self.unet, target_class,
-                               len(target_class) if isinstance(target_class, (list, tuple, torch.Tensor)) else 1)
+    @staticmethod
+    def _G_step(unet, sampler: DDIMScheduler, x_t: torch.Tensor, t, eps_t: torch.Tensor, *, c: torch.Tensor | None,
+                eta: float, score: Score | None = None, guidance_scale: float = 0.0,
+                gradient: str = "fixed_eps") -> tuple[torch.Tensor, torch.Tensor]:
+        """One step of G: x_prev = mu_theta(x_t, t | c) + sigma_t eps_t -> (x_prev, x0_hat), both (B,3,H,W).
+
+        With a score, mu_theta is CLIP-guided by Algorithm 2's rule eps_hat = eps_theta - sqrt(1-abar_t) s g,
+        g = grad_{x_t} score taken as `gradient` says.
+        """
+        if score is None:
+            eps, guided = eps_theta(unet, x_t, t, c), False
+        else:
+            abar_t = abar(sampler, t)
+            g, eps = score_gradient(score, x_t, lambda x: eps_theta(unet, x, t, c), abar_t, gradient)
+            eps, guided = guided_eps(eps, g, abar_t, guidance_scale), True
+        out = sampler.step(eps, t, x_t, eta=eta, variance_noise=eps_t, use_clipped_model_output=guided)
+        return out.prev_sample, out.pred_original_sample
 
     @torch.no_grad()
     def __call__(
         self,
         image,
+        *,
         target_unet=None,
         target_scheduler=None,
+        class_labels: int | list[int] | None = None,
+        target_class_labels: int | list[int] | None = None,
         clip: ClipJudge | None = None,
         target_prompt: str | None = None,
         source_prompt: str | None = None,
         guidance_scale: float = 10.0,
-        exact_gradient: bool = False,
+        gradient: str = "fixed_eps",
         plug_and_play_steps: int = 0,
         step_size: float = 1e-3,
         strength: float = 1.0,
@@ -358,52 +419,60 @@ class CycleDiffusionPipeline(DiffusionPipeline):
         output_type: str = "pil",
         return_dict: bool = True,
         callback: Callback = None,
-        source_class: int | list[int] | None = None,
-        target_class: int | list[int] | None = None,
     ):
-        """Encode `image` with this pipeline's model (under source_class), then decode the same z:
-        - no target: the reconstruction (G1(z | c_source) = image);
+        """Encode `image` with this pipeline's model G1 under class_labels c, then decode the same z:
+        - no target: the reconstruction (G1(z | c) = image);
         - target_unet (+ target_scheduler): unpaired translation G2(z);
-        - target_class: class translation G1(z | c_target) (with target_unet: G2(z | c_target));
-        - target_prompt + clip: a text edit, mu_theta CLIP-guided (or, with plug_and_play_steps > 0, Langevin on z).
-        source_class, target_class: an int or one per image, for class-conditional models; None: the null class.
-        reconstruct: also return G1(z | c_source). callback(step, t, x_t, x0_hat) sees every step of every stage.
+        - target_class_labels: class translation G1(z | c_target) (with target_unet: G2(z | c_target));
+        - target_prompt + clip: a text edit, mu_theta CLIP-guided with guidance_scale and `gradient`, or, with
+          plug_and_play_steps > 0, Langevin on z (step_size lambda) and an unguided decoding.
+        class_labels, target_class_labels: an int or one per image, for class-conditional models; None: the null class.
+        reconstruct: also return G1(z | c). callback(step, t, x_t, x0_hat) sees every step of every stage with one
+        running index, total_steps(...) steps in all.
         """
-        self.check_inputs(target_unet, target_scheduler, clip, target_prompt, plug_and_play_steps, step_size, strength,
-                          eta, num_inference_steps, output_type, target_class)
-        latent = self.encode(image, num_inference_steps, eta, strength, generator, callback, source_class)
-        reconstructions = self.decode(latent, output_type=output_type) if reconstruct else None
-        if target_prompt is not None and plug_and_play_steps > 0:
-            edited = self.plug_and_play(latent, clip, target_prompt, source_prompt, plug_and_play_steps, step_size,
-                                        guidance_scale, generator, callback, target_class)
-            images = self.decode(edited, output_type=output_type, callback=callback)
-        elif target_unet is None and target_prompt is None and target_class is None and reconstruct:
-            images = reconstructions
+        self.check_inputs(
+            image=image, target_unet=target_unet, target_scheduler=target_scheduler, class_labels=class_labels,
+            target_class_labels=target_class_labels, clip=clip, target_prompt=target_prompt,
+            source_prompt=source_prompt, guidance_scale=guidance_scale, gradient=gradient,
+            plug_and_play_steps=plug_and_play_steps, step_size=step_size, strength=strength, eta=eta,
+            num_inference_steps=num_inference_steps, output_type=output_type,
+        )
+        translate_or_edit = target_unet is not None or target_class_labels is not None or target_prompt is not None
+
+        # 1. z = DPMEnc(x | G1, c)
+        latent = self.encode(image, num_inference_steps=num_inference_steps, eta=eta, strength=strength,
+                             class_labels=class_labels, generator=generator, callback=callback)
+        K = done = len(latent.timesteps)
+
+        # 2. the reconstruction G1(z | c): the input again up to float error
+        reconstructions = None
+        if reconstruct:
+            reconstructions = self.decode(latent, output_type=output_type,
+                                          callback=counted_from(callback, done)).images
+            done += K
+
+        # 3. plug-and-play guidance (optional): z <- Langevin dynamics toward p(z) exp(-s E(G2(z | c_target)))
+        z = latent
+        if plug_and_play_steps > 0:
+            z = self.plug_and_play(
+                latent, clip=clip, target_prompt=target_prompt, source_prompt=source_prompt,
+                langevin_steps=plug_and_play_steps, step_size=step_size, guidance_scale=guidance_scale,
+                unet=target_unet, scheduler=target_scheduler, class_labels=target_class_labels, generator=generator,
+                callback=counted_from(callback, done),
+            )
+            done += plug_and_play_steps
+
+        # 4. the result G2(z | c_target), CLIP-guided toward target_prompt unless plug-and-play already moved z
+        if translate_or_edit or not reconstruct:
+            images = self.decode(
+                z, unet=target_unet, scheduler=target_scheduler, class_labels=target_class_labels, clip=clip,
+                target_prompt=target_prompt if plug_and_play_steps == 0 else None, source_prompt=source_prompt,
+                guidance_scale=guidance_scale, gradient=gradient,
+                output_type=output_type, callback=counted_from(callback, done),
+            ).images
         else:
-            images = self.decode(latent, target_unet, target_scheduler, clip, target_prompt, source_prompt,
-                                 guidance_scale, exact_gradient, output_type, callback, target_class)
+            images = reconstructions
+
         if not return_dict:
             return images, reconstructions, latent
         return CycleDiffusionPipelineOutput(images=images, reconstructions=reconstructions, latent=latent)
-
-
-def _unit_tensor(image) -> torch.Tensor:
-    """A PIL image, a list of them, or a tensor (B,3,H,W) in [0,1] -> float32 (B,3,H,W) in [0,1] on the CPU."""
-    if isinstance(image, PIL.Image.Image):
-        return pil_to_tensor(image)
-    if isinstance(image, (list, tuple)):
-        return torch.cat([_unit_tensor(i) for i in image])
-    return image.detach().float().cpu()
-
-
-def clip_similarity(clip: ClipJudge, image, prompt: str) -> float:
-    """Mean cosine similarity of CLIP's embedding of an image (PIL or (B,3,H,W) in [0,1]) to the prompt's."""
-    with torch.no_grad():
-        x = (_unit_tensor(image) * 2 - 1).to(clip.device, clip.model.dtype)
-        return float(clip.similarity(x, clip.text_embeds([prompt])).mean())
-
-
-def faithfulness(image, result) -> dict[str, float]:
-    """PSNR (dB) and SSIM of a result to the input (PIL or (B,3,H,W) in [0,1]): the paper's faithfulness metrics."""
-    image, result = _unit_tensor(image), _unit_tensor(result)
-    return {"psnr": psnr(result, image), "ssim": ssim(result, image)}

@@ -1,5 +1,6 @@
-"""h-space directions for Asyrrp: the edit hook on the U-Net bottleneck, the implicit function f_t, the CLIP
-directional loss, principal directions of h, and direction files (safetensors with metadata, never pickle).
+"""h-space directions for an AsyrpPipeline: the implicit function f_t, direction files (safetensors with metadata,
+never pickle), and finding directions: without text (principal directions of h), from two groups of images (mean
+difference), from two texts (the paper's learned global delta_h or implicit f_t), and the paper's automatic interval.
 
 h-space is the output of `unet.mid_block`: (B,C,h,w), 512x8x8 for the 256x256 hub models. A direction is a
 tensor delta_h (C,h,w) (the same shift at every t), an f_t module (delta_h_t = f_t(h_t, t)), or a list of
@@ -9,24 +10,22 @@ directions, which add.
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from diffusers.models.embeddings import Timesteps
+from diffusers.utils.torch_utils import randn_tensor
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-FORMAT = "asyrrp-direction/1"
+from .asyrp import AsyrpPipeline, asymmetric_step, check_interval, delta_h, edit_h_space, record_h
+from .images import to_model_input
+from .sampling import check_num_inference_steps, eps_theta, initial_noise
 
-
-def h_space_shape(unet) -> tuple[int, int, int]:
-    """(C,h,w) of the mid-block output: the last block's channels at the size after every downsampling block."""
-    size = unet.config.sample_size
-    side = (size if isinstance(size, int) else size[0]) // 2 ** (len(unet.config.block_out_channels) - 1)
-    return (unet.config.block_out_channels[-1], side, side)
+FORMAT = "asyrp-direction/1"
 
 
 class DeltaBlock(nn.Module):
@@ -51,74 +50,6 @@ class DeltaBlock(nn.Module):
         t = torch.as_tensor(t, device=h.device).reshape(-1).expand(h.shape[0])
         emb = self.time_embed(self.time_proj(t).to(x.dtype))  # (B,C)
         return self.conv2(F.silu(self.norm(self.conv1(x)) + emb[:, :, None, None])).to(h.dtype)
-
-
-def delta_h(direction, h: torch.Tensor, t) -> torch.Tensor:
-    """delta_h_t for h (B,C,h,w): a tensor (C,h,w) broadcast to every sample, f_t(h, t) for a module, a list summed."""
-    if direction is None:
-        return torch.zeros_like(h)
-    if isinstance(direction, (list, tuple)):
-        return sum(delta_h(d, h, t) for d in direction)
-    if isinstance(direction, torch.Tensor):
-        return direction.to(h).expand_as(h)
-    return direction(h, t)
-
-
-def is_zero(direction) -> bool:
-    """True for no direction or tensors that are all zero (an f_t module is never assumed to be zero)."""
-    if direction is None:
-        return True
-    if isinstance(direction, (list, tuple)):
-        return all(is_zero(d) for d in direction)
-    return isinstance(direction, torch.Tensor) and not bool(direction.any())
-
-
-def check_direction(direction, shape: tuple[int, int, int]) -> None:
-    if isinstance(direction, (list, tuple)):
-        for d in direction:
-            check_direction(d, shape)
-    elif isinstance(direction, torch.Tensor):
-        if tuple(direction.shape) != shape:
-            raise ValueError(f"a direction tensor must have the mid-block's shape {shape} (C,h,w); got {tuple(direction.shape)}")
-    elif not isinstance(direction, nn.Module) and direction is not None:
-        raise ValueError(f"direction must be None, a tensor of shape {shape}, an f_t module or a list of them; got {type(direction).__name__}")
-
-
-@contextmanager
-def edit_h_space(unet, delta_fn):
-    """Inside the block every U-Net call has its mid-block output h replaced by h + delta_fn(h)."""
-    handle = unet.mid_block.register_forward_hook(lambda module, args, h: h + delta_fn(h))
-    try:
-        yield
-    finally:
-        handle.remove()
-
-
-@contextmanager
-def record_h(unet, store: list):
-    """Inside the block the mid-block output h (B,C,h,w) of every U-Net call is appended to `store`."""
-    handle = unet.mid_block.register_forward_hook(lambda module, args, h: store.append(h.detach()))
-    try:
-        yield
-    finally:
-        handle.remove()
-
-
-def directional_clip_loss(judge, x_edit: torch.Tensor, x_src: torch.Tensor, text_delta: torch.Tensor) -> torch.Tensor:
-    """L_direction = 1 - cos(E_I(x_edit) - E_I(x_src), E_T(target) - E_T(source)): (B,3,H,W) x2 in [-1,1], (D,) -> (B,)."""
-    image_delta = judge.image_embeds(x_edit) - judge.image_embeds(x_src)  # (B,D)
-    return 1 - F.cosine_similarity(image_delta, text_delta.reshape(1, -1).expand_as(image_delta), dim=-1)
-
-
-def principal_directions(h: torch.Tensor, k: int) -> torch.Tensor:
-    """Top-k principal directions of h over samples, each scaled to one standard deviation: (N,C,h,w) -> (k,C,h,w)."""
-    n = h.shape[0]
-    if not 1 <= k < n:
-        raise ValueError(f"k must be from 1 to {n - 1} (one less than the number of samples); got {k}")
-    centred = h.flatten(1).float() - h.flatten(1).float().mean(0)  # (N,C*h*w)
-    _, singular, v_h = torch.linalg.svd(centred, full_matrices=False)
-    std = singular[:k] / math.sqrt(n - 1)
-    return (v_h[:k] * std[:, None]).reshape(k, *h.shape[1:]).to(h.dtype)
 
 
 def save_direction(path, direction, *, model_id: str, t_edit: int, num_inference_steps: int, source: str = "", target: str = "", note: str = "") -> Path:
@@ -159,7 +90,7 @@ def load_direction(path, *, shape: tuple[int, int, int], model_id: str | None = 
         why = "it looks like a pickled PyTorch file, which we never load because loading it can run code" if pickled else str(err)
         raise ValueError(f"{path.name} is not a safetensors direction file ({why}). Save directions with save_direction.") from err
     if metadata.get("format") != FORMAT:
-        raise ValueError(f"{path.name} is a safetensors file but not an Asyrrp direction (no '{FORMAT}' metadata)")
+        raise ValueError(f"{path.name} is a safetensors file but not an Asyrp direction (no '{FORMAT}' metadata)")
     if model_id is not None and metadata.get("model_id") != model_id:
         raise ValueError(f"{path.name} was learned on {metadata.get('model_id')!r}; this is {model_id!r}. Directions only work on the model they come from.")
     if metadata["kind"] == "global":
@@ -173,3 +104,191 @@ def load_direction(path, *, shape: tuple[int, int, int], model_id: str | None = 
     block = DeltaBlock(channels, int(metadata["time_channels"]))
     block.load_state_dict({k.removeprefix("f_t."): v for k, v in tensors.items()})
     return block.eval(), metadata
+
+
+LPIPS_EDIT, LPIPS_BOOST = 0.33, 1.2  # the paper's thresholds: editing strength and quality deficiency
+PCA_BATCH = 4  # noise images per U-Net call when reading h for principal directions: a 256 px batch of 32 needs ~14 GB
+
+
+def principal_axes(h: torch.Tensor, k: int) -> torch.Tensor:
+    """Top-k principal directions of h over samples, each scaled to one standard deviation: (N,C,h,w) -> (k,C,h,w)."""
+    n = h.shape[0]
+    if not 1 <= k < n:
+        raise ValueError(f"k must be from 1 to {n - 1} (one less than the number of samples); got {k}")
+    centred = h.flatten(1).float() - h.flatten(1).float().mean(0)  # (N,C*h*w)
+    _, singular, v_h = torch.linalg.svd(centred, full_matrices=False)
+    std = singular[:k] / math.sqrt(n - 1)
+    return (v_h[:k] * std[:, None]).reshape(k, *h.shape[1:]).to(h.dtype)
+
+
+@torch.no_grad()
+def principal_directions(pipe: AsyrpPipeline, *, k: int = 8, num_samples: int = 32, t: int | None = None,
+                         generator: torch.Generator | None = None) -> torch.Tensor:
+    """The top-k principal directions of h_t over `num_samples` random x_t at timestep t (default: the first sampling
+    step, where Asyrp edits): (k,C,h,w), each one standard deviation long. No text needed. h is read PCA_BATCH
+    samples per U-Net call, so memory stays that of a small batch."""
+    t = pipe.scheduler.config.num_train_timesteps - 1 if t is None else t
+    x_t = initial_noise(pipe.unet, num_samples, generator, pipe._execution_device)  # (N,3,H,W)
+    store: list[torch.Tensor] = []  # one (<=PCA_BATCH,C,h,w) per call
+    with record_h(pipe.unet, store):
+        for batch in x_t.split(PCA_BATCH):
+            eps_theta(pipe.unet, batch, t)
+    return principal_axes(torch.cat(store), k)
+
+
+@torch.no_grad()
+def mean_h(pipe: AsyrpPipeline, images, *, t_edit: int, num_inference_steps: int = 40) -> torch.Tensor:
+    """The mean of h_t over `images` and over t in [T, t_edit] along each image's own DDIM trajectory
+    (inverted, then sampled back with eta = 0) -> (C,h,w)."""
+    x = pipe.invert(images, num_inference_steps=num_inference_steps)  # (B,3,H,W) = x_T
+    ddim = pipe.ddim(num_inference_steps)
+    store: list[torch.Tensor] = []  # one (B,C,h,w) per visited t
+    with record_h(pipe.unet, store):
+        for t in ddim.timesteps:
+            if t < t_edit:
+                break
+            x = ddim.step(eps_theta(pipe.unet, x, t), t, x, eta=0.0).prev_sample
+    return torch.stack(store).float().mean(dim=(0, 1))
+
+
+def mean_difference_direction(pipe: AsyrpPipeline, positives, negatives, *, t_edit: int,
+                              num_inference_steps: int = 40) -> torch.Tensor:
+    """delta_h = E[h_t | attribute] - E[h_t | no attribute] over t in [T, t_edit] (Haas et al. 2023): (C,h,w).
+
+    positives / negatives: images with and without the attribute; scale 1 moves h by the gap between the two
+    groups' means, so negative scales move toward the negatives."""
+    check_interval(t_edit, 0, pipe.scheduler.config.num_train_timesteps)
+    check_num_inference_steps(num_inference_steps, pipe.scheduler)
+    return (mean_h(pipe, positives, t_edit=t_edit, num_inference_steps=num_inference_steps)
+            - mean_h(pipe, negatives, t_edit=t_edit, num_inference_steps=num_inference_steps))
+
+
+def directional_clip_loss(judge, x_edit: torch.Tensor, x_src: torch.Tensor, text_delta: torch.Tensor) -> torch.Tensor:
+    """L_direction = 1 - cos(E_I(x_edit) - E_I(x_src), E_T(target) - E_T(source)): (B,3,H,W) x2 in [-1,1], (D,) -> (B,)."""
+    image_delta = judge.image_embeds(x_edit) - judge.image_embeds(x_src)  # (B,D)
+    return 1 - F.cosine_similarity(image_delta, text_delta.reshape(1, -1).expand_as(image_delta), dim=-1)
+
+
+def edit_losses(pipe: AsyrpPipeline, x_T, direction, judge, text_delta, *, t_edit: int, num_inference_steps: int,
+                clip_weight: float = 1.0, l1_weight: float = 3.0, optimizer=None,
+                should_stop: Callable[[], bool] | None = None) -> list[float]:
+    """Walk the edit interval [T, t_edit] from x_T; at each t the loss clip_weight L_direction(P_t^edit, P_t^source)
+    + l1_weight |P_t^edit - P_t^source|_1 (per pixel mean). With an optimizer, step it at every t. Returns the
+    CLIP directional losses (one float per t)."""
+    losses, x = [], x_T
+    ddim = pipe.ddim(num_inference_steps)
+    for t in ddim.timesteps:
+        if t < t_edit or (should_stop is not None and should_stop()):
+            break
+        with torch.no_grad():
+            eps = eps_theta(pipe.unet, x, t)
+        with torch.set_grad_enabled(optimizer is not None), edit_h_space(pipe.unet, lambda h: delta_h(direction, h, t)):
+            eps_edit = eps_theta(pipe.unet, x, t)
+        x_prev, p_edit, p_src = asymmetric_step(ddim, eps_edit, eps, t, x)
+        with torch.set_grad_enabled(optimizer is not None):
+            l_dir = directional_clip_loss(judge, p_edit, p_src, text_delta).mean()
+            loss = clip_weight * l_dir + l1_weight * (p_edit - p_src).abs().mean()
+        if optimizer is not None:
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        losses.append(l_dir.item())
+        x = x_prev.detach()
+    return losses
+
+
+def text_delta(judge, source: str, target: str, device) -> torch.Tensor:
+    """E_T(target) - E_T(source): (D,)."""
+    text = judge.text_embeds([source, target])
+    return (text[1] - text[0]).to(device)
+
+
+def learn_direction(
+    pipe: AsyrpPipeline,
+    images,
+    judge,
+    source: str,
+    target: str,
+    *,
+    kind: str = "implicit",
+    t_edit: int = 500,
+    num_inference_steps: int = 40,
+    iterations: int = 5,
+    lr: float | None = None,
+    clip_weight: float = 1.0,
+    l1_weight: float = 3.0,
+    x_T: torch.Tensor | None = None,
+    progress: Callable[[int, int, float], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+):
+    """Learn delta_h from `source` to `target` text on `images` with the paper's loss (CLIP directional + L1).
+    kind "global": one tensor delta_h (C,h,w); "implicit": f_t, a DeltaBlock. x_T: the images' latents when already
+    encoded. progress(iteration, iterations, mean directional loss) after each pass; should_stop() ends early."""
+    if kind not in ("global", "implicit"):
+        raise ValueError(f"kind {kind!r} is not supported; use 'global' (one delta_h) or 'implicit' (f_t)")
+    if not isinstance(iterations, int) or iterations < 1:
+        raise ValueError(f"iterations must be a whole number >= 1; got {iterations!r}")
+    check_interval(t_edit, 0, pipe.scheduler.config.num_train_timesteps)
+    device = pipe._execution_device
+    if x_T is None:
+        x_T = pipe.invert(images, num_inference_steps=num_inference_steps)
+    delta_text = text_delta(judge, source, target, device)
+    if kind == "global":
+        direction = torch.zeros(pipe.h_shape, device=device, dtype=torch.float32, requires_grad=True)
+        params, lr = [direction], 0.5 if lr is None else lr
+    else:
+        direction = DeltaBlock(pipe.h_shape[0]).to(device)
+        params, lr = list(direction.parameters()), 0.01 if lr is None else lr
+    pipe.unet.requires_grad_(False)
+    optimizer = torch.optim.Adam(params, lr=lr)
+    for iteration in range(iterations):
+        losses = edit_losses(pipe, x_T, direction, judge, delta_text, t_edit=t_edit,
+                             num_inference_steps=num_inference_steps, clip_weight=clip_weight, l1_weight=l1_weight,
+                             optimizer=optimizer, should_stop=should_stop)
+        if progress is not None and losses:
+            progress(iteration + 1, iterations, sum(losses) / len(losses))
+        if should_stop is not None and should_stop():
+            break
+    return direction.detach() if kind == "global" else direction.eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def directional_loss(pipe: AsyrpPipeline, images, judge, source: str, target: str, direction, *, t_edit: int,
+                     num_inference_steps: int = 40) -> float:
+    """Mean CLIP directional loss of `direction` over the edit interval on `images` (what learn_direction lowers)."""
+    x_T = pipe.invert(images, num_inference_steps=num_inference_steps)
+    losses = edit_losses(pipe, x_T, direction, judge, text_delta(judge, source, target, x_T.device), t_edit=t_edit,
+                         num_inference_steps=num_inference_steps)
+    return sum(losses) / len(losses)
+
+
+def load_lpips():
+    """LPIPS(x, y) for (B,3,H,W) in [-1,1] -> (B,), or None when the `lpips` package or its weights are unavailable."""
+    try:
+        import lpips
+
+        metric = lpips.LPIPS(net="alex", verbose=False).eval().requires_grad_(False)
+    except Exception:  # not installed, or its backbone weights cannot be downloaded
+        return None
+    return lambda x, y: metric.to(x.device)(x.float(), y.float()).reshape(-1)
+
+
+@torch.no_grad()
+def choose_interval(pipe: AsyrpPipeline, image, lpips, *, num_inference_steps: int = 40,
+                    generator: torch.Generator | None = None) -> tuple[int, int]:
+    """The paper's automatic interval: t_edit = the smallest t with LPIPS(x_0, P_t(x_t)) >= 0.33,
+    t_boost = the smallest t with LPIPS(x_0, x_t) >= 1.2, x_t = q_sample(x_0, t, eps), over the DDIM timesteps.
+    lpips(x, y) -> (B,) on [-1,1] images (see load_lpips)."""
+    x0 = to_model_input(image, pipe.unet.config.sample_size, pipe._execution_device, pipe.unet.dtype)
+    T = pipe.scheduler.config.num_train_timesteps
+    t_edit, t_boost = T, T
+    ddim = pipe.ddim(num_inference_steps)
+    for t in reversed(ddim.timesteps):  # increasing t
+        x_t = ddim.add_noise(x0, randn_tensor(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype), t.reshape(1))
+        p_t = ddim.step(eps_theta(pipe.unet, x_t, t), t, x_t).pred_original_sample
+        if t_edit == T and lpips(x0, p_t).mean() >= LPIPS_EDIT:
+            t_edit = int(t)
+        if t_boost == T and lpips(x0, x_t).mean() >= LPIPS_BOOST:
+            t_boost = int(t)
+    return t_edit, min(t_boost, t_edit)
+

@@ -1,8 +1,8 @@
 """Classifier guidance (Dhariwal & Nichol, NeurIPS 2021, Algorithms 1 and 2) for an unconditional diffusion model.
 
-With g = grad_{x_t} log p_phi(y | x_t, t) and scale s:
-    DDPM (Alg. 1):  x_{t-1} ~ N(mu + s Sigma g, Sigma)
-    DDIM (Alg. 2):  eps_hat = eps_theta(x_t) - sqrt(1 - abar_t) s g, then the DDIM step with eps_hat
+With g = grad_{x_t} log p_phi(y | x_t, t) and scale s (`guidance_scale`), the two transforms of `pipelines.scores`:
+    DDPM (Alg. 1, guided_mean):  x_{t-1} ~ N(mu + s Sigma g, Sigma)
+    DDIM (Alg. 2, guided_eps):   eps_hat = eps_theta(x_t) - sqrt(1 - abar_t) s g, then the DDIM step with eps_hat
 
 A classifier is any callable classifier(x_t, t, x0_hat) -> logits (B,K): x_t (B,3,H,W) in [-1,1] at timestep
 t (B,) long, and x0_hat = P_t(eps_theta(x_t)) (B,3,H,W), unclipped. A noise-aware classifier (a torch.nn.Module
@@ -22,12 +22,11 @@ from diffusers import DDIMScheduler, DDPMScheduler, DiffusionPipeline
 from diffusers.utils import BaseOutput
 
 from .clip import ClipJudge
-from .clip_guidance import grad_exact, grad_fixed_eps, guided_eps
 from .images import check_output_type, postprocess
-from .sampling import Callback, abar, check_batch_size, check_num_inference_steps, eps_theta, initial_noise
+from .sampling import Callback, abar, check_batch_size, check_num_inference_steps, class_label_list, eps_theta, initial_noise
+from .scores import check_gradient, guided_eps, guided_mean, score_gradient
 
 SAMPLERS = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler}
-GRADIENTS = ("exact", "fixed_eps")
 
 
 class ClipZeroShotClassifier:
@@ -59,7 +58,7 @@ def log_p_y(classifier, t: torch.Tensor, y: torch.Tensor):
 
     def f(x_t: torch.Tensor, x0_hat: torch.Tensor) -> torch.Tensor:
         logits = classifier(x_t, t, x0_hat).float()  # (B,K)
-        check_labels(y, logits.shape[-1])
+        class_label_list(y, logits.shape[-1])
         return logits.log_softmax(dim=-1).gather(1, y.view(-1, 1)).squeeze(1)
 
     return f
@@ -85,33 +84,19 @@ def declared_num_classes(classifier) -> int | None:
     return getattr(config, "num_classes", None) or getattr(classifier, "__dict__", {}).get("num_classes")
 
 
-def check_labels(y: torch.Tensor, num_classes: int) -> None:
-    if int(y.min()) < 0 or int(y.max()) >= num_classes:
-        raise ValueError(
-            f"class_labels must lie in 0..{num_classes - 1} (the classifier has {num_classes} classes); "
-            f"got {y.tolist()}"
-        )
-
-
-def check_guidance_args(class_labels, guidance_scale, sampler, gradient, eta) -> list[int]:
-    if isinstance(class_labels, int):
-        class_labels = [class_labels]
-    if isinstance(class_labels, torch.Tensor):
-        class_labels = class_labels.reshape(-1).tolist()
-    if not isinstance(class_labels, (list, tuple)) or not class_labels:
-        raise ValueError("class_labels must be a class index or a non-empty list of them, one per sample")
-    if not all(isinstance(y, int) and not isinstance(y, bool) for y in class_labels):
-        raise ValueError(f"class_labels must be integers (class indices); got {class_labels!r}")
-    check_batch_size(len(class_labels))
+def check_guidance_args(class_labels, guidance_scale, sampler, gradient, eta, num_classes: int | None) -> list[int]:
+    """The arguments of a guided call; the class labels (checked against num_classes when the classifier declares
+    it, else against its first logits) as a list."""
+    labels = class_label_list(class_labels, num_classes)
+    check_batch_size(len(labels))
     if not isinstance(guidance_scale, (int, float)) or not math.isfinite(guidance_scale) or guidance_scale < 0:
         raise ValueError(f"guidance_scale must be a finite number >= 0 (0 = no guidance); got {guidance_scale!r}")
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler {sampler!r} is not supported; use 'ddim' or 'ddpm'")
-    if gradient not in GRADIENTS:
-        raise ValueError(f"gradient {gradient!r} is not supported; use 'exact' (through the U-Net) or 'fixed_eps' (cheap)")
+    check_gradient(gradient)
     if not isinstance(eta, (int, float)) or not 0 <= eta <= 1:
         raise ValueError(f"eta must be a number from 0 (deterministic DDIM) to 1 (DDPM-like); got {eta!r}")
-    return list(class_labels)
+    return labels
 
 
 def check_finite(x: torch.Tensor, what: str, step: int, t, scale: float) -> None:
@@ -137,17 +122,15 @@ class ClassifierGuidancePipeline(DiffusionPipeline):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler, classifier=classifier)
 
-    def check_inputs(self, class_labels, guidance_scale, sampler, num_inference_steps, eta, gradient,
+    def check_inputs(self, *, class_labels, guidance_scale, sampler, num_inference_steps, eta, gradient,
                      output_type) -> list[int]:
         """Every argument of __call__, before its first U-Net evaluation; the class labels as a list."""
-        labels = check_guidance_args(class_labels, guidance_scale, sampler, gradient, eta)
-        check_num_inference_steps(num_inference_steps, self.scheduler)
-        check_output_type(output_type)
         if self.classifier is None:
             raise ValueError("this pipeline has no classifier; pass classifier=... when building it")
-        num_classes = declared_num_classes(self.classifier)
-        if num_classes is not None:  # otherwise checked against the classifier's first logits
-            check_labels(torch.tensor(labels), num_classes)
+        labels = check_guidance_args(class_labels, guidance_scale, sampler, gradient, eta,
+                                     declared_num_classes(self.classifier))
+        check_num_inference_steps(num_inference_steps, self.scheduler)
+        check_output_type(output_type)
         return labels
 
     @torch.no_grad()
@@ -172,7 +155,9 @@ class ClassifierGuidancePipeline(DiffusionPipeline):
         gradient: "exact" (through the U-Net) or "fixed_eps" (eps held fixed, no U-Net backward).
         callback(step, t, x_t, x0_hat) is called after every step.
         """
-        labels = self.check_inputs(class_labels, guidance_scale, sampler, num_inference_steps, eta, gradient, output_type)
+        labels = self.check_inputs(class_labels=class_labels, guidance_scale=guidance_scale, sampler=sampler,
+                                   num_inference_steps=num_inference_steps, eta=eta, gradient=gradient,
+                                   output_type=output_type)
         device = self._execution_device
         batch_size = len(labels)
         y = torch.tensor(labels, device=device)  # (B,)
@@ -182,9 +167,10 @@ class ClassifierGuidancePipeline(DiffusionPipeline):
         scheduler.set_timesteps(num_inference_steps)
         if sampler == "ddpm":
             check_variance_type(scheduler)
-        # With clip_sample, Algorithm 2 needs eps re-derived from the clipped x0 (see ALGORITHMS.md); at s = 0 this
-        # is DDIMPipeline(use_clipped_model_output=True), which differs from DDIMPipeline's default whenever the
-        # clip is active. One clipping convention for every scale, so the guided and plain runs stay comparable.
+        # With clip_sample, Algorithm 2 needs eps re-derived from the clipped x0, otherwise the clipped x0 and the
+        # shifted eps disagree and strong guidance pushes the wrong way; at s = 0 this is
+        # DDIMPipeline(use_clipped_model_output=True), which differs from DDIMPipeline's default whenever the clip is
+        # active. One clipping convention for every scale, so the guided and plain runs stay comparable.
         use_clipped_model_output = bool(scheduler.config.get("clip_sample", False))
 
         # 2. x_T ~ N(0, I), drawn as DDPMPipeline/DDIMPipeline draw it
@@ -197,7 +183,8 @@ class ClassifierGuidancePipeline(DiffusionPipeline):
             if guidance_scale == 0:
                 eps, g = eps_theta(self.unet, x, t), None
             else:
-                eps, g = self.grad_log_p(x, t, t_batch, y, abar_t, gradient)
+                g, eps = score_gradient(log_p_y(self.classifier, t_batch, y), x,
+                                        lambda x_: eps_theta(self.unet, x_, t), abar_t, gradient)
                 check_finite(g, "classifier gradient", step, t, guidance_scale)
             # 4. the guided step
             if sampler == "ddim":
@@ -208,10 +195,11 @@ class ClassifierGuidancePipeline(DiffusionPipeline):
                 )
                 x = out.prev_sample
             else:
+                # a sample of N(mu, Sigma) moved by s Sigma g is a sample of N(mu + s Sigma g, Sigma)
                 out = scheduler.step(eps, t, x, generator=generator)
                 x = out.prev_sample
                 if g is not None:
-                    x = x + (guidance_scale * Sigma_t(scheduler, t) * g).to(x.dtype)
+                    x = guided_mean(x, Sigma_t(scheduler, t), g, guidance_scale)
             if g is not None:
                 check_finite(x, "sample", step, t, guidance_scale)
             if callback is not None:
@@ -220,20 +208,10 @@ class ClassifierGuidancePipeline(DiffusionPipeline):
         # 5. the classifier's verdict on the final samples, at t = 0 where x_0 is its own clean image
         zero = torch.zeros(batch_size, device=device, dtype=torch.long)
         logits = self.classifier(x, zero, x).float()
-        check_labels(y, logits.shape[-1])
+        class_label_list(y, logits.shape[-1])
         probabilities = logits.softmax(dim=-1).cpu()
 
         images = postprocess(x, output_type)
         if not return_dict:
             return images, probabilities
         return ClassifierGuidancePipelineOutput(images=images, probabilities=probabilities)
-
-    def grad_log_p(self, x, t, t_batch, y, abar_t, gradient: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """(eps_theta(x_t), g) with g = grad_{x_t} log p_phi(y | x_t, t), both (B,3,H,W) in the model's dtype."""
-        f = log_p_y(self.classifier, t_batch, y)
-        if gradient == "exact":
-            g, eps = grad_exact(f, x, lambda x_: eps_theta(self.unet, x_, t), abar_t)
-        else:
-            eps = eps_theta(self.unet, x, t)
-            g = grad_fixed_eps(f, x, eps, abar_t)
-        return eps, g

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 import PIL.Image
 import torch
 import torch.nn.functional as F
-from diffusers import DiffusionPipeline
+from diffusers import DDPMScheduler, DiffusionPipeline
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from .images import check_output_type, postprocess, to_model_input
-from .sampling import Callback, check_batch_size, check_num_inference_steps, eps_theta, initial_noise
+from .sampling import Callback, check_batch_size, check_num_inference_steps, eps_theta, initial_noise, prev_timestep
 
 DOWN_FACTORS = (2, 4, 8, 16, 32, 64)
 
@@ -54,6 +54,15 @@ class ILVRPipelineOutput(BaseOutput):
     reference_low_pass: list[PIL.Image.Image] | torch.Tensor
 
 
+def q_sample_prev(scheduler: DDPMScheduler, y: torch.Tensor, t, generator) -> torch.Tensor:
+    """y_{t-1} ~ q(y_{t-1} | y) at the timestep after t; past the last step (no prev) y itself: (B,3,H,W)."""
+    prev = prev_timestep(scheduler, t)
+    if prev < 0:
+        return y
+    eps = randn_tensor(y.shape, generator=generator, device=y.device, dtype=y.dtype)
+    return scheduler.add_noise(y, eps, torch.as_tensor(prev).reshape(1))
+
+
 class ILVRPipeline(DiffusionPipeline):
     """Reference-guided sampling from an unconditional DDPM (unet + DDPMScheduler)."""
 
@@ -61,7 +70,7 @@ class ILVRPipeline(DiffusionPipeline):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler)
 
-    def check_inputs(self, down_factor, range_t, num_inference_steps, batch_size, output_type) -> None:
+    def check_inputs(self, *, down_factor, range_t, num_inference_steps, batch_size, output_type) -> None:
         """Every argument of __call__, before its first U-Net evaluation (a ValueError says what is allowed)."""
         T, size = self.scheduler.config.num_train_timesteps, self.unet.config.sample_size
         check_ilvr_args(down_factor, range_t, size, T)
@@ -88,24 +97,26 @@ class ILVRPipeline(DiffusionPipeline):
         range_t: condition while t > range_t (0: every step; >= T: never, which is plain DDPM sampling).
         callback(step, t, x_t, x0_hat) is called after every step.
         """
-        self.check_inputs(down_factor, range_t, num_inference_steps, batch_size, output_type)
+        self.check_inputs(down_factor=down_factor, range_t=range_t, num_inference_steps=num_inference_steps,
+                          batch_size=batch_size, output_type=output_type)
         size = self.unet.config.sample_size
         device = self._execution_device
 
         # 1. the reference y in [-1,1], one copy per sample: (B,3,H,W)
         y = to_model_input(reference, size, device, self.unet.dtype)[:1].expand(batch_size, -1, -1, -1)
 
-        # 2. x_T ~ N(0, I), drawn as DDPMPipeline draws it
+        # 2. x_T ~ N(0, I), drawn as DDPMPipeline draws it, and a DDPM sampler of the model's schedule
         x = initial_noise(self.unet, batch_size, generator, device)
-        self.scheduler.set_timesteps(num_inference_steps)
+        scheduler = DDPMScheduler.from_config(self.scheduler.config)
+        scheduler.set_timesteps(num_inference_steps)
 
-        for step, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
+        for step, t in enumerate(self.progress_bar(scheduler.timesteps)):
             # 3. unconditional proposal x'_{t-1} ~ p_theta(x_{t-1} | x_t)
-            out = self.scheduler.step(eps_theta(self.unet, x, t), t, x, generator=generator)
+            out = scheduler.step(eps_theta(self.unet, x, t), t, x, generator=generator)
             x = out.prev_sample
             # 4. refine: x_{t-1} = phi_N(y_{t-1}) + (I - phi_N)(x'_{t-1}), with fresh noise for y_{t-1}
             if t > range_t:
-                y_prev = self.q_sample_prev(y, t, generator)
+                y_prev = q_sample_prev(scheduler, y, t, generator)
                 x = phi_N(y_prev, down_factor) + x - phi_N(x, down_factor)
             if callback is not None:
                 callback(step, int(t), x, out.pred_original_sample)
@@ -115,11 +126,3 @@ class ILVRPipeline(DiffusionPipeline):
         if not return_dict:
             return images, low_pass
         return ILVRPipelineOutput(images=images, reference_low_pass=low_pass)
-
-    def q_sample_prev(self, y: torch.Tensor, t, generator) -> torch.Tensor:
-        """y_{t-1} ~ q(y_{t-1} | y) at the timestep after t; past the last step (no prev) y itself."""
-        prev = self.scheduler.previous_timestep(t)
-        if prev < 0:
-            return y
-        eps = randn_tensor(y.shape, generator=generator, device=y.device, dtype=y.dtype)
-        return self.scheduler.add_noise(y, eps, torch.as_tensor(prev).reshape(1))

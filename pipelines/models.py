@@ -40,7 +40,10 @@ from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 from diffusers.configuration_utils import ConfigMixin, FrozenDict, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 
+from .asyrp import DEFAULT_INTERVAL
+
 if TYPE_CHECKING:
+    from .clip import ClipJudge
     from transformers import CLIPModel, CLIPTokenizer
 
 
@@ -58,6 +61,29 @@ class ModelInfo:
     download_mb: int = 0  # hub models: the size of the one weight file downloaded (parameters x 4 bytes, fp32)
 
 
+# Asyrp's (t_edit, t_boost) per model, from kwonminki/Asyrp_official: t_edit from utils/t_edit_dic.py
+# (T_EDIT_DIC_LPIPS_0_3, the first t with LPIPS(x, P_t) >= 0.3, i.e. 0.33 times a typical source/target text cosine);
+# t_boost = the first t with LPIPS(x, x_t) >= 1.2 in utils/<dataset>_LPIPS_distance_x.tsv (church 293, bedroom 221,
+# afhq 167); the repository has no CelebA-HQ x-distance table, so faces use its scripts' --user_defined_t_addnoise 200.
+# Cats use AFHQ-dog's values (the closest dataset it has); CIFAR-10 has none and uses the scripts' 500 / 200.
+# The bundled models: the interval their directions were learned on (training/shape_directions.py), without quality
+# boosting, which has no fine detail to restore at 16 or 32 px and halves the share of strips that grow monotonically.
+ASYRP_INTERVALS = {
+    "google/ddpm-celebahq-256": (516, 200),
+    "google/ddpm-ema-celebahq-256": (516, 200),
+    "google/ddpm-cat-256": (444, 167),
+    "google/ddpm-church-256": (370, 293),
+    "google/ddpm-bedroom-256": (369, 221),
+    "shapes-16": (500, 0),
+    "faces-32": (500, 0),
+}
+
+
+def asyrp_interval(model_id: str) -> tuple[int, int]:
+    """Asyrp's default (t_edit, t_boost) for a model: ASYRP_INTERVALS, else the official scripts' (500, 200)."""
+    return ASYRP_INTERVALS.get(model_id, DEFAULT_INTERVAL)
+
+
 REGISTRY: dict[str, ModelInfo] = {  # download sizes: 113,673,219 parameters at 256 px, 35.7M for cifar10, 151.3M for CLIP
     "google/ddpm-celebahq-256": ModelInfo("ddpm", 256, "faces (CelebA-HQ)", download_mb=455),
     "google/ddpm-ema-celebahq-256": ModelInfo("ddpm", 256, "faces (CelebA-HQ, EMA weights)", download_mb=455),
@@ -70,6 +96,12 @@ REGISTRY: dict[str, ModelInfo] = {  # download sizes: 113,673,219 parameters at 
         "ddpm", 16, "coloured shapes (circle, square, triangle)",
         "class-conditional, 16x16, bundled: runs offline on a CPU", path="assets/shapes-16",
         class_names=("circle", "square", "triangle"), classifier="assets/shapes-16/classifier",
+    ),
+    "faces-32": ModelInfo(
+        "ddpm", 32, "cartoon faces (smiling or frowning, with or without glasses)",
+        "class-conditional, 32x32, bundled: runs offline on a CPU", path="assets/faces-32",
+        class_names=("frowning", "smiling", "frowning with glasses", "smiling with glasses"),
+        classifier="assets/faces-32/classifier",
     ),
 }
 
@@ -359,6 +391,13 @@ class ClipModel:
     model: CLIPModel
     tokenizer: CLIPTokenizer
 
+    @functools.cached_property
+    def judge(self) -> ClipJudge:
+        """CLIP as the pipelines read it: embeddings, logits and gradients of [-1,1] images and texts."""
+        from .clip import ClipJudge
+
+        return ClipJudge(self.model, self.tokenizer)
+
 
 def _load_clip(model_id: str) -> ClipModel:
     from transformers import CLIPModel, CLIPTokenizer
@@ -381,8 +420,26 @@ def load_clip(model_id: str | None = None) -> ClipModel:
     return _cached("clip", model_id or default_clip_id(), _load_clip)
 
 
+class AttentionPool2d(torch.nn.Module):
+    """guided-diffusion's attention pooling: the mean of the feature map attends to every position (learned position
+    embeddings), so the pooled vector keeps where features are, which a mean does not (a smile and a frown have the
+    same local edges, on opposite sides)."""
+
+    def __init__(self, channels: int, side: int, head_channels: int = 32):
+        super().__init__()
+        self.position = torch.nn.Parameter(torch.randn(side * side + 1, channels) / channels**0.5)
+        self.attention = torch.nn.MultiheadAttention(channels, channels // head_channels, batch_first=True)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """(B,C,h,w) -> (B,C)."""
+        tokens = h.flatten(2).transpose(1, 2)  # (B,hw,C)
+        tokens = torch.cat([tokens.mean(dim=1, keepdim=True), tokens], dim=1) + self.position.to(h.dtype)  # (B,hw+1,C)
+        return self.attention(tokens[:, :1], tokens, tokens, need_weights=False)[0][:, 0]
+
+
 class NoiseAwareClassifier(ModelMixin, ConfigMixin):
-    """p_phi(y | x_t, t): the U-Net's encoder half (time-conditioned ResNet blocks, downsampling) pooled to K logits.
+    """p_phi(y | x_t, t): the U-Net's encoder half (time-conditioned ResNet blocks, downsampling) pooled to K logits,
+    by a mean (shapes-16) or, as guided-diffusion's classifiers, by attention (faces-32).
 
     forward(x_t, t, x0_hat=None) -> logits (B, K); x_t (B,C,H,W) in [-1,1] at noise level t. Being trained on
     noisy x_t it needs no x0_hat, which it accepts and ignores so that it is a guidance classifier as it stands.
@@ -390,7 +447,7 @@ class NoiseAwareClassifier(ModelMixin, ConfigMixin):
 
     @register_to_config
     def __init__(self, sample_size: int = 16, in_channels: int = 3, num_classes: int = 3,
-                 block_out_channels: tuple[int, ...] = (32, 64, 64), norm_num_groups: int = 16):
+                 block_out_channels: tuple[int, ...] = (32, 64, 64), norm_num_groups: int = 16, pool: str = "mean"):
         super().__init__()
         from diffusers.models.embeddings import TimestepEmbedding, Timesteps
         from diffusers.models.resnet import Downsample2D, ResnetBlock2D
@@ -409,6 +466,10 @@ class NoiseAwareClassifier(ModelMixin, ConfigMixin):
             for i, c in enumerate(block_out_channels)
         )
         self.norm_out = torch.nn.GroupNorm(norm_num_groups, block_out_channels[-1])
+        if pool == "attention":
+            self.attention_pool = AttentionPool2d(block_out_channels[-1], sample_size // 2 ** (len(block_out_channels) - 1))
+        elif pool != "mean":
+            raise ValueError(f"pool must be 'mean' or 'attention'; got {pool!r}")
         self.head = torch.nn.Linear(block_out_channels[-1], num_classes)
 
     def forward(self, x_t: torch.Tensor, t, x0_hat: torch.Tensor | None = None) -> torch.Tensor:
@@ -417,8 +478,8 @@ class NoiseAwareClassifier(ModelMixin, ConfigMixin):
         h = self.conv_in(x_t)
         for resnet, down in zip(self.resnets, self.downsamplers):
             h = down(resnet(h, temb))
-        h = torch.nn.functional.silu(self.norm_out(h)).mean(dim=(2, 3))  # (B, C_last)
-        return self.head(h)
+        h = torch.nn.functional.silu(self.norm_out(h))  # (B, C_last, h, w)
+        return self.head(self.attention_pool(h) if self.config.pool == "attention" else h.mean(dim=(2, 3)))
 
 
 def _load_classifier(path: str) -> NoiseAwareClassifier:

@@ -1,4 +1,4 @@
-"""Pieces every sampler shares: argument checks, the initial noise, and the DDIM split x_prev = sqrt(abar_prev) P_t + D_t.
+"""Pieces every sampler shares: argument checks, the initial noise, eps_theta, abar_t and the previous timestep, P_t, DDIM inversion.
 
 The schedulers own every schedule formula; what is here only reads `scheduler.alphas_cumprod`.
 """
@@ -16,6 +16,13 @@ from diffusers.utils.torch_utils import randn_tensor
 Callback = Optional[Callable[[int, int, torch.Tensor, torch.Tensor], None]]
 
 
+def counted_from(callback: Callback, start: int) -> Callback:
+    """callback with its step index counted from `start`, so that the stages of one call share one running index."""
+    if callback is None:
+        return None
+    return lambda step, t, x_t, x0_hat: callback(start + step, t, x_t, x0_hat)
+
+
 def check_num_inference_steps(num_inference_steps: int, scheduler) -> None:
     T = scheduler.config.num_train_timesteps
     if not isinstance(num_inference_steps, int) or not 1 <= num_inference_steps <= T:
@@ -25,6 +32,26 @@ def check_num_inference_steps(num_inference_steps: int, scheduler) -> None:
 def check_batch_size(batch_size: int, limit: int = 64) -> None:
     if not isinstance(batch_size, int) or not 1 <= batch_size <= limit:
         raise ValueError(f"batch_size must be an integer from 1 to {limit}; got {batch_size!r}")
+
+
+def class_label_list(class_labels, num_classes: int | None, batch_size: int | None = None,
+                     what: str = "class_labels") -> list[int]:
+    """class_labels (an int, a list of ints or a tensor) as a list of ints in 0..num_classes-1 (>= 0 when num_classes
+    is None); an int stands for every one of batch_size samples, and a list must have batch_size entries when given."""
+    if isinstance(class_labels, torch.Tensor):
+        class_labels = class_labels.reshape(-1).tolist()
+    if isinstance(class_labels, int) and not isinstance(class_labels, bool):
+        class_labels = [class_labels] * (batch_size or 1)
+    if not isinstance(class_labels, (list, tuple)) or not class_labels:
+        raise ValueError(f"{what} must be a class index or a non-empty list of them, one per sample; got {class_labels!r}")
+    if not all(isinstance(y, int) and not isinstance(y, bool) for y in class_labels):
+        raise ValueError(f"{what} must be integers (class indices); got {class_labels!r}")
+    if batch_size is not None and len(class_labels) != batch_size:
+        raise ValueError(f"{what} must be one class index or a list of {batch_size} (one per sample); got {len(class_labels)}")
+    if min(class_labels) < 0 or (num_classes is not None and max(class_labels) >= num_classes):
+        allowed = "be >= 0" if num_classes is None else f"lie in 0..{num_classes - 1} ({num_classes} classes)"
+        raise ValueError(f"{what} must {allowed}; got {list(class_labels)}")
+    return list(class_labels)
 
 
 def sample_shape(unet, batch_size: int) -> tuple[int, int, int, int]:
@@ -58,24 +85,25 @@ def abar(scheduler, t) -> torch.Tensor:
     return scheduler.final_alpha_cumprod if hasattr(scheduler, "final_alpha_cumprod") else scheduler.one
 
 
+def prev_timestep(scheduler, t) -> int:
+    """The timestep the sampler steps to from t: t - T / num_inference_steps, as DDIMScheduler.step computes it (< 0 after the last)."""
+    return int(t) - scheduler.config.num_train_timesteps // scheduler.num_inference_steps
+
+
 def P_t(x_t: torch.Tensor, eps: torch.Tensor, abar_t: torch.Tensor) -> torch.Tensor:
     """Predicted clean image P_t(eps) = (x_t - sqrt(1-abar_t) eps) / sqrt(abar_t), unclipped."""
     return (x_t - (1 - abar_t).sqrt() * eps) / abar_t.sqrt()
 
 
-def D_t(eps: torch.Tensor, abar_prev: torch.Tensor, sigma_t=0.0) -> torch.Tensor:
-    """Direction pointing to x_t: D_t(eps) = sqrt(1 - abar_prev - sigma_t^2) eps."""
-    return (1 - abar_prev - sigma_t**2).sqrt() * eps
-
-
-def ddim_invert(unet, scheduler_config, x0: torch.Tensor, num_inference_steps: int, callback: Callback = None) -> torch.Tensor:
+def ddim_invert(unet, scheduler_config, x0: torch.Tensor, num_inference_steps: int, callback: Callback = None,
+                **overrides) -> torch.Tensor:
     """Deterministic DDIM inversion x_0 -> x_T (eta = 0): the DDIM sampler of the same steps run backwards, (B,C,H,W) in [-1,1] -> (B,C,H,W).
 
     diffusers' DDIMInverseScheduler visits the forward sampler's timesteps in increasing order, so decoding
     the result with DDIMScheduler.set_timesteps(num_inference_steps) and eta = 0 reconstructs x_0.
     """
     accepted = inspect.signature(DDIMInverseScheduler.__init__).parameters
-    inverse = DDIMInverseScheduler.from_config({k: v for k, v in scheduler_config.items() if k in accepted})
+    inverse = DDIMInverseScheduler.from_config({k: v for k, v in scheduler_config.items() if k in accepted}, **overrides)
     inverse.set_timesteps(num_inference_steps)
     x = x0
     for step, t in enumerate(inverse.timesteps):

@@ -10,6 +10,7 @@ from gradio_client import Client, handle_file
 from PIL import Image
 
 from pipelines import images, models
+from pipelines.models import asyrp_interval
 from training.shapes import measure
 from ui.cycle_tab import class_dropdown_updates
 
@@ -130,19 +131,19 @@ def test_cycle_class_dropdowns_follow_the_source_model():
     assert source.choices == [] and (source.value, target.value) == (None, None)
 
 
-def test_asyrrp_endpoints_edit_with_a_strip_and_with_a_learned_direction_file(client):
+def test_asyrp_endpoints_edit_with_a_strip_and_with_a_learned_direction_file(client):
     c, model_dir = client
     image = handle_file("assets/chelsea.png")
     gallery, info = c.predict(image, model_dir, UNSUPERVISED, 1, None, 1.0, True, False, 500, 200, 4, 0,
-                              api_name="/asyrrp")
+                              api_name="/asyrp")
     assert [item["caption"] for item in gallery] == [
         "input", "reconstruction (scale 0)", "scale -2", "scale -1", "scale +1", "scale +2"]
     assert "principal direction 1" in info
     assert read(gallery[2]) != read(gallery[5])  # -2s and +2s move h in opposite directions
-    path, message = c.predict(image, model_dir, "a cat", "a dog", "global Δh", 1, 500, 4, api_name="/asyrrp_learn")
+    path, message = c.predict(image, model_dir, "a cat", "a dog", "global Δh", 1, 500, 4, api_name="/asyrp_learn")
     assert path.endswith(".safetensors") and "Learned “a cat” → “a dog”" in message
     gallery, info = c.predict(image, model_dir, FROM_FILE, 1, handle_file(path), -1.0, False, False, 500, 200, 4, 0,
-                              api_name="/asyrrp")
+                              api_name="/asyrp")
     assert [item["caption"] for item in gallery] == ["input", "reconstruction (scale 0)", "scale -1"]
     assert "a cat → a dog" in info
 
@@ -194,21 +195,21 @@ def test_guidance_examples_on_the_bundled_model_draw_the_target(bundled):
         assert judged.count(target) > samples / 2, (target, judged)
 
 
-def test_asyrrp_examples_on_the_bundled_model_reconstruct_at_scale_0_and_resize_along_the_size_direction(bundled):
+def test_asyrp_examples_on_the_bundled_model_reconstruct_at_scale_0_and_resize_along_the_size_direction(bundled):
     from training.shapes import measure
-    from ui import asyrrp_tab
+    from ui import asyrp_tab
 
-    rows = [row for row in asyrrp_tab.EXAMPLES if row[1] == "shapes-16"]
-    assert any(row[4] == asyrrp_tab.SIZE_DIRECTION for row in rows)
+    rows = [row for row in asyrp_tab.EXAMPLES if row[1] == "shapes-16"]
+    assert any(row[4] == asyrp_tab.SIZE_DIRECTION for row in rows)
     for image, model_id, source, k, direction_file, scale, strip, steps, seed in rows:
-        t_edit, t_boost = asyrrp_tab.default_interval(model_id)
-        gallery, info = asyrrp_tab.run_asyrrp(image, model_id, source, k, None, direction_file, scale, strip, False, t_edit,
+        t_edit, t_boost = asyrp_interval(model_id)
+        gallery, info = asyrp_tab.run_asyrp(image, model_id, source, k, None, direction_file, scale, strip, False, t_edit,
                                               t_boost, steps, seed, progress=no_progress)
         assert len(gallery) == 2 + 4  # input, reconstruction, the strip of four
         given, rebuilt = measure(shown_image(gallery[0][0])), measure(shown_image(gallery[1][0]))
         # scale 0 is DDIM inversion and back (exact when P_t is not clipped) plus the stochastic steps below t_boost:
         # the same shape of the same colour within a few hundredths, where a clipped P_t drifts by tenths
-        assert rebuilt.label == given.label and rebuilt.clean
+        assert rebuilt.label == given.label and rebuilt.well_formed
         assert max(abs(a - b) for a, b in zip(rebuilt.color, given.color)) < 0.1, (image, rebuilt.color, given.color)
         if direction_file:
             assert "a smaller shape → a bigger shape" in info

@@ -15,7 +15,7 @@ from gradio_client import Client, handle_file
 from PIL import Image
 
 from pipelines import models
-from ui import asyrrp_tab
+from ui import asyrp_tab
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = "/usr/bin/chromium"
@@ -184,22 +184,22 @@ def test_cycle_tab_shows_an_error_for_an_empty_target_text(page):
     page.get_by_text("Write the target text").first.wait_for(timeout=30_000)
 
 
-def test_asyrrp_tab_runs_a_scale_strip_shows_progress_and_images(page):
-    tab = open_tab(page, "Asyrrp")
+def test_asyrp_tab_runs_a_scale_strip_shows_progress_and_images(page):
+    tab = open_tab(page, "Asyrp")
     tab.locator("input[type=file]").first.set_input_files("assets/shapes/green-triangle.png")
     choose(page, tab, "Model", models.BUNDLED_MODEL)
     tab.get_by_role("radio", name="load a direction file").check()
-    tab.locator("input[type=file]").nth(1).set_input_files(asyrrp_tab.SIZE_DIRECTION)  # the bundled size direction
+    tab.locator("input[type=file]").nth(1).set_input_files(asyrp_tab.SIZE_DIRECTION)  # the bundled size direction
     tab.get_by_text("Advanced").click()
     set_slider(tab, "Steps (inversion and sampling; the paper uses 40)", 20)
     # input, reconstruction, -2s, -s, s, 2s; the inversion's 20 steps, then the edit's 20
-    descriptions = run_and_watch(page, tab, "Edit", images=6, screenshot="asyrrp", total=40)
-    assert descriptions == {"Asyrrp: DDIM inversion, then editing"}
+    descriptions = run_and_watch(page, tab, "Edit", images=6, screenshot="asyrp", total=40)
+    assert descriptions == {"Asyrp: DDIM inversion, then editing"}
     page.get_by_text("Direction: a smaller shape → a bigger shape").first.wait_for(timeout=30_000)
 
 
-def test_asyrrp_tab_shows_an_error_for_a_missing_direction_file(page):
-    tab = open_tab(page, "Asyrrp")
+def test_asyrp_tab_shows_an_error_for_a_missing_direction_file(page):
+    tab = open_tab(page, "Asyrp")
     tab.locator("input[type=file]").first.set_input_files("assets/astronaut.png")
     tab.get_by_role("radio", name="load a direction file").check()
     tab.get_by_role("button", name="Edit").click()

@@ -7,9 +7,10 @@ from diffusers import DDIMPipeline, DDPMScheduler, UNet2DModel
 from conftest import ddpm_scheduler, tiny_unet
 from pipelines import CycleDiffusionPipeline, make_scheduler
 from pipelines.clip import ClipJudge
-from pipelines.clip_guidance import clip_text_score, grad_exact, grad_fixed_eps
-from pipelines.cycle_diffusion import CycleLatent, encoder_scheduler, psnr, sigma_t
+from pipelines.cycle_diffusion import CycleLatent, encoder_scheduler, sigma_t
+from pipelines.metrics import psnr
 from pipelines.sampling import abar, eps_theta
+from pipelines.scores import clip_text_score, score_gradient
 from training.shapes import CENTROID_DY, make_batch, measure_batch
 
 STEPS = 6
@@ -45,15 +46,15 @@ def test_encoder_then_decoder_reconstructs_the_image(unet, eta):
     pipe, image = pipeline(unet), smooth_image(batch=2)
     latents = []
     for seed, strength in [(0, 1.0), (1, 1.0), (2, 0.5)]:
-        latents.append(pipe.encode(image, STEPS, eta=eta, strength=strength, generator=gen(seed)))
-        error = (pipe.decode(latents[-1], output_type="pt") - image).abs().max().item()
+        latents.append(pipe.encode(image, num_inference_steps=STEPS, eta=eta, strength=strength, generator=gen(seed)))
+        error = (pipe.decode(latents[-1], output_type="pt").images - image).abs().max().item()
         # G(z) retraces the encoder's chain, which ends on the image; only float32 round-off remains (~1e-5)
         assert error <= 2e-3, (seed, strength, error)
     assert (latents[0].eps - latents[1].eps).abs().mean() > 0.1  # another generator, another latent, same image
 
 
 def test_latent_has_one_noise_per_step_and_positive_sigma_everywhere(unet):
-    latent = pipeline(unet).encode(smooth_image(), STEPS, eta=1.0, strength=0.5, generator=gen(0))
+    latent = pipeline(unet).encode(smooth_image(), num_inference_steps=STEPS, eta=1.0, strength=0.5, generator=gen(0))
     assert latent.eps.shape == (STEPS // 2, 1, 3, 32, 32) and latent.x_t0.shape == (1, 3, 32, 32)
     scheduler = encoder_scheduler(ddpm_scheduler().config)
     scheduler.set_timesteps(STEPS)
@@ -73,7 +74,7 @@ def test_prior_latent_decodes_like_ddim_pipeline_bit_for_bit(unet):
     x_T = torch.randn(2, 3, 32, 32, generator=g)
     eps = torch.stack([torch.randn(2, 3, 32, 32, generator=g) for _ in range(STEPS)])
     latent = CycleLatent(x_T, eps, scheduler.timesteps, STEPS, eta)
-    got = pipeline(unet).decode(latent, target_prompt="a cat", guidance_scale=0.0, output_type="np")
+    got = pipeline(unet).decode(latent, target_prompt="a cat", guidance_scale=0.0, output_type="np").images
     assert (got == expected).all()
 
 
@@ -100,12 +101,12 @@ def test_smaller_strength_stays_closer_to_the_input(unet):
     assert values[0] > values[1] > values[2]
 
 
-@pytest.mark.parametrize("exact_gradient", [False, True])
-def test_text_edit_raises_clip_similarity_to_the_target(unet, tiny_clip, exact_gradient):
+@pytest.mark.parametrize("gradient", ["fixed_eps", "exact"])
+def test_text_edit_raises_clip_similarity_to_the_target(unet, tiny_clip, gradient):
     clip = ClipJudge(*tiny_clip)
     pipe, image, prompt = pipeline(unet), smooth_image(2, batch=2), "a red car"
     out = pipe(image, clip=clip, target_prompt=prompt, source_prompt="a blue sky", guidance_scale=300.0,
-               exact_gradient=exact_gradient, num_inference_steps=STEPS, generator=gen(0), output_type="pt")
+               gradient=gradient, num_inference_steps=STEPS, generator=gen(0), output_type="pt")
     target = clip.text_embeds([prompt])
     with torch.no_grad():
         edited, plain = (clip.similarity(x * 2 - 1, target) for x in (out.images, out.reconstructions))
@@ -124,20 +125,20 @@ def test_plug_and_play_raises_clip_similarity(unet, tiny_clip):
     assert (edited > plain + 1e-3).all(), (edited, plain)
 
 
-def test_grad_fixed_eps_is_the_x0_gradient_over_sqrt_abar():
+def test_fixed_eps_gradient_is_the_x0_gradient_over_sqrt_abar():
     x_t, eps, w = torch.randn(3, 1, 3, 8, 8, generator=gen(0)).unbind(0)
     abar_t = torch.tensor(0.3)
-    g = grad_fixed_eps(lambda x, x0: (w * x0).flatten(1).sum(1), x_t, eps, abar_t)
+    g, _ = score_gradient(lambda x, x0: (w * x0).flatten(1).sum(1), x_t, lambda x: eps, abar_t, gradient="fixed_eps")
     torch.testing.assert_close(g, w / abar_t.sqrt())  # d x0_hat / d x_t = 1/sqrt(abar_t) with eps fixed
 
 
-def test_grad_exact_matches_a_finite_difference(tiny_clip):
+def test_exact_gradient_matches_a_finite_difference(tiny_clip):
     unet, clip = tiny_unet(), ClipJudge(*tiny_clip)
     score = clip_text_score(clip, clip.text_embeds(["a red car"]))
     t, abar_t = 500, abar(ddpm_scheduler(), 500)
     x_t, v = torch.randn(2, 1, 3, 32, 32, generator=gen(1)).unbind(0)
-    g, _ = grad_exact(score, x_t, lambda x: eps_theta(unet, x, t), abar_t)
-    g_fixed = grad_fixed_eps(score, x_t, eps_theta(unet, x_t, t).detach(), abar_t)
+    g, _ = score_gradient(score, x_t, lambda x: eps_theta(unet, x, t), abar_t, gradient="exact")
+    g_fixed, _ = score_gradient(score, x_t, lambda x: eps_theta(unet, x, t), abar_t, gradient="fixed_eps")
 
     def f(x):
         with torch.no_grad():
@@ -151,11 +152,55 @@ def test_grad_exact_matches_a_finite_difference(tiny_clip):
     assert not torch.allclose(g, g_fixed, rtol=0.1)
 
 
-def test_callback_sees_every_step_of_encode_and_decode(unet):
+@pytest.mark.parametrize(
+    "run, reconstruct, total",
+    [("reconstruct", True, 6), ("reconstruct", False, 6), ("translate", True, 9), ("translate", False, 6),
+     ("plug-and-play", True, 11)],
+)
+def test_callback_sees_every_step_of_every_stage_with_one_running_index(unet, tiny_clip, run, reconstruct, total):
+    """K = 3 steps (6 x strength 0.5) each for the encoder, the reconstruction and the result, one per Langevin step."""
+    pipe, seen, pnp_steps = pipeline(unet), [], 2 if run == "plug-and-play" else 0
+    kwargs = {"translate": {"target_unet": tiny_unet(seed=1)},
+              "plug-and-play": {"clip": ClipJudge(*tiny_clip), "target_prompt": "a red car",
+                                "plug_and_play_steps": pnp_steps}}.get(run, {})
+    pipe(smooth_image(), num_inference_steps=STEPS, strength=0.5, reconstruct=reconstruct, generator=gen(0),
+         callback=lambda step, t, x_t, x0: seen.append(step), **kwargs)
+    assert pipe.total_steps(num_inference_steps=STEPS, strength=0.5, reconstruct=reconstruct,
+                            plug_and_play_steps=pnp_steps, translate_or_edit=run != "reconstruct") == total
+    assert seen == list(range(total))
+
+
+def test_decode_honours_return_dict(unet):
+    pipe = pipeline(unet)
+    latent = pipe.encode(smooth_image(), num_inference_steps=2, generator=gen(0))
+    (images,) = pipe.decode(latent, output_type="pt", return_dict=False)
+    assert torch.equal(images, pipe.decode(latent, output_type="pt").images)
+
+
+def test_plug_and_play_runs_the_chain_of_the_target_model(unet, tiny_clip):
+    pipe, clip, image = pipeline(unet), ClipJudge(*tiny_clip), smooth_image(7)
+    args = dict(clip=clip, target_prompt="a red car", plug_and_play_steps=1, guidance_scale=300.0,
+                num_inference_steps=2, reconstruct=False, output_type="pt")
+    own = pipe(image, generator=gen(0), **args).images
+    other = pipe(image, target_unet=tiny_unet(seed=1), generator=gen(0), **args).images
+    assert (own - other).abs().mean() > 1e-2  # the target model's G, in the Langevin steps and the decoding
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"gradient": "exact"}, "gradient='exact' does not apply to plug-and-play guidance"),
+        ({"target_prompt": None}, "plug-and-play guidance needs a target_prompt"),
+        ({"gradient": "through"}, "gradient 'through' is not supported"),
+    ],
+)
+def test_plug_and_play_refuses_what_it_would_ignore_before_any_step(unet, tiny_clip, kwargs, message):
     seen = []
-    pipeline(unet)(smooth_image(), target_unet=tiny_unet(seed=1), num_inference_steps=STEPS, generator=gen(0),
-                   reconstruct=False, callback=lambda step, t, x_t, x0: seen.append(step))
-    assert seen == list(range(STEPS)) * 2
+    with pytest.raises(ValueError, match=message):
+        pipeline(unet)(smooth_image(), **{"clip": ClipJudge(*tiny_clip), "target_prompt": "a red car",
+                                          "plug_and_play_steps": 2, "num_inference_steps": 2, **kwargs},
+                       callback=lambda step, *state: seen.append(step))
+    assert seen == []
 
 
 @pytest.mark.parametrize(
@@ -178,45 +223,46 @@ def test_bad_arguments_say_what_is_allowed(unet, kwargs, message):
 
 def test_class_conditional_latent_reconstructs_under_its_class_and_translates_under_another():
     pipe, image = pipeline(tiny_class_unet()), smooth_image(4, batch=2)
-    latent = pipe.encode(image, STEPS, strength=0.5, generator=gen(0), class_labels=[0, 2])
+    latent = pipe.encode(image, num_inference_steps=STEPS, strength=0.5, generator=gen(0), class_labels=[0, 2])
     assert latent.class_labels.tolist() == [0, 2]  # recorded, so that decode(latent) needs no labels
     # G(z | c_source) retraces the encoder's chain: only float32 round-off remains (~1e-5)
-    assert (pipe.decode(latent, output_type="pt") - image).abs().max() <= 2e-3
-    other = pipe.encode(image, STEPS, strength=0.5, generator=gen(0), class_labels=1)
+    assert (pipe.decode(latent, output_type="pt").images - image).abs().max() <= 2e-3
+    other = pipe.encode(image, num_inference_steps=STEPS, strength=0.5, generator=gen(0), class_labels=1)
     assert (other.eps - latent.eps).abs().mean() > 1e-3  # the encoder's mu_theta sees the class
     for labels in ([1, 1], 3):  # another class, and the null class: another decoder, another image
-        translated = pipe.decode(latent, output_type="pt", class_labels=labels)
+        translated = pipe.decode(latent, output_type="pt", class_labels=labels).images
         assert (translated - image).abs().mean() > 1e-2, labels  # random class embeddings move mu_theta every step
 
 
 def test_call_translates_from_source_class_to_target_class():
     pipe, image = pipeline(tiny_class_unet()), smooth_image(5)
-    same = pipe(image, source_class=0, target_class=0, strength=0.5, num_inference_steps=STEPS, generator=gen(0),
-                output_type="pt")
+    same = pipe(image, class_labels=0, target_class_labels=0, strength=0.5, num_inference_steps=STEPS,
+                generator=gen(0), output_type="pt")
     assert torch.equal(same.images, same.reconstructions)  # decoding under the source class is the reconstruction
-    out = pipe(image, source_class=0, target_class=2, strength=0.5, num_inference_steps=STEPS, generator=gen(0),
-               output_type="pt")
+    out = pipe(image, class_labels=0, target_class_labels=2, strength=0.5, num_inference_steps=STEPS,
+               generator=gen(0), output_type="pt")
     assert torch.equal(out.reconstructions, same.reconstructions) and out.latent.class_labels.tolist() == [0]
     assert (out.reconstructions - image).abs().max() <= 2e-3 and (out.images - image).abs().mean() > 1e-2
 
 
 def test_plug_and_play_runs_the_chain_under_the_target_class(tiny_clip):
     pipe, clip = pipeline(tiny_class_unet()), ClipJudge(*tiny_clip)
-    latent = pipe.encode(smooth_image(6), 2, generator=gen(0), class_labels=0)
-    edited = pipe.plug_and_play(latent, clip, "a red car", langevin_steps=1, class_labels=2, generator=gen(1))
+    latent = pipe.encode(smooth_image(6), num_inference_steps=2, generator=gen(0), class_labels=0)
+    edited = pipe.plug_and_play(latent, clip=clip, target_prompt="a red car", langevin_steps=1, class_labels=2,
+                                generator=gen(1))
     assert edited.class_labels.tolist() == [2]  # decode(edited) decodes under the class Langevin used
 
 
 @pytest.mark.parametrize(
     "unet_kind, kwargs, message",
     [
-        ("plain", {"source_class": 0}, "this model has no class embeddings"),
-        ("plain", {"target_class": 1}, "this model has no class embeddings"),
-        ("class", {"source_class": 4}, "integers from 0 to 3 \\(3 is the null class"),
-        ("class", {"target_class": -1}, "integers from 0 to 3"),
-        ("class", {"source_class": [0, 1]}, "or a list of 1 of them \\(one per image\\); got \\[0, 1\\]"),
-        ("class", {"target_class": "square"}, "integers from 0 to 3"),
-        ("class", {"target_class": 1.0}, "integers from 0 to 3"),
+        ("plain", {"class_labels": 0}, "this model has no class embeddings"),
+        ("plain", {"target_class_labels": 1}, "this model has no class embeddings"),
+        ("class", {"class_labels": 4}, "integers from 0 to 3 \\(3 is the null class"),
+        ("class", {"target_class_labels": -1}, "integers from 0 to 3"),
+        ("class", {"class_labels": [0, 1]}, "or a list of 1 of them \\(one per image\\); got \\[0, 1\\]"),
+        ("class", {"target_class_labels": "square"}, "integers from 0 to 3"),
+        ("class", {"target_class_labels": 1.0}, "integers from 0 to 3"),
     ],
 )
 def test_bad_class_labels_say_what_is_allowed(unet_kind, kwargs, message):
@@ -240,17 +286,18 @@ def test_bundled_class_translation_changes_the_class_and_keeps_colour_and_positi
     x, source = images[keep], shapes.label[keep]
     true_colour, true_centroid = shapes.color[keep], shapes.center[keep] + torch.stack(
         [torch.zeros(24), torch.tensor([CENTROID_DY[int(k)] for k in source]) * shapes.size[keep]], dim=1)
-    latent = pipe.encode(x, BUNDLED_STEPS, strength=BUNDLED_STRENGTH, generator=gen(0), class_labels=source.tolist())
+    latent = pipe.encode(x, num_inference_steps=BUNDLED_STEPS, strength=BUNDLED_STRENGTH, generator=gen(0),
+                         class_labels=source.tolist())
     # reconstruction under the source class is exact: float32 round-off only (~1e-6 measured)
-    assert (pipe.decode(latent, output_type="pt") - x).abs().max() <= 1e-4
+    assert (pipe.decode(latent, output_type="pt").images - x).abs().max() <= 1e-4
     fresh = CycleLatent(torch.randn(latent.x_t0.shape, generator=gen(1)),
                         torch.randn(latent.eps.shape, generator=gen(2)), latent.timesteps, latent.num_inference_steps,
                         latent.eta)
     errors, unrelated_errors = [], []
     for shift in (1, 2):
         target = (source + shift) % 3
-        translated = measure_batch(pipe.decode(latent, output_type="pt", class_labels=target.tolist()))
-        unrelated = measure_batch(pipe.decode(fresh, output_type="pt", class_labels=target.tolist()))
+        translated = measure_batch(pipe.decode(latent, output_type="pt", class_labels=target.tolist()).images)
+        unrelated = measure_batch(pipe.decode(fresh, output_type="pt", class_labels=target.tolist()).images)
         changed = torch.tensor([m.label for m in translated]) == target
         colour_error = (torch.tensor([m.color for m in translated]) - true_colour).norm(dim=1)  # RGB distance
         centroid_error = (torch.stack([centroid(m) for m in translated]) - true_centroid).norm(dim=1)  # pixels

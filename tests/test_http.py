@@ -44,12 +44,12 @@ def valid(live_app, endpoint: str, image: dict) -> dict:
         "ilvr": dict(common, reference=image, steps=10, samples=1),
         "guidance": dict(common, prompts_text="a photo\na drawing", target="a photo", steps=10, samples=1),
         "cycle": dict(common, image=image, mode="reconstruct", source_id=live_app.model_dir, steps=10, strength=0.5),
-        "asyrrp": dict(common, image=image, steps=10, strip=False),
-        "asyrrp_learn": dict(common, image=image, iterations=1, steps=10),
+        "asyrp": dict(common, image=image, steps=10, strip=False),
+        "asyrp_learn": dict(common, image=image, iterations=1, steps=10),
     }[endpoint]
 
 
-IMAGE_PARAMETER = {"ilvr": "reference", "cycle": "image", "asyrrp": "image", "asyrrp_learn": "image"}
+IMAGE_PARAMETER = {"ilvr": "reference", "cycle": "image", "asyrp": "image", "asyrp_learn": "image"}
 
 
 @pytest.mark.parametrize("endpoint", list(IMAGE_PARAMETER))
@@ -70,7 +70,7 @@ def unet_calls(live_app):
 
 
 NOT_OFFERED = ["/etc", "/tmp", "/no/such/model", "../assets/shapes-16", "someone/any-model"]
-MODEL_PARAMETERS = [("ilvr", {}), ("guidance", {}), ("asyrrp", {}), ("asyrrp_learn", {}), ("cycle", {"source_id": None}),
+MODEL_PARAMETERS = [("ilvr", {}), ("guidance", {}), ("asyrp", {}), ("asyrp_learn", {}), ("cycle", {"source_id": None}),
                     ("cycle", {"mode": "translate", "target_id": None})]
 
 
@@ -101,11 +101,11 @@ BAD_ARGUMENTS = [
     ("cycle", dict(eta=0)),
     ("cycle", dict(steps=10**9)),
     ("cycle", dict(mode="text edit", target_prompt="a cat", pnp_steps=1000)),
-    ("asyrrp", dict(t_edit=5000)),
-    ("asyrrp", dict(t_boost=900, t_edit=500)),
-    ("asyrrp", dict(steps=10**9)),
-    ("asyrrp_learn", dict(t_edit=-1)),
-    ("asyrrp_learn", dict(target_text="x" * 1000)),
+    ("asyrp", dict(t_edit=5000)),
+    ("asyrp", dict(t_boost=900, t_edit=500)),
+    ("asyrp", dict(steps=10**9)),
+    ("asyrp_learn", dict(t_edit=-1)),
+    ("asyrp_learn", dict(target_text="x" * 1000)),
 ]
 
 

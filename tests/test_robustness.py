@@ -107,9 +107,9 @@ GOOD = {
     "/cycle": dict(image="assets/astronaut.png", mode="reconstruct", source_id=None, target_id=None, target_prompt="",
                    source_prompt="", strength=0.5, eta=1.0, steps=4, guidance_scale=10, exact_gradient=False,
                    pnp_steps=0, step_size=1e-3, seed=0),
-    "/asyrrp": dict(image="assets/astronaut.png", model_id=None, source=UNSUPERVISED, k=1, file_path=None, scale=1.0,
+    "/asyrp": dict(image="assets/astronaut.png", model_id=None, source=UNSUPERVISED, k=1, file_path=None, scale=1.0,
                     strip=False, auto=False, t_edit=500, t_boost=200, steps=4, seed=0),
-    "/asyrrp_learn": dict(image="assets/astronaut.png", model_id=None, source_text="a face",
+    "/asyrp_learn": dict(image="assets/astronaut.png", model_id=None, source_text="a face",
                           target_text="a smiling face", kind="global Δh", iterations=1, t_edit=500, steps=4),
 }
 
@@ -160,25 +160,25 @@ BAD = [
     ("/cycle", dict(steps=-5), "num_inference_steps must be an integer from 1 to 999"),
     ("/cycle", dict(steps=10**9), "num_inference_steps must be an integer from 1 to 999"),
     ("/cycle", dict(seed=-1), "the seed must be a whole number"),
-    ("/asyrrp", dict(image=None), "Upload an image to edit first"),
-    ("/asyrrp", dict(source="a guess"), "Pick where the direction comes from"),
-    ("/asyrrp", dict(scale=1e30), "scale s must be from -3 to 3"),
-    ("/asyrrp", dict(k=0), "k must be from 1 to 31"),
-    ("/asyrrp", dict(k=100), "k must be from 1 to 31"),
-    ("/asyrrp", dict(t_edit=5000), "need 0 <= t_boost <= t_edit <= 1000"),
-    ("/asyrrp", dict(t_edit=100, t_boost=900), "need 0 <= t_boost <= t_edit <= 1000"),
-    ("/asyrrp", dict(steps=-5), "num_inference_steps must be an integer from 1 to 1000"),
-    ("/asyrrp", dict(steps=10**9), "num_inference_steps must be an integer from 1 to 1000"),
-    ("/asyrrp", dict(source=LEARNED), "Learn a direction first"),
-    ("/asyrrp", dict(source=FROM_FILE), "Upload a .safetensors direction file first"),
-    ("/asyrrp", dict(source=FROM_FILE, file_path=b"not a safetensors file"), "is not a safetensors direction file"),
-    ("/asyrrp", dict(seed=-1), "the seed must be a whole number"),
-    ("/asyrrp_learn", dict(source_text="", target_text=""), "Write both a source text"),
-    ("/asyrrp_learn", dict(source_text=None, target_text=None), "Write both a source text"),
-    ("/asyrrp_learn", dict(iterations=0), "iterations must be a whole number >= 1"),
-    ("/asyrrp_learn", dict(t_edit=-1), "need 0 <= t_boost <= t_edit <= 1000"),
-    ("/asyrrp_learn", dict(steps=-5), "num_inference_steps must be an integer from 1 to 1000"),
-    ("/asyrrp_learn", dict(image=None), "Upload an image to edit first"),
+    ("/asyrp", dict(image=None), "Upload an image to edit first"),
+    ("/asyrp", dict(source="a guess"), "Pick where the direction comes from"),
+    ("/asyrp", dict(scale=1e30), "scale s must be from -3 to 3"),
+    ("/asyrp", dict(k=0), "k must be from 1 to 8"),
+    ("/asyrp", dict(k=100), "k must be from 1 to 8"),
+    ("/asyrp", dict(t_edit=5000), "need 0 <= t_boost <= t_edit <= 1000"),
+    ("/asyrp", dict(t_edit=100, t_boost=900), "need 0 <= t_boost <= t_edit <= 1000"),
+    ("/asyrp", dict(steps=-5), "num_inference_steps must be an integer from 1 to 1000"),
+    ("/asyrp", dict(steps=10**9), "num_inference_steps must be an integer from 1 to 1000"),
+    ("/asyrp", dict(source=LEARNED), "Learn a direction first"),
+    ("/asyrp", dict(source=FROM_FILE), "Upload a .safetensors direction file first"),
+    ("/asyrp", dict(source=FROM_FILE, file_path=b"not a safetensors file"), "is not a safetensors direction file"),
+    ("/asyrp", dict(seed=-1), "the seed must be a whole number"),
+    ("/asyrp_learn", dict(source_text="", target_text=""), "Write both a source text"),
+    ("/asyrp_learn", dict(source_text=None, target_text=None), "Write both a source text"),
+    ("/asyrp_learn", dict(iterations=0), "iterations must be a whole number >= 1"),
+    ("/asyrp_learn", dict(t_edit=-1), "need 0 <= t_boost <= t_edit <= 1000"),
+    ("/asyrp_learn", dict(steps=-5), "num_inference_steps must be an integer from 1 to 1000"),
+    ("/asyrp_learn", dict(image=None), "Upload an image to edit first"),
 ]
 
 
@@ -196,9 +196,9 @@ def test_after_the_bad_inputs_every_endpoint_still_answers(client):
     assert len(call(c, model_dir, "/guidance")) == 1
     gallery, metrics = call(c, model_dir, "/cycle", mode="text edit", target_prompt="a photo of a cat")
     assert len(gallery) == 3 and "CLIP similarity" in metrics
-    gallery, _ = call(c, model_dir, "/asyrrp")
+    gallery, _ = call(c, model_dir, "/asyrp")
     assert len(gallery) == 3
-    path, _ = call(c, model_dir, "/asyrrp_learn")
+    path, _ = call(c, model_dir, "/asyrp_learn")
     assert path.endswith(".safetensors")
 
 

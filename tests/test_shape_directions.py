@@ -1,20 +1,21 @@
-"""The bundled model's Asyrrp size direction: its training pairs, its training step, and what the shipped f_t does,
+"""The bundled model's Asyrp size direction: its training pairs, its training step, and what the shipped f_t does,
 measured by training.shapes (no model)."""
 
 import pytest
 import torch
 
 from pipelines import models
-from pipelines.asyrrp import AsyrrpPipeline, default_interval
+from pipelines.asyrp import AsyrpPipeline
+from pipelines.models import asyrp_interval
 from pipelines.directions import DeltaBlock, load_direction
 from training.shape_directions import Config, measure_edits, paired_loss, shapes_to_edit, size_pairs
 from training.shapes import measure_batch, render
-from ui.asyrrp_tab import SIZE_DIRECTION
+from ui.asyrp_tab import SIZE_DIRECTION
 
 
 @pytest.fixture(scope="module")
 def pipe(bundled):
-    pipe = AsyrrpPipeline(unet=bundled.unet, scheduler=models.make_scheduler(bundled, "ddim", clip_sample=False))
+    pipe = AsyrpPipeline(unet=bundled.unet, scheduler=models.make_scheduler(bundled, "ddim"))
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -27,7 +28,7 @@ def test_size_pairs_resize_the_same_shape_by_the_scale():
     assert torch.equal(images[:8], images[8:])  # every shape at s and at -s
     source, target = measure_batch(images), measure_batch(targets)
     for m, t, s in zip(source, target, scales.tolist()):
-        assert t.label == m.label and t.clean
+        assert t.label == m.label and t.well_formed
         assert t.size - m.size == pytest.approx(s * config.r_per_scale, abs=0.25)
         assert max(abs(a - b) for a, b in zip(t.color, m.color)) < 0.02
         assert max(abs(a - b) for a, b in zip(t.center, m.center)) < 0.3
@@ -54,9 +55,9 @@ def test_the_shipped_size_direction_grows_the_measured_size_with_the_scale(pipe)
     """Held-out generator shapes (not the script's), edited at s = -2, -1, 0, 1, 2 with the tab's interval."""
     direction, meta = load_direction(SIZE_DIRECTION, shape=pipe.h_shape, model_id=models.BUNDLED_MODEL)
     config = Config(t_edit=int(meta["t_edit"]), num_inference_steps=int(meta["num_inference_steps"]))
-    assert config.t_edit == default_interval(models.BUNDLED_MODEL)[0]  # the tab edits over the interval it was learned on
+    assert config.t_edit == asyrp_interval(models.BUNDLED_MODEL)[0]  # the tab edits over the interval it was learned on
     images = render(shapes_to_edit(8, config, seed=7), 16)
-    result = measure_edits(pipe, direction, images, config, t_boost=default_interval(models.BUNDLED_MODEL)[1])
+    result = measure_edits(pipe, direction, images, config, t_boost=asyrp_interval(models.BUNDLED_MODEL)[1])
     r = result["mean_r"]
     assert all(a < b for a, b in zip(r, r[1:])), result  # the mean measured size grows with the scale
     assert r[-1] - r[0] >= 0.5, result  # the targets span 2 px; the shipped f_t reaches about 0.8 px (see its card)

@@ -47,7 +47,7 @@ def test_measurement_recovers_the_generator_attributes(image_size):
     images, shapes = make_batch(120, image_size, seed=1)
     measured = measure_batch(images)
     assert [m.label for m in measured] == shapes.label.tolist()
-    assert all(m.clean for m in measured)
+    assert all(m.well_formed for m in measured)
     # sub-pixel precision: the outline is fitted from the coverage's area and centroid, which anti-aliasing keeps
     assert max(abs(m.size - r) for m, r in zip(measured, shapes.size.tolist())) < 0.25
     assert (torch.tensor([m.center for m in measured]) - shapes.center).abs().max() < 0.3
@@ -59,7 +59,7 @@ def test_measurement_tolerates_mild_pixel_noise():
     noisy = (images + 0.04 * torch.randn(images.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
     measured = measure_batch(noisy)
     assert [m.label for m in measured] == shapes.label.tolist()
-    assert sum(m.clean for m in measured) >= 114  # noise of std 0.04 is below the 0.25 stray level: >= 95% stay clean
+    assert sum(m.well_formed for m in measured) >= 114  # noise of std 0.04 is below the 0.25 stray level: >= 95% stay clean
 
 
 def test_two_shapes_noise_and_blank_images_are_not_clean():
@@ -68,14 +68,14 @@ def test_two_shapes_noise_and_blank_images_are_not_clean():
     right = Shapes(torch.tensor([1, 2, 0]), torch.tensor([[11.5, 11.5]] * 3), torch.full((3,), 3.4), torch.tensor([[0.2, 0.4, 1.0]] * 3))
     background = torch.tensor(BACKGROUND)[None, :, None, None]
     two = render(left, size) + render(right, size) - background  # both painted over the same background
-    assert not any(m.clean for m in measure_batch(two))
+    assert not any(m.well_formed for m in measure_batch(two))
     same_colour = render(left, size) + render(Shapes(right.label, right.center, right.size, left.color), size) - background
-    assert not any(m.clean for m in measure_batch(same_colour))
+    assert not any(m.well_formed for m in measure_batch(same_colour))
     noise = torch.rand(8, 3, size, size, generator=torch.Generator().manual_seed(0))
-    assert not any(m.clean for m in measure_batch(noise))
-    assert not measure(background[0].expand(3, size, size)).clean
+    assert not any(m.well_formed for m in measure_batch(noise))
+    assert not measure(background[0].expand(3, size, size)).well_formed
     smear = render(left, size).mean(dim=(2, 3), keepdim=True).expand(3, 3, size, size)  # a colour with no outline
-    assert not any(m.clean for m in measure_batch(smear))
+    assert not any(m.well_formed for m in measure_batch(smear))
 
 
 def test_noise_aware_classifier_saves_loads_and_ignores_x0_hat(tmp_path, monkeypatch):

@@ -1,11 +1,12 @@
-"""Measure the bundled shapes model without using any model to judge it.
+"""Measure a bundled model (shapes-16 or faces-32) without using any model to judge it.
 
     python -m training.evaluate_shapes [--model assets/shapes-16] [--per-class 64] [--unconditional 192] [--steps 100] [--card]
 
 Samples with the DDPM sampler of the model's own scheduler (respaced to --steps) and reads every sample back with
-training.shapes.measure (the shape by fitting its outline, the colour, the one-clean-shape check). Reports:
-- class-conditional: the share of samples judged the requested class, and the share that are one clean shape;
-- unconditional (the null class): the share that are one clean shape, and how the judged classes are spread;
+the measurement of the model's data set (MODEL/training.json names it): training.shapes.measure fits each shape's
+outline, training.faces.measure reads a face's colours, eyes, mouth and glasses. Reports:
+- class-conditional: the share of samples judged the requested class, and the share that are well formed;
+- unconditional (the null class): the share that are well formed, and how the judged classes are spread;
 - the noise-aware classifier's accuracy on generator images noised to several t.
 Prints a markdown table, writes runs/<name>/eval.json and a grid of samples runs/<name>/samples.png, and with
 --card the model card MODEL/README.md (from MODEL/training.json, which the training export writes).
@@ -23,7 +24,7 @@ from PIL import Image
 
 from pipelines.models import load_classifier, load_diffusion, make_scheduler
 from pipelines.sampling import eps_theta, initial_noise
-from training.shapes import CLASSES, make_batch, measure_batch
+from training.train_shapes import DATA
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,13 +41,14 @@ def sample(model, class_labels: torch.Tensor | None, n: int, steps: int, generat
 
 
 @torch.no_grad()
-def classifier_accuracy(classifier, scheduler, image_size: int, t: int, n: int = 512) -> float:
-    """Accuracy of p_phi(y | x_t, t) on n fresh generator images noised to t (seeded apart from training's batches)."""
-    images, shapes = make_batch(n, image_size, seed=10**9 + t)
+def classifier_accuracy(data, classifier, scheduler, image_size: int, t: int, n: int = 512) -> float:
+    """Accuracy of p_phi(y | x_t, t) on n fresh images of the data module `data`, noised to t (seeded apart from
+    training's batches)."""
+    images, attributes = data.make_batch(n, image_size, seed=10**9 + t)
     eps = torch.randn(images.shape, generator=torch.Generator().manual_seed(t))
     x_t = scheduler.add_noise(images * 2 - 1, eps, torch.full((n,), t))
     logits = classifier(x_t.to(classifier.device, classifier.dtype), t)
-    return (logits.argmax(-1).cpu() == shapes.label).float().mean().item()
+    return (logits.argmax(-1).cpu() == attributes.label).float().mean().item()
 
 
 def save_grid(images: torch.Tensor, path: Path, per_row: int = 16, zoom: int = 4) -> None:
@@ -57,13 +59,8 @@ def save_grid(images: torch.Tensor, path: Path, per_row: int = 16, zoom: int = 4
     image.resize((image.width * zoom, image.height * zoom), Image.NEAREST).save(path)
 
 
-CARD = """---
-license: apache-2.0
-library_name: diffusers
-pipeline_tag: unconditional-image-generation
----
-
-# shapes-16: a small class-conditional DDPM of coloured shapes
+HEADERS = {
+    "shapes": """# shapes-16: a small class-conditional DDPM of coloured shapes
 
 Bundled with the Space so that every tab runs offline, on a CPU, in seconds, and so that tests can check what
 each steering method means: the images have known attributes that `training/shapes.py` measures without a model.
@@ -73,15 +70,36 @@ each steering method means: the images have known attributes that `training/shap
 inscribed in a square of half-side r uniform in [3.2, 5.3] px, centred anywhere that leaves a one-pixel margin;
 a saturated colour (HSV hue uniform, saturation 0.6-1, value 0.7-1) on a plain dark-grey background (0.1, 0.1, 0.1);
 anti-aliased by 4x4 supersampling. A fresh batch every step, deterministic by seed: no data set to download.
+""",
+    "faces": """# faces-32: a small class-conditional DDPM of cartoon faces
 
+Bundled with the Space so that the papers' own edits (a smile, glasses) run offline, on a CPU, in seconds, and so
+that tests can measure them: every attribute of these faces is read back by `training/faces.py` without a model.
+
+## Data
+`training/faces.py`: one face per 32x32 image: a disc of radius 10-12 px in one of 5 skin colours, centred anywhere
+that leaves 2 px of background, on one of 5 plain background colours; two dark eyes; a red mouth, a parabola whose
+curvature c runs from -1 (frown) to 1 (smile), |c| >= 0.35 for the labelled classes; glasses (two rings and a bridge)
+with probability 1/2; hair of one of 4 colours over the top of the face with probability 3/4. Class =
+smiling + 2 x glasses: {classes}. Anti-aliased by 4x4 supersampling; a fresh batch every step, deterministic by seed.
+""",
+}
+
+CARD = """---
+license: apache-2.0
+library_name: diffusers
+pipeline_tag: unconditional-image-generation
+---
+
+{header}
 ## Models
-- `unet/`: `UNet2DModel`, {unet_params:,} parameters, blocks {blocks}, self-attention at 4x4, `num_class_embeds` 4:
-  labels 0, 1, 2 = {classes}, label 3 = the null class (unconditional). The weights are the EMA (decay {ema_decay}).
+- `unet/`: `UNet2DModel`, {unet_params:,} parameters, blocks {blocks}, self-attention at {attention} px,
+  `num_class_embeds` {n_embeds}: labels {labels} = {classes}, label {null} = the null class (unconditional). The weights are the EMA (decay {ema_decay}).
 - `scheduler/`: `DDPMScheduler` as the google/ddpm-* models: 1000 steps, linear betas 1e-4..0.02, clip_sample,
   fixed_small. Sample with fewer steps (`set_timesteps(50..100)`).
 - `classifier/`: `pipelines.models.NoiseAwareClassifier`, {classifier_params:,} parameters, p_phi(y | x_t, t) over the
-  three classes, for classifier guidance (`pipelines.models.load_classifier("shapes-16")`).
-- `directions/`: Asyrrp h-space directions learned by `training/shape_directions.py`, each with its measured effect
+  {n_classes} classes, for classifier guidance (`pipelines.models.load_classifier("{name}")`).
+- `directions/`: Asyrp h-space directions learned by `training/shape_directions.py`, each with its measured effect
   in [`directions/README.md`](directions/README.md).
 
 ## Training
@@ -96,8 +114,7 @@ one CPU thread (`--threads 1`, the default) of a 2-core machine shared with othe
 ## Measured quality
     {eval_command}
 
-Samples from {steps} DDPM steps, judged by
-`training.shapes.measure`, which fits each class's outline to the image (no model involved):
+Samples from {steps} DDPM steps, judged by `training.{data}.measure` (no model involved):
 
 {table}
 """
@@ -108,8 +125,8 @@ def table(results: dict) -> str:
     rows = [
         ("class-conditional samples judged the requested class", results["conditional_judged_requested"]),
         *((f"&nbsp; requested {name}", v["judged_requested"]) for name, v in results["per_class"].items()),
-        ("class-conditional samples that are one clean shape", results["conditional_clean"]),
-        ("unconditional samples that are one clean shape", results["unconditional_clean"]),
+        ("class-conditional samples that are well formed", results["conditional_well_formed"]),
+        ("unconditional samples that are well formed", results["unconditional_well_formed"]),
         *((f"&nbsp; unconditional samples judged {name}", v) for name, v in results["unconditional_classes"].items()),
         *((f"classifier accuracy on generator images noised to t = {t}", v)
           for t, v in results.get("classifier_accuracy", {}).items()),
@@ -121,11 +138,17 @@ def write_card(model_dir: Path, results: dict) -> Path:
     """model_dir/README.md from training.json (written by the export) and the measured results."""
     record = json.loads((model_dir / "training.json").read_text())
     config = record["config"]
+    classes = DATA[config["data"]].CLASSES
     model = load_diffusion(str(model_dir))
     classifier = load_classifier(model_dir / "classifier")
+    unet = model.unet.config
+    attention = [unet.sample_size // 2**k for k, kind in enumerate(unet.down_block_types) if "Attn" in kind]
     card = CARD.format(
+        header=HEADERS[config["data"]].format(classes=", ".join(f"{k} {name}" for k, name in enumerate(classes))),
         unet_params=sum(p.numel() for p in model.unet.parameters()), blocks=tuple(config["block_out_channels"]),
-        classes=", ".join(CLASSES), ema_decay=config["ema_decay"],
+        attention=" and ".join(f"{a}x{a}" for a in attention), n_embeds=unet.num_class_embeds,
+        labels=", ".join(map(str, range(len(classes)))), classes=", ".join(classes), null=len(classes),
+        ema_decay=config["ema_decay"], n_classes=len(classes), name=config["name"], data=config["data"],
         classifier_params=sum(p.numel() for p in classifier.parameters()), command=record["command"],
         seed=config["seed"], batch_size=config["batch_size"], lr=config["lr"], warmup=config["warmup"],
         unet_steps=record["unet_steps"], p_uncond=config["p_uncond"], classifier_steps=record["classifier_steps"],
@@ -150,6 +173,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     began = time.perf_counter()
     model = load_diffusion(args.model)
+    data = DATA[json.loads((Path(args.model) / "training.json").read_text())["config"]["data"]]
     generator = torch.Generator(model.unet.device).manual_seed(args.seed)
     device = model.unet.device
 
@@ -160,34 +184,34 @@ def main() -> None:
     results: dict = {"model": str(shown), "command": command, "steps": args.steps, "seed": args.seed, "per_class": {}}
     grids = []
     conditional = []
-    for k, name in enumerate(CLASSES):
+    for k, name in enumerate(data.CLASSES):
         images = sample(model, torch.full((args.per_class,), k, device=device), args.per_class, args.steps, generator)
-        measured = measure_batch(images)
+        measured = data.measure_batch(images)
         conditional += measured
         grids.append(images[:16])  # one row per class, then one unconditional row
         results["per_class"][name] = {
             "judged_requested": sum(m.label == k for m in measured) / len(measured),
-            "clean": sum(m.clean for m in measured) / len(measured),
+            "well_formed": sum(m.well_formed for m in measured) / len(measured),
         }
     n_cond = len(conditional)
     results["n_conditional"], results["n_unconditional"] = n_cond, args.unconditional
     results["conditional_judged_requested"] = sum(
-        results["per_class"][name]["judged_requested"] * args.per_class for name in CLASSES) / n_cond
-    results["conditional_clean"] = sum(m.clean for m in conditional) / n_cond
+        results["per_class"][name]["judged_requested"] * args.per_class for name in data.CLASSES) / n_cond
+    results["conditional_well_formed"] = sum(m.well_formed for m in conditional) / n_cond
 
     images = sample(model, None, args.unconditional, args.steps, generator)
     grids.append(images[:16])
-    measured = measure_batch(images)
-    results["unconditional_clean"] = sum(m.clean for m in measured) / len(measured)
+    measured = data.measure_batch(images)
+    results["unconditional_well_formed"] = sum(m.well_formed for m in measured) / len(measured)
     results["unconditional_classes"] = {name: sum(m.label == k for m in measured) / len(measured)
-                                        for k, name in enumerate(CLASSES)}
+                                        for k, name in enumerate(data.CLASSES)}
 
     classifier_dir = Path(args.model) / "classifier"
     if classifier_dir.is_dir():
         classifier = load_classifier(classifier_dir)
         scheduler = make_scheduler(model, "ddpm")
         size = model.unet.config.sample_size
-        results["classifier_accuracy"] = {t: classifier_accuracy(classifier, scheduler, size, t) for t in (0, 250, 500, 750, 900)}
+        results["classifier_accuracy"] = {t: classifier_accuracy(data, classifier, scheduler, size, t) for t in (0, 250, 500, 750, 900)}
     results["seconds"] = round(time.perf_counter() - began, 1)
 
     out = ROOT / "runs" / Path(args.model).name

@@ -1,11 +1,11 @@
-"""Learn the bundled model's Asyrrp size direction: f_t(h_t, t) that grows a shape (scale > 0) or shrinks it (< 0).
+"""Learn the bundled model's Asyrp size direction: f_t(h_t, t) that grows a shape (scale > 0) or shrinks it (< 0).
 
     python -m training.shape_directions      # writes assets/shapes-16/directions/size.safetensors, size.json, README.md
 
-Asyrrp learns its implicit function f_t (pipelines.directions.DeltaBlock) with CLIP's directional loss, but CLIP
+Asyrp learns its implicit function f_t (pipelines.directions.DeltaBlock) with CLIP's directional loss, but CLIP
 cannot read a 16-pixel shape. Here the generator supervises instead, with pairs: a shape, and the same shape (class,
 colour, centre) with its size r changed by s * r_per_scale pixels. The image is inverted with DDIM and decoded by the
-asymmetric reverse process at scale s (AsyrrpPipeline.decode: P_t sees h_t + s f_t(h_t, t) for t >= t_edit, D_t the
+asymmetric reverse process at scale s (AsyrpPipeline.reverse_process: P_t sees h_t + s f_t(h_t, t) for t >= t_edit, D_t the
 unedited eps, then DDIM); the loss is the mean squared error of the decoded image to the resized render,
 back-propagated through the whole decoding into f_t. Every shape is used at s and at -s. The U-Net stays frozen.
 
@@ -21,33 +21,41 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
 
-from pipelines.asyrrp import AsyrrpPipeline
+from pipelines.asyrp import AsyrpPipeline
 from pipelines.directions import DeltaBlock, save_direction
 from pipelines.models import BUNDLED_MODEL, load_diffusion, make_scheduler
 from training.shapes import Shapes, measure_batch, render, sample_shapes
 
 ROOT = Path(__file__).resolve().parent.parent
-SCALES = (-2.0, -1.0, 0.0, 1.0, 2.0)  # the Asyrrp tab's strip at s = 1, with the reconstruction in the middle
+Pairs = Callable[[int, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]  # (n, seed) -> images, targets, scales
+SCALES = (-2.0, -1.0, 0.0, 1.0, 2.0)  # the Asyrp tab's strip at s = 1, with the reconstruction in the middle
 
 
 @dataclass
-class Config:
+class PairedLearning:
+    """What learning an f_t from generator pairs needs, whatever the attribute (training.face_directions reuses it)."""
+
     seed: int = 0
     iterations: int = 60
-    batch_size: int = 16  # shapes per iteration; each is decoded twice (at s and at -s)
+    batch_size: int = 16  # images per iteration; each is decoded twice (at s and at -s)
     lr: float = 3e-3
-    r_per_scale: float = 0.5  # pixels of r the edit should add per unit of scale
     max_scale: float = 2.0  # |s| is drawn from [min_scale, max_scale]: the tab's strip reaches 2 at s = 1
     min_scale: float = 0.25
+    num_inference_steps: int = 40  # the Asyrp tab's default
+    t_edit: int = 500
+    held_out: int = 24  # images edited at SCALES to measure the result
+
+
+@dataclass
+class Config(PairedLearning):
+    r_per_scale: float = 0.5  # pixels of r the edit should add per unit of scale
     r_min: float = 3.8  # r of the shapes to edit, so that r -/+ max_scale * r_per_scale stays near the generator's [3.2, 5.3]
     r_max: float = 4.6
-    num_inference_steps: int = 40  # the Asyrrp tab's default
-    t_edit: int = 500
-    held_out: int = 24  # shapes edited at SCALES to measure the result
 
 
 def shapes_to_edit(n: int, config: Config, seed: int, image_size: int = 16) -> Shapes:
@@ -59,35 +67,41 @@ def shapes_to_edit(n: int, config: Config, seed: int, image_size: int = 16) -> S
     return Shapes(drawn.label, drawn.center.clamp(min=margin, max=image_size - margin), r, drawn.color)
 
 
+def paired_scales(n: int, config: PairedLearning, seed: int) -> torch.Tensor:
+    """The scales of n pairs, deterministic by seed: (2n,) = [s; -s] with |s| uniform in [min_scale, max_scale]."""
+    magnitude = config.min_scale + (config.max_scale - config.min_scale) * torch.rand(n, generator=torch.Generator().manual_seed(seed))
+    return torch.cat([magnitude, -magnitude])
+
+
 def size_pairs(n: int, config: Config, seed: int, image_size: int = 16) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Training pairs, deterministic by seed: n shapes, each at a scale s and at -s with |s| uniform in [min_scale, max_scale].
     Returns (images, targets) (2n,3,H,W) in [0,1] and scales (2n,): the target is the same shape (class, colour,
     centre) with r + s * r_per_scale."""
     shapes = shapes_to_edit(n, config, seed, image_size)
-    magnitude = config.min_scale + (config.max_scale - config.min_scale) * torch.rand(n, generator=torch.Generator().manual_seed(seed + 1))
-    scales = torch.cat([magnitude, -magnitude])  # (2n,)
+    scales = paired_scales(n, config, seed + 1)  # (2n,)
     twice = Shapes(shapes.label.repeat(2), shapes.center.repeat(2, 1), shapes.size.repeat(2), shapes.color.repeat(2, 1))
     resized = Shapes(twice.label, twice.center, twice.size + scales * config.r_per_scale, twice.color)
     return render(twice, image_size), render(resized, image_size), scales
 
 
-def paired_loss(pipe: AsyrrpPipeline, f_t, images, targets, scales, config: Config) -> torch.Tensor:
+def paired_loss(pipe: AsyrpPipeline, f_t, images, targets, scales, config: PairedLearning) -> torch.Tensor:
     """MSE of the asymmetric decoding of each image (B,3,H,W) in [0,1], edited at its scale (B,), to its target (B,3,H,W)."""
-    x_T = pipe.invert(images, config.num_inference_steps)  # (B,3,H,W)
-    decoded = pipe.decode(x_T, f_t, scales.view(-1, 1, 1, 1), config.t_edit, 0, config.num_inference_steps)  # in [-1,1]
+    x_T = pipe.invert(images, num_inference_steps=config.num_inference_steps)  # (B,3,H,W)
+    decoded = pipe.reverse_process(x_T, direction=f_t, scales=scales.view(-1, 1, 1, 1), t_edit=config.t_edit, t_boost=0,
+                                   num_inference_steps=config.num_inference_steps)  # (B,3,H,W) in [-1,1]
     return (decoded - (targets * 2 - 1)).pow(2).mean()
 
 
-def learn_size_direction(pipe: AsyrrpPipeline, config: Config, progress=None) -> tuple[DeltaBlock, list[float]]:
-    """Train f_t on fresh pairs every iteration (batch i from seed * 1_000_003 + i); returns f_t and the losses.
-    progress(iteration, loss) after each iteration."""
+def learn_paired_direction(pipe: AsyrpPipeline, config: PairedLearning, pairs: Pairs, progress=None) -> tuple[DeltaBlock, list[float]]:
+    """Train f_t on fresh pairs every iteration (pairs(batch_size, seed * 1_000_003 + i) at iteration i); returns
+    f_t and the losses. progress(iteration, loss) after each iteration."""
     torch.manual_seed(config.seed)
     f_t = DeltaBlock(pipe.h_shape[0])
     pipe.unet.requires_grad_(False)
     optimizer = torch.optim.Adam(f_t.parameters(), lr=config.lr)
     losses = []
     for i in range(config.iterations):
-        images, targets, scales = size_pairs(config.batch_size, config, config.seed * 1_000_003 + i)
+        images, targets, scales = pairs(config.batch_size, config.seed * 1_000_003 + i)
         loss = paired_loss(pipe, f_t, images, targets, scales, config)
         optimizer.zero_grad()
         loss.backward()
@@ -98,16 +112,43 @@ def learn_size_direction(pipe: AsyrrpPipeline, config: Config, progress=None) ->
     return f_t.eval().requires_grad_(False), losses
 
 
+def learn_with_progress_bar(pipe: AsyrpPipeline, config: PairedLearning, pairs: Pairs) -> tuple[DeltaBlock, list[float], float]:
+    """learn_paired_direction with a progress bar of the MSE; returns f_t, the losses and the minutes it took."""
+    began = time.perf_counter()
+    bar = tqdm(total=config.iterations, desc="learning f_t")
+    f_t, losses = learn_paired_direction(pipe, config, pairs, lambda i, loss: (bar.update(), bar.set_postfix(mse=f"{loss:.4f}")))
+    bar.close()
+    return f_t, losses, round((time.perf_counter() - began) / 60, 1)
+
+
+def edit_strip(pipe: AsyrpPipeline, direction, image: torch.Tensor, config: PairedLearning, t_boost: int) -> torch.Tensor:
+    """One image (3,H,W) in [0,1] edited at every one of SCALES: (S,3,H,W) in [0,1]."""
+    return pipe(image[None], direction=direction, scale=SCALES, t_edit=config.t_edit, t_boost=t_boost,
+                num_inference_steps=config.num_inference_steps, generator=torch.Generator().manual_seed(config.seed),
+                output_type="pt").images
+
+
+def asyrp_pipeline(model_id: str) -> AsyrpPipeline:
+    """The Asyrp pipeline of a bundled model with its DDIM scheduler, progress bars off."""
+    model = load_diffusion(model_id)
+    pipe = AsyrpPipeline(unet=model.unet, scheduler=make_scheduler(model, "ddim"))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def share(flags: list[bool]) -> float:
+    """The fraction of the flags that are true."""
+    return sum(flags) / len(flags)
+
+
 @torch.no_grad()
-def measure_edits(pipe: AsyrrpPipeline, direction, images: torch.Tensor, config: Config, t_boost: int = 0) -> dict:
+def measure_edits(pipe: AsyrpPipeline, direction, images: torch.Tensor, config: Config, t_boost: int = 0) -> dict:
     """Edit every image (N,3,H,W) in [0,1] at SCALES and measure the results: measured r (N,S), whether r grows
     strictly with the scale, whether the class and the colour (every channel within 0.15) stay those of the
     reconstruction, and the largest change of a colour channel."""
     sizes, monotone, same_class, same_colour, colour_change = [], [], [], [], []
     for image in images:
-        edited = pipe(image[None], direction, scale=SCALES, t_edit=config.t_edit, t_boost=t_boost, num_inference_steps=config.num_inference_steps,
-                      generator=torch.Generator().manual_seed(config.seed), output_type="pt").images  # (S,3,H,W) in [0,1]
-        measured = measure_batch(edited)
+        measured = measure_batch(edit_strip(pipe, direction, image, config, t_boost))
         r = [m.size for m in measured]
         reconstruction = measured[SCALES.index(0.0)]
         sizes.append(r)
@@ -120,18 +161,18 @@ def measure_edits(pipe: AsyrrpPipeline, direction, images: torch.Tensor, config:
     return {
         "scales": list(SCALES),
         "mean_r": [round(v, 3) for v in sizes.mean(0).tolist()],
-        "monotone": sum(monotone) / len(monotone),
-        "same_class": sum(same_class) / len(same_class),
-        "same_colour": sum(same_colour) / len(same_colour),
+        "monotone": share(monotone),
+        "same_class": share(same_class),
+        "same_colour": share(same_colour),
         "max_colour_change": round(max(colour_change), 3),
         "n": len(images),
     }
 
 
-CARD = """# Asyrrp directions for shapes-16
+CARD = """# Asyrp directions for shapes-16
 
 `size.safetensors`: an f_t (the paper's implicit function, `pipelines.directions.DeltaBlock`, {params:,} parameters)
-that makes the shape bigger at positive scales and smaller at negative ones. Load it in the Asyrrp tab
+that makes the shape bigger at positive scales and smaller at negative ones. Load it in the Asyrp tab
 (*load a direction file*, or its examples) or with `pipelines.directions.load_direction`.
 
     {command}
@@ -153,7 +194,7 @@ Read the table for what the edit does and does not do: the size follows the scal
 {r_per_scale} px per unit of scale it was trained toward (more when growing than when shrinking, below the generator's
 smallest r), a few shapes change class at the ends of the strip, and the colour drifts with the size (smaller
 shapes come out darker). Quality boosting (t_boost > 0) redraws the fine detail at random and blurs the trend, so the
-Asyrrp tab uses t_boost = 0 for this model.
+Asyrp tab uses t_boost = 0 for this model.
 """
 
 
@@ -167,15 +208,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config = Config(iterations=args.iterations, seed=args.seed, t_edit=args.t_edit)
-    model = load_diffusion(BUNDLED_MODEL)
-    pipe = AsyrrpPipeline(unet=model.unet, scheduler=make_scheduler(model, "ddim", clip_sample=False))
-    pipe.set_progress_bar_config(disable=True)
-
-    began = time.perf_counter()
-    bar = tqdm(total=config.iterations, desc="learning f_t")
-    f_t, losses = learn_size_direction(pipe, config, lambda i, loss: (bar.update(), bar.set_postfix(mse=f"{loss:.4f}")))
-    bar.close()
-    minutes = round((time.perf_counter() - began) / 60, 1)
+    pipe = asyrp_pipeline(BUNDLED_MODEL)
+    f_t, losses, minutes = learn_with_progress_bar(pipe, config, lambda n, seed: size_pairs(n, config, seed))
 
     images = render(shapes_to_edit(config.held_out, config, seed=10**9), 16)
     measured = {t_boost: measure_edits(pipe, f_t, images, config, t_boost) for t_boost in (0, 200)}

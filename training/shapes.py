@@ -92,7 +92,7 @@ class Measurement:
     size: float  # r in pixels, of the best-fitting outline
     color: tuple[float, float, float]  # RGB in [0,1]
     stray: float  # fraction of pixels where the image and the re-rendered best fit differ by > STRAY_LEVEL
-    clean: bool  # one shape, of one colour, inside the image on the plain background
+    well_formed: bool  # one shape, of one colour, inside the image on the plain background
 
     @property
     def name(self) -> str:
@@ -153,7 +153,7 @@ def measure(image: torch.Tensor) -> Measurement:
         size=float(fitted.size[0]),
         color=tuple(color.tolist()),
         stray=stray,
-        clean=inside and fits[best] >= CLEAN_FIT and stray <= CLEAN_STRAY,
+        well_formed=inside and fits[best] >= CLEAN_FIT and stray <= CLEAN_STRAY,
     )
 
 

@@ -60,12 +60,14 @@ class Config:
     block_out_channels: tuple[int, ...] = (32, 64, 64)  # one U-Net level per entry, the image halved between levels
     attention_levels: int = 1  # self-attention in this many of the lowest levels
     classifier_channels: tuple[int, ...] = (32, 64, 64)
+    classifier_pool: str = "mean"  # "attention" where the classes differ in where features are (a smile, a frown)
 
 
 PRESETS = {
     "shapes": Config(),
     "faces": Config(name="faces-32", data="faces", image_size=32, batch_size=32, unet_steps=5500, classifier_steps=3000,
-                    block_out_channels=(32, 48, 64, 96), attention_levels=2, classifier_channels=(32, 64, 64, 96)),
+                    block_out_channels=(32, 48, 64, 96), attention_levels=2, classifier_channels=(32, 64, 64, 96),
+                    classifier_pool="attention"),
 }
 
 
@@ -92,7 +94,7 @@ def make_unet(config: Config) -> UNet2DModel:
 
 def make_classifier(config: Config) -> NoiseAwareClassifier:
     return NoiseAwareClassifier(sample_size=config.image_size, num_classes=len(classes(config)),
-                                block_out_channels=config.classifier_channels)
+                                block_out_channels=config.classifier_channels, pool=config.classifier_pool)
 
 
 def make_noise_scheduler() -> DDPMScheduler:
@@ -119,6 +121,11 @@ def noisy_batch(config: Config, step: int, scheduler: DDPMScheduler):
     return scheduler.add_noise(x0, eps, t), t, eps, y, attributes.label
 
 
+def _unet_part(config: dict) -> dict:
+    """The settings the U-Net depends on: all but the classifier's."""
+    return {k: v for k, v in config.items() if not k.startswith("classifier_")}
+
+
 def _without_steps(config: dict) -> dict:
     """The parts of a config a checkpoint must share to be resumed: all but the step counts, which may grow or shrink.
     A field the checkpoint predates takes its default, as the run that wrote it did."""
@@ -143,14 +150,17 @@ class Run:
         self.checkpoint = self.dir / "checkpoint.pt"
         if self.checkpoint.exists():
             state = torch.load(self.checkpoint, weights_only=False)
-            if _without_steps(state["config"]) != _without_steps(asdict(config)):
+            saved, wanted = _without_steps(state["config"]), _without_steps(asdict(config))
+            if _unet_part(saved) != _unet_part(wanted):
                 raise ValueError(f"{self.checkpoint} was written with another config: {state['config']}")
             self.unet.load_state_dict(state["unet"])
             self.ema.load_state_dict(state["ema"])
             self.unet_opt.load_state_dict(state["unet_opt"])
-            self.classifier.load_state_dict(state["classifier"])
-            self.classifier_opt.load_state_dict(state["classifier_opt"])
-            self.unet_step, self.classifier_step, self.seconds = state["unet_step"], state["classifier_step"], state["seconds"]
+            self.unet_step, self.seconds = state["unet_step"], state["seconds"]
+            if saved == wanted:  # otherwise the classifier's settings changed: a new one is trained on the same U-Net
+                self.classifier.load_state_dict(state["classifier"])
+                self.classifier_opt.load_state_dict(state["classifier_opt"])
+                self.classifier_step = state["classifier_step"]
 
     def save(self) -> None:
         state = dict(config=asdict(self.config), unet=self.unet.state_dict(), ema=self.ema.state_dict(),

@@ -82,17 +82,24 @@ def estimate_seconds(model_id: str, evals: int, grad_evals: int = 0) -> float | 
     return evals * plain + grad_evals * (grad or 0.0)
 
 
-def check_budget(model: models.DiffusionModel, evals: int, grad_evals: int, lower: str) -> None:
-    """Refuse, before any sampling, a request whose estimated time exceeds max_seconds(); `lower` says what to lower.
-    The first request of a model on this device measures its cost first (one U-Net call, two with a gradient)."""
+def check_budget(model: models.DiffusionModel, evals: int, grad_evals: int, lower: str,
+                 smallest: tuple[int, int] | None = None) -> None:
+    """Refuse, before any sampling, a request whose estimated time exceeds max_seconds(); `lower` says what to lower,
+    unless even `smallest`, the (evals, grad_evals) of the tab's lightest settings, is over the limit: then it says
+    that no setting fits on this device. The first request of a model on this device measures its cost first (one
+    U-Net call, two with a gradient)."""
     models.seconds_per_eval(model)
-    if grad_evals:
+    if grad_evals or (smallest and smallest[1]):
         models.seconds_per_eval(model, grad=True)
     seconds, limit = estimate_seconds(model.model_id, evals, grad_evals), max_seconds()
-    if seconds > limit:
-        device = models.device_and_dtype()[0].type.upper()
-        raise gr.Error(f"This request would take about {seconds:.0f} s on this {device} ({evals + grad_evals} U-Net "
-                       f"evaluations); the limit is {limit:.0f} s. Lower {lower}.", title="Too much work for one request")
+    if seconds <= limit:
+        return
+    device = models.device_and_dtype()[0].type.upper()
+    floor = estimate_seconds(model.model_id, *smallest) if smallest else 0.0
+    advice = (f"Even the lightest settings take about {floor:.0f} s with {model.model_id} here: pick a smaller model "
+              f"(the bundled ones run in seconds) or run the Space on a GPU." if floor > limit else f"Lower {lower}.")
+    raise gr.Error(f"This request would take about {seconds:.0f} s on this {device} ({evals + grad_evals} U-Net "
+                   f"evaluations); the limit is {limit:.0f} s. {advice}", title="Too much work for one request")
 
 
 def estimate_markdown(model_id: str, evals: int, grad_evals: int = 0) -> str:

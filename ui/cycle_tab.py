@@ -5,12 +5,13 @@ from __future__ import annotations
 import gradio as gr
 
 from pipelines import CycleDiffusionPipeline, images, load_clip, load_diffusion, make_scheduler, models
-from pipelines.clip import ClipJudge
-from pipelines.cycle_diffusion import clip_similarity, faithfulness
+from pipelines.cycle_diffusion import chain_length
+from pipelines.metrics import clip_similarity, faithfulness
 
 from .common import (GPU_CONCURRENCY, StepReporter, check_budget, check_text, class_names, display, estimate_markdown,
                      gpu, make_generator, model_dropdown, offered_model, seed_input, uploaded_path, user_errors)
 
+MIN_STEPS, MIN_STRENGTH = 10, 0.1
 MODES = ["reconstruct", "translate", "text edit", "class translation"]
 MAX_GUIDANCE_SCALE = 100  # the slider's range
 
@@ -34,6 +35,9 @@ less change. PSNR and SSIM measure faithfulness to the input, the CLIP similarit
 
 # image, mode, source model, target model, target text, source text, strength, eta, steps, seed, source/target class
 EXAMPLES = [
+    ["assets/faces/frowning.png", "class translation", "faces-32", None, "", "", 0.5, 1.0, 50, 0, "frowning", "smiling"],
+    ["assets/faces/frowning.png", "class translation", "faces-32", None, "", "", 0.5, 1.0, 50, 0, "frowning",
+     "frowning with glasses"],
     ["assets/shapes/red-circle.png", "class translation", "shapes-16", None, "", "", 0.5, 1.0, 50, 0, "circle", "square"],
     ["assets/shapes/green-triangle.png", "class translation", "shapes-16", None, "", "", 0.5, 1.0, 50, 0, "triangle",
      "circle"],
@@ -87,7 +91,7 @@ def class_dropdown_updates(source_id: str, source_class: str | None, target_clas
 
 
 def class_labels(source_id: str, source_class: str | None, target_class: str | None) -> dict[str, int]:
-    """The pipeline's source_class / target_class indices for two class names of the source model."""
+    """The pipeline's class_labels / target_class_labels indices for two class names of the source model."""
     names = class_names(source_id)
     if not names:
         raise gr.Error(
@@ -99,18 +103,7 @@ def class_labels(source_id: str, source_class: str | None, target_class: str | N
         if name not in names:
             raise gr.Error(f"Pick the {what} class from {source_id}'s classes: {', '.join(names)}; got {name!r}.",
                            title="Invalid input")
-    return {"source_class": names.index(source_class), "target_class": names.index(target_class)}
-
-
-class StageCounter:
-    """Numbers the steps of encode, decode(s) and Langevin one after the other for a single progress bar."""
-
-    def __init__(self, reporter: StepReporter):
-        self.reporter, self.count = reporter, 0
-
-    def __call__(self, step, t, x_t, x0_hat) -> None:
-        self.reporter(self.count, t, x_t, x0_hat)
-        self.count += 1
+    return {"class_labels": names.index(source_class), "target_class_labels": names.index(target_class)}
 
 
 @user_errors
@@ -143,22 +136,20 @@ def run_cycle(image, mode, source_id, target_id, target_prompt, source_prompt, s
         kwargs = dict(target_unet=target.unet, target_scheduler=make_scheduler(target, "ddim"))
     clip = None
     if mode == "text edit":
-        clip_model = load_clip()
-        clip = ClipJudge(clip_model.model, clip_model.tokenizer)
-        clip.check_prompts([target_prompt] + ([source_prompt] if source_prompt else []))
+        clip = load_clip().judge
         kwargs = dict(clip=clip, target_prompt=target_prompt, source_prompt=source_prompt or None,
-                      guidance_scale=float(guidance_scale), exact_gradient=bool(exact_gradient),
+                      guidance_scale=float(guidance_scale), gradient="exact" if exact_gradient else "fixed_eps",
                       plug_and_play_steps=int(pnp_steps), step_size=float(step_size))
-    pipe.check_inputs(kwargs.get("target_unet"), kwargs.get("target_scheduler"), clip, kwargs.get("target_prompt"),
-                      int(pnp_steps), float(step_size or 0), float(strength), float(eta), int(steps), "pil",
-                      kwargs.get("target_class"))
+    settings = dict(strength=float(strength), eta=float(eta), num_inference_steps=int(steps))
+    pipe.check_inputs(image=picture, output_type="pil", **settings, **kwargs)
     check_budget(source, *cost(mode, strength, steps, exact_gradient, pnp_steps),
-                 lower="the steps, the strength or the Langevin steps (or turn off the exact CLIP gradient)")
-    stages = 2 if mode == "reconstruct" else 3
-    total = stages * max(1, round(float(strength) * int(steps))) + (int(pnp_steps) if mode == "text edit" else 0)
+                 lower="the steps, the strength or the Langevin steps (or turn off the exact CLIP gradient)",
+                 smallest=cost(mode, MIN_STRENGTH, MIN_STEPS, False, 0))
+    total = pipe.total_steps(num_inference_steps=settings["num_inference_steps"], strength=settings["strength"],
+                             plug_and_play_steps=kwargs.get("plug_and_play_steps", 0),
+                             translate_or_edit=mode != "reconstruct")
     reporter = StepReporter(progress, total, f"CycleDiffusion: {mode}")
-    out = pipe(picture, strength=float(strength), eta=float(eta), num_inference_steps=int(steps),
-               generator=make_generator(seed), callback=StageCounter(reporter), **kwargs)
+    out = pipe(picture, generator=make_generator(seed), callback=reporter, **settings, **kwargs)
     result, reconstruction = out.images[0], out.reconstructions[0]
     captions = {"translate": target_id, "text edit": f"“{target_prompt}”",
                 "class translation": f"{source_class} → {target_class}"}
@@ -173,7 +164,7 @@ def cost(mode, strength, steps, exact_gradient, pnp_steps) -> tuple[int, int]:
     """U-Net evaluations at batch 1 (plain, back-propagated): the encoder's chain of n = strength x steps, the
     reconstruction's and the result's decodings; back-propagated in an exact CLIP-guided decoding, and through the
     whole chain at every Langevin step of plug-and-play guidance."""
-    n = max(1, round(float(strength) * int(steps)))
+    n = chain_length(int(steps), float(strength))
     if mode == "reconstruct":
         return 2 * n, 0
     if mode != "text edit":
@@ -223,12 +214,13 @@ def build_tab() -> None:
                 target_prompt = gr.Textbox(label="Target text (text edit)", placeholder="a smiling face")
                 source_prompt = gr.Textbox(label="Source text, optional (text edit: steer away from it)",
                                            placeholder="a face")
-                strength = gr.Slider(0.1, 1.0, value=0.6, step=0.05, label="Strength (start t0 = strength × 1000; lower = more faithful)")
+                strength = gr.Slider(MIN_STRENGTH, 1.0, value=0.6, step=0.05, label="Strength (start t0 = strength × 1000; lower = more faithful)")
                 with gr.Accordion("Advanced", open=False):
                     eta = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="η (noise of the sampler; must be > 0, the paper uses 1)")
-                    steps = gr.Slider(10, 999, value=100, step=1, label="Sampling steps")
+                    steps = gr.Slider(MIN_STEPS, 999, value=100, step=1, label="Sampling steps")
                     guidance_scale = gr.Slider(0, MAX_GUIDANCE_SCALE, value=10, step=0.5, label="CLIP guidance scale s (text edit)")
-                    exact_gradient = gr.Checkbox(False, label="Exact CLIP gradient through the U-Net (about 3× slower)")
+                    exact_gradient = gr.Checkbox(False, label="Exact CLIP gradient through the U-Net (about 3× slower; "
+                                                 "not with plug-and-play, which differentiates the whole chain)")
                     pnp_steps = gr.Slider(0, 50, value=0, step=1, label="Plug-and-play guidance: Langevin steps on z "
                                           "(0 = off; backpropagates through the whole chain, wants a GPU)")
                     step_size = gr.Number(1e-3, minimum=1e-6, maximum=1.0, label="Langevin step size λ")

@@ -7,7 +7,6 @@ import gradio as gr
 
 from pipelines import (ClassifierGuidancePipeline, ClipZeroShotClassifier, load_classifier, load_clip, load_diffusion,
                        make_scheduler, models)
-from pipelines.clip import ClipJudge
 
 from .common import (GPU_CONCURRENCY, StepReporter, check_budget, class_names, display, estimate_markdown, gpu,
                      make_generator, model_dropdown, offered_model, parse_prompts, seed_input, user_errors)
@@ -51,6 +50,7 @@ EXAMPLES = [
 ]
 
 SAMPLERS = [("DDIM (Algorithm 2: shift the noise)", "ddim"), ("DDPM (Algorithm 1: shift the mean)", "ddpm")]
+MIN_STEPS = 10
 GRADIENTS = [("fast: eps held fixed", "fixed_eps"), ("exact: through the U-Net", "exact")]
 MAX_SCALE = 100  # the slider's range; a sweep stays in it too
 
@@ -107,8 +107,7 @@ def make_classifier(classifier_kind: str, prompts_text: str, target: str, model_
                        title="No label prompts")
     if target not in prompts:
         raise gr.Error(f"The target {target!r} is not one of the label prompts; pick one of: {', '.join(prompts)}.")
-    clip = load_clip()
-    classifier = ClipZeroShotClassifier(ClipJudge(clip.model, clip.tokenizer), prompts)  # text embedded once
+    classifier = ClipZeroShotClassifier(load_clip().judge, prompts)  # text embedded once
     return classifier, prompts.index(target)
 
 
@@ -134,9 +133,11 @@ def run_guidance(prompts_text, target, model_id, scale, sampler, gradient, eta, 
     model = load_diffusion(model_id)
     pipe = ClassifierGuidancePipeline(unet=model.unet, scheduler=make_scheduler(model, "ddpm"), classifier=classifier)
     for s in scales:
-        pipe.check_inputs([y] * int(samples), s, sampler, int(steps), float(eta), gradient, "pil")
+        pipe.check_inputs(class_labels=[y] * int(samples), guidance_scale=s, sampler=sampler,
+                          num_inference_steps=int(steps), eta=float(eta), gradient=gradient, output_type="pil")
     check_budget(model, *cost(classifier_kind, gradient, steps, samples, sweep, sweep_scales),
-                 lower="the steps, the number of samples or the sweep's scales (or use the fixed-eps gradient)")
+                 lower="the steps, the number of samples or the sweep's scales (or use the fixed-eps gradient)",
+                 smallest=cost(classifier_kind, "fixed_eps", MIN_STEPS, 1, False, ""))
     gallery = []
     for s in scales:
         reporter = StepReporter(progress, int(steps), f"guided sampling, s = {s:g}")
@@ -194,7 +195,7 @@ def build_tab() -> None:
                                         label="CLIP: gradient of log p(y | x̂0) with respect to x_t (the noise-aware "
                                               "classifier reads x_t itself)")
                     eta = gr.Slider(0, 1, value=0, step=0.1, label="DDIM eta (0 = deterministic, 1 = DDPM-like)")
-                    steps = gr.Slider(10, 1000, value=50, step=10, label="Sampling steps (DDPM wants more than DDIM)")
+                    steps = gr.Slider(MIN_STEPS, 1000, value=50, step=10, label="Sampling steps (DDPM wants more than DDIM)")
                     seed = seed_input()
                 run = gr.Button("Run classifier guidance", variant="primary")
                 time_estimate = gr.Markdown()

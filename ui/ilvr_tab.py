@@ -10,6 +10,8 @@ from pipelines.ilvr import DOWN_FACTORS
 from .common import (GPU_CONCURRENCY, StepReporter, check_budget, display, estimate_markdown, gpu, make_generator,
                      model_dropdown, offered_model, seed_input, uploaded_path, user_errors)
 
+MIN_STEPS = 10
+
 EXPLANATION = r"""
 **ILVR** (Choi et al., ICCV 2021) steers an *unconditional* DDPM toward a reference image y without any training.
 After each ordinary sampling step it swaps the low frequencies of the sample for those of the reference,
@@ -25,6 +27,8 @@ A **larger N** keeps only coarser structure (more freedom); **stopping the condi
 
 # reference, model, N, condition while t >, steps, samples, seed, show the process
 EXAMPLES = [
+    ["assets/faces/drawn-face.png", "faces-32", 4, 0, 50, 4, 0, True],
+    ["assets/faces/drawn-face.png", "faces-32", 8, 0, 50, 4, 1, False],
     ["assets/shapes/red-circle.png", "shapes-16", 4, 0, 100, 4, 0, True],
     ["assets/shapes/blue-square.png", "shapes-16", 4, 0, 50, 4, 1, False],
     ["assets/shapes/green-triangle.png", "shapes-16", 8, 0, 100, 4, 2, False],
@@ -43,8 +47,10 @@ def run_ilvr(reference, model_id, down_factor, range_t, steps, samples, seed, sh
     model = load_diffusion(model_id)
     reference = images.center_crop_resize(images.open_image(path), model.unet.config.sample_size)
     pipe = ILVRPipeline(unet=model.unet, scheduler=make_scheduler(model, "ddpm"))
-    pipe.check_inputs(int(down_factor), int(range_t), int(steps), int(samples), "pil")
-    check_budget(model, *cost(steps, samples), lower="the sampling steps or the number of samples")
+    pipe.check_inputs(down_factor=int(down_factor), range_t=int(range_t), num_inference_steps=int(steps),
+                      batch_size=int(samples), output_type="pil")
+    check_budget(model, *cost(steps, samples), lower="the sampling steps or the number of samples",
+                 smallest=cost(MIN_STEPS, 1))
     reporter = StepReporter(progress, int(steps), "ILVR sampling", snapshots=6 if show_process else 0)
     out = pipe(
         reference,
@@ -80,7 +86,7 @@ def build_tab() -> None:
                 samples = gr.Slider(1, 8, value=2, step=1, label="Number of samples")
                 with gr.Accordion("Advanced", open=False):
                     range_t = gr.Slider(0, 1000, value=0, step=10, label="Condition while t > (0 = every step, 1000 = never)")
-                    steps = gr.Slider(10, 1000, value=100, step=10, label="Sampling steps (the paper uses 1000)")
+                    steps = gr.Slider(MIN_STEPS, 1000, value=100, step=10, label="Sampling steps (the paper uses 1000)")
                     seed = seed_input()
                     show_process = gr.Checkbox(False, label="Show the process (x_t and predicted x0 at a few steps)")
                 run = gr.Button("Run ILVR", variant="primary")

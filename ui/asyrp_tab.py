@@ -1,17 +1,22 @@
-"""The Asyrrp tab: semantic edits of a real image in the U-Net's h-space."""
+"""The Asyrp tab: semantic edits of a real image in the U-Net's h-space."""
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 import threading
+from collections import OrderedDict
 from pathlib import Path
 
 import gradio as gr
+import torch
 
-from pipelines import AsyrrpPipeline, images, load_clip, load_diffusion, make_scheduler
-from pipelines.asyrrp import LPIPS_BOOST, LPIPS_EDIT, check_interval, default_interval, load_lpips
-from pipelines.clip import ClipJudge
-from pipelines.directions import load_direction, save_direction
+from pipelines import AsyrpPipeline, images, load_clip, load_diffusion, make_scheduler
+from pipelines.asyrp import check_interval
+from pipelines.directions import (LPIPS_BOOST, LPIPS_EDIT, choose_interval, learn_direction, load_direction,
+                                  load_lpips, principal_directions, save_direction)
+from pipelines.models import asyrp_interval
+from pipelines.sampling import counted_from
 
 from .common import (GPU_CONCURRENCY, StepReporter, check_budget, check_text, display, estimate_markdown, gpu,
                      make_generator, model_dropdown, offered_model, seed_input, uploaded_path, user_errors)
@@ -19,10 +24,12 @@ from .common import (GPU_CONCURRENCY, StepReporter, check_budget, check_text, di
 SOURCES = ["unsupervised (k-th principal direction)", "learn from two texts", "load a direction file"]
 STRIP = [-2.0, -1.0, 1.0, 2.0]
 MAX_SCALE = 3.0  # the slider's range is -MAX_SCALE..MAX_SCALE
-PCA_SAMPLES = 32
+PCA_SAMPLES = 32  # noise images whose h the principal directions are read from, once per model
+MAX_K = 8
+INVERSION_CACHE_SIZE = 8  # inverted images kept, so a new scale or direction does not invert again
 
 EXPLANATION = r"""
-**Asyrrp** (Kwon, Jeong & Uh, ICLR 2023) finds a *semantic latent space* in a frozen, unconditional diffusion model:
+**Asyrp** (Kwon, Jeong & Uh, ICLR 2023) finds a *semantic latent space* in a frozen, unconditional diffusion model:
 **h-space**, the output of the U-Net's bottleneck (512×8×8 for the 256px models). Your image is inverted to $x_T$ by
 deterministic DDIM, then decoded with a shift $\Delta h_t$ added to h — but only in the predicted clean image, not in
 the direction back to $x_t$ (the *asymmetric* reverse process):
@@ -59,30 +66,58 @@ EXAMPLES = [
 ]
 
 _stop_flags: dict[str, threading.Event] = {}
+_inversions: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+_inversions_lock = threading.Lock()
+_principal: dict[str, torch.Tensor] = {}
 
 
-def _pipe(model_id: str) -> AsyrrpPipeline:
+def _pipe(model_id: str) -> AsyrpPipeline:
     model = load_diffusion(model_id)
-    # unclipped P_t: DDIM inversion runs the DDIM step backwards, which a clipped P_t does not undo, and scale 0 must
-    # give the image back (with clipping the bundled model's reconstructions drift by up to 0.9 in a pixel)
-    return AsyrrpPipeline(unet=model.unet, scheduler=make_scheduler(model, "ddim", clip_sample=False))
+    return AsyrpPipeline(unet=model.unet, scheduler=make_scheduler(model, "ddim"))
 
 
-def _image(path_or_upload, pipe: AsyrrpPipeline):
+def _inversion_key(model_id: str, picture, steps: int) -> tuple:
+    return model_id, hashlib.sha1(picture.tobytes()).hexdigest(), picture.size, steps
+
+
+def x_T_of(pipe: AsyrpPipeline, model_id: str, picture, steps: int, callback=None) -> torch.Tensor:
+    """x_T of the picture, inverted once per (model, picture, steps) and kept for the next INVERSION_CACHE_SIZE."""
+    key = _inversion_key(model_id, picture, steps)
+    with _inversions_lock:
+        if key in _inversions:
+            _inversions.move_to_end(key)
+            return _inversions[key]
+    x_T = pipe.invert(picture, num_inference_steps=steps, callback=callback)
+    with _inversions_lock:
+        _inversions[key] = x_T
+        while len(_inversions) > INVERSION_CACHE_SIZE:
+            _inversions.popitem(last=False)
+    return x_T
+
+
+def principal(model_id: str) -> torch.Tensor:
+    """The model's top MAX_K principal directions of h (MAX_K,C,h,w), read once per offered model from PCA_SAMPLES
+    noise images."""
+    if model_id not in _principal:
+        _principal[model_id] = principal_directions(_pipe(model_id), k=MAX_K, num_samples=PCA_SAMPLES,
+                                                    generator=make_generator(0))
+    return _principal[model_id]
+
+
+def _image(path_or_upload, pipe: AsyrpPipeline):
     path = uploaded_path(path_or_upload, "an image to edit")
     return images.center_crop_resize(images.open_image(path), pipe.unet.config.sample_size)
 
 
 def interval_defaults(model_id: str):
-    t_edit, t_boost = default_interval(model_id)
+    t_edit, t_boost = asyrp_interval(model_id)
     return gr.Slider(value=t_edit), gr.Slider(value=t_boost)
 
 
 def _direction(pipe, model_id, source, k, learned_path, file_path):
     """The direction the user picked, and a label for it."""
     if source == SOURCES[0]:
-        directions = pipe.unsupervised_directions(k=int(k), num_samples=PCA_SAMPLES, generator=make_generator(0))
-        return directions[int(k) - 1], f"principal direction {int(k)}"
+        return principal(model_id)[int(k) - 1], f"principal direction {int(k)}"
     path = learned_path if source == SOURCES[1] else (file_path["path"] if isinstance(file_path, dict) else file_path)
     if not path:
         what = "Learn a direction first (button below the texts)" if source == SOURCES[1] else "Upload a .safetensors direction file first"
@@ -93,9 +128,12 @@ def _direction(pipe, model_id, source, k, learned_path, file_path):
 
 @user_errors
 @gpu
-def run_asyrrp(image, model_id, source, k, learned_path, file_path, scale, strip, auto, t_edit, t_boost, steps, seed, progress=gr.Progress()):
+def run_asyrp(image, model_id, source, k, learned_path, file_path, scale, strip, auto, t_edit, t_boost, steps, seed, progress=gr.Progress()):
     if source not in SOURCES:
         raise gr.Error(f"Pick where the direction comes from: {', '.join(SOURCES)}.", title="Invalid input")
+    if source == SOURCES[0] and not 1 <= int(k) <= MAX_K:
+        raise gr.Error(f"k must be from 1 to {MAX_K} (the principal directions kept per model); got {k}.",
+                       title="Invalid input")
     if not -MAX_SCALE <= float(scale) <= MAX_SCALE:
         raise gr.Error(f"The scale s must be from {-MAX_SCALE:g} to {MAX_SCALE:g}; got {scale}.", title="Invalid input")
     model_id = offered_model(model_id)
@@ -103,22 +141,25 @@ def run_asyrrp(image, model_id, source, k, learned_path, file_path, scale, strip
     scales = [0.0] + ([s * float(scale) for s in STRIP] if strip else [float(scale)])
     pipe = _pipe(model_id)
     picture = _image(image, pipe)
-    pipe.check_inputs(None, scales, int(t_edit), int(t_boost), int(steps), "pil")
-    check_budget(load_diffusion(model_id), *cost(source, strip, t_edit, steps),
-                 lower="the steps, or untick the strip of scales")
+    pipe.check_inputs(image=picture, x_T=None, direction=None, scale=scales, t_edit=int(t_edit), t_boost=int(t_boost),
+                      num_inference_steps=int(steps), output_type="pil")
+    inverted = _inversion_key(model_id, picture, int(steps)) in _inversions
+    check_budget(load_diffusion(model_id), *cost(model_id, source, strip, t_edit, steps, inverted=inverted),
+                 lower="the steps, or untick the strip of scales", smallest=cost(model_id, source, False, 1000, 10))
     note = ""
     if auto:
         lpips = load_lpips()
         if lpips is None:
             note = "LPIPS is not available here (no `lpips` package or no network for its weights): used the t_edit and t_boost sliders (the official defaults unless you moved them). "
         else:
-            t_edit, t_boost = pipe.choose_interval(picture, lpips, int(steps), generator=make_generator(seed))
+            t_edit, t_boost = choose_interval(pipe, picture, lpips, num_inference_steps=int(steps), generator=make_generator(seed))
             note = f"LPIPS chose t_edit = {t_edit}, t_boost = {t_boost}. "
     direction, label = _direction(pipe, model_id, source, k, learned_path, file_path)
-    reporter = StepReporter(progress, 2 * int(steps), "Asyrrp: DDIM inversion, then editing")
-    pipe.invert(picture, int(steps), callback=reporter)  # cached: the edit below starts from this x_T
-    out = pipe(picture, direction, scale=scales, t_edit=int(t_edit), t_boost=int(t_boost), num_inference_steps=int(steps),
-               generator=make_generator(seed), callback=lambda step, *state: reporter(int(steps) + step, *state), model_id=model_id)
+    reporter = StepReporter(progress, pipe.total_steps(num_inference_steps=int(steps)), "Asyrp: DDIM inversion, then editing")
+    x_T = x_T_of(pipe, model_id, picture, int(steps), callback=reporter)
+    out = pipe(x_T=x_T, direction=direction, scale=scales, t_edit=int(t_edit), t_boost=int(t_boost),
+               num_inference_steps=int(steps), generator=make_generator(seed),
+               callback=counted_from(reporter, int(steps)))
     gallery = [(display(picture), "input"), (display(out.images[0]), "reconstruction (scale 0)")]
     gallery += [(display(img), f"scale {s:+.2g}") for s, img in zip(scales[1:], out.images[1:])]
     return gallery, f"{note}Direction: {label}; t_edit = {int(t_edit)}, t_boost = {int(t_boost)}, {int(steps)} steps."
@@ -134,40 +175,45 @@ def learn(image, model_id, source_text, target_text, kind, iterations, t_edit, s
     check_interval(int(t_edit), 0, T=1000)
     pipe = _pipe(model_id)
     picture = _image(image, pipe)
-    clip = load_clip()
-    ClipJudge(clip.model, clip.tokenizer).check_prompts([source_text, target_text])
-    check_budget(load_diffusion(model_id), *learn_cost(iterations, steps), lower="the passes or the steps")
+    judge = load_clip().judge
+    judge.check_prompts([source_text, target_text])
+    inverted = _inversion_key(model_id, picture, int(steps)) in _inversions
+    check_budget(load_diffusion(model_id), *learn_cost(iterations, steps, inverted=inverted),
+                 lower="the passes or the steps", smallest=learn_cost(1, 10))
     stop = _stop_flags.setdefault(request.session_hash or "", threading.Event())
     stop.clear()
     progress((0, int(iterations)), desc="Inverting the image")
-    direction = pipe.learn_direction(
-        picture, ClipJudge(clip.model, clip.tokenizer), source_text, target_text, kind="implicit" if kind.startswith("f_t") else "global",
-        t_edit=int(t_edit), num_inference_steps=int(steps), iterations=int(iterations), model_id=model_id,
+    direction = learn_direction(
+        pipe, picture, judge, source_text, target_text, kind="implicit" if kind.startswith("f_t") else "global",
+        t_edit=int(t_edit), num_inference_steps=int(steps), iterations=int(iterations),
+        x_T=x_T_of(pipe, model_id, picture, int(steps)),
         progress=lambda i, n, loss: progress((i, n), desc=f"Learning: CLIP directional loss {loss:.3f}"), should_stop=stop.is_set,
     )
     name = "".join(c if c.isalnum() else "_" for c in f"{source_text}_to_{target_text}")[:60]
-    path = Path(tempfile.mkdtemp()) / f"asyrrp_{name}.safetensors"
+    path = Path(tempfile.mkdtemp()) / f"asyrp_{name}.safetensors"
     save_direction(path, direction, model_id=model_id, t_edit=int(t_edit), num_inference_steps=int(steps), source=source_text, target=target_text)
     stopped = " (stopped early)" if stop.is_set() else ""
     return str(path), str(path), f"Learned “{source_text}” → “{target_text}”{stopped}. Pick *learn from two texts* and press Edit."
 
 
-def cost(source, strip, t_edit, steps) -> tuple[int, int]:
-    """U-Net evaluations at batch 1: the inversion, then per scale (0 and the edits) one per step plus a second one
-    per step of the edit interval [T, t_edit]; the principal directions read h of PCA_SAMPLES noise images once."""
+def cost(model_id, source, strip, t_edit, steps, inverted: bool = False) -> tuple[int, int]:
+    """U-Net evaluations at batch 1: the inversion (unless kept from an earlier run), then per scale (0 and the edits)
+    one per step plus a second one per step of the edit interval [T, t_edit]; the principal directions read h of
+    PCA_SAMPLES noise images, once per model."""
     steps, n_scales = int(steps), 1 + (len(STRIP) if strip else 1)
     edited = round(steps * (1000 - int(t_edit)) / 1000)
-    return steps + n_scales * (steps + edited) + (PCA_SAMPLES if source == SOURCES[0] else 0), 0
+    pca = PCA_SAMPLES if source == SOURCES[0] and model_id not in _principal else 0
+    return (0 if inverted else steps) + n_scales * (steps + edited) + pca, 0
 
 
-def learn_cost(iterations, steps) -> tuple[int, int]:
-    """U-Net evaluations at batch 1 to learn a direction: the inversion, then every pass back-propagates through
-    the steps of the asymmetric decoding."""
-    return int(steps), int(iterations) * int(steps)
+def learn_cost(iterations, steps, inverted: bool = False) -> tuple[int, int]:
+    """U-Net evaluations at batch 1 to learn a direction: the inversion (unless kept), then every pass
+    back-propagates through the steps of the asymmetric decoding."""
+    return 0 if inverted else int(steps), int(iterations) * int(steps)
 
 
 def estimate(model_id, source, strip, t_edit, steps) -> str:
-    return estimate_markdown(model_id, *cost(source, strip, t_edit, steps))
+    return estimate_markdown(model_id, *cost(model_id, source, strip, t_edit, steps))
 
 
 def request_stop(request: gr.Request):
@@ -175,16 +221,16 @@ def request_stop(request: gr.Request):
 
 
 def build_tab() -> None:
-    with gr.Tab("Asyrrp"):
+    with gr.Tab("Asyrp"):
         gr.Markdown(EXPLANATION, latex_delimiters=[{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}])
         learned_path = gr.State(None)
         with gr.Row():
             with gr.Column():
                 image = gr.Image(type="filepath", label="Image to edit", height=320)
                 model_id = model_dropdown()
-                default_edit, default_boost = default_interval(model_id.value)
+                default_edit, default_boost = asyrp_interval(model_id.value)
                 source = gr.Radio(SOURCES, value=SOURCES[0], label="Direction")
-                k = gr.Slider(1, 8, value=1, step=1, label="k (unsupervised: the k-th principal direction of h)")
+                k = gr.Slider(1, MAX_K, value=1, step=1, label="k (unsupervised: the k-th principal direction of h)")
                 with gr.Accordion("Learn a direction from two texts", open=False):
                     source_text = gr.Textbox("a face", label="Source text (what the image shows)")
                     target_text = gr.Textbox("a smiling face", label="Target text (what it should show)")
@@ -213,11 +259,11 @@ def build_tab() -> None:
         model_id.change(interval_defaults, model_id, [t_edit, t_boost], api_visibility="private")
         learn_button.click(
             learn, [image, model_id, source_text, target_text, kind, iterations, t_edit, steps], [learned_path, learned_file, info],
-            api_name="asyrrp_learn", preprocess=False, **GPU_CONCURRENCY,
+            api_name="asyrp_learn", preprocess=False, **GPU_CONCURRENCY,
         )
         stop_button.click(request_stop, None, None, api_visibility="private", queue=False)
         inputs = [image, model_id, source, k, learned_path, direction_file, scale, strip, auto, t_edit, t_boost, steps, seed]
         costs = [model_id, source, strip, t_edit, steps]
         gr.on([c.change for c in costs], estimate, costs, time_estimate, api_visibility="private")
-        run.click(run_asyrrp, inputs, [gallery, info], api_name="asyrrp", preprocess=False, **GPU_CONCURRENCY).then(
+        run.click(run_asyrp, inputs, [gallery, info], api_name="asyrp", preprocess=False, **GPU_CONCURRENCY).then(
             estimate, costs, time_estimate, api_visibility="private")

@@ -1,5 +1,5 @@
-"""Asyrrp: the identity cases against plain DDIM, linearity and additivity of h-space edits, the inversion cache,
-direction learning with a tiny CLIP, direction files, and the automatic interval."""
+"""Asyrp: the identity cases against plain DDIM, linearity and additivity of h-space edits, decoding a given x_T,
+direction finding (principal, mean difference, learned with a tiny CLIP), direction files, the automatic interval."""
 
 import pytest
 import torch
@@ -7,7 +7,8 @@ from diffusers import DDIMScheduler
 from safetensors.torch import save_file
 
 from conftest import ddpm_scheduler, tiny_unet
-from pipelines import AsyrrpPipeline
+from pipelines import AsyrpPipeline
+from pipelines import directions as find
 from pipelines.clip import ClipJudge
 from pipelines.directions import DeltaBlock, load_direction, save_direction
 
@@ -17,7 +18,7 @@ SIZE = 16  # h-space (32, 8, 8)
 
 @pytest.fixture(scope="module")
 def pipe():
-    pipe = AsyrrpPipeline(unet=tiny_unet(SIZE), scheduler=ddpm_scheduler())
+    pipe = AsyrpPipeline(unet=tiny_unet(SIZE), scheduler=ddpm_scheduler())
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -32,13 +33,13 @@ def direction(pipe, seed: int = 0) -> torch.Tensor:
 
 def edit(pipe, img, d, scale=1.0, seed=0, **kwargs):
     kwargs = {"t_edit": 400, "t_boost": 200, "num_inference_steps": STEPS, "output_type": "pt", **kwargs}
-    return pipe(img, d, scale=scale, generator=torch.Generator().manual_seed(seed), **kwargs).images
+    return pipe(img, direction=d, scale=scale, generator=torch.Generator().manual_seed(seed), **kwargs).images
 
 
 @torch.no_grad()
 def plain_ddim(pipe, x_T, t_boost, seed):
-    """diffusers' DDIM loop from x_T: eta = 0, then eta = 1 below t_boost, noise from the same generator."""
-    ddim = DDIMScheduler.from_config(pipe.scheduler.config)
+    """diffusers' unclipped DDIM loop from x_T: eta = 0, then eta = 1 below t_boost, noise from the same generator."""
+    ddim = DDIMScheduler.from_config(pipe.scheduler.config, clip_sample=False)
     ddim.set_timesteps(STEPS)
     generator, x = torch.Generator().manual_seed(seed), x_T
     for t in ddim.timesteps:
@@ -50,7 +51,7 @@ def plain_ddim(pipe, x_T, t_boost, seed):
 @pytest.mark.parametrize("t_boost", [0, 500])
 def test_no_zero_or_unscaled_direction_is_plain_ddim_bit_for_bit(pipe, t_boost):
     img = image()
-    expected = plain_ddim(pipe, pipe.invert(img, STEPS), t_boost, seed=3)
+    expected = plain_ddim(pipe, pipe.invert(img, num_inference_steps=STEPS), t_boost, seed=3)
     d = direction(pipe)
     for d_, scale in ((None, 1.0), (torch.zeros(pipe.h_shape), 1.0), (d, 0.0), ([d, -d * 0], 0.0)):
         got = edit(pipe, img, d_, scale, seed=3, t_edit=600, t_boost=t_boost)
@@ -86,54 +87,60 @@ def test_directions_add(pipe):
     assert (together - edit(pipe, img, d1)).abs().mean() > 1e-3  # the second direction is not ignored
 
 
-def test_inversion_is_cached_so_a_new_scale_does_not_invert_again(pipe):
+def test_a_given_x_T_is_decoded_without_inverting_again(pipe):
+    img, d = image(4), direction(pipe)
     calls = []
     handle = pipe.unet.register_forward_hook(lambda *args: calls.append(1))
     try:
-        img = image(4)
-        edit(pipe, img, direction(pipe), 1.0)
+        from_image = edit(pipe, img, d, 1.0)
         first = len(calls)
-        edit(pipe, img, direction(pipe), 2.0)
-        second = len(calls) - first
+        x_T = pipe(img, direction=d, t_edit=400, t_boost=200, num_inference_steps=STEPS, output_type="pt").x_T
+        from_latent = edit(pipe, None, d, 1.0, x_T=x_T)
+        last = len(calls) - 2 * first
     finally:
         handle.remove()
     assert first == STEPS + STEPS  # inversion + sampling (the edited and original eps share one call per step)
-    assert second == STEPS
-    assert pipe.invert(img, STEPS) is pipe.invert(img, STEPS)
-    assert not torch.equal(pipe.invert(img, STEPS), pipe.invert(img, STEPS + 1))  # steps are part of the key
+    assert last == STEPS  # sampling only
+    assert torch.equal(from_latent, from_image)
+    with pytest.raises(ValueError, match="not both"):
+        edit(pipe, img, d, x_T=x_T)
 
 
-def test_inversion_is_the_exact_inverse_of_ddim_for_a_model_with_consistent_eps():
-    # eps_theta = 0 everywhere (a zeroed output layer) makes DDIM a pure rescaling, so inversion followed by
-    # decoding must give x_0 back up to float round-off; a timestep misalignment between the two would not
+@pytest.mark.parametrize("eps", [0.0, 0.5])
+def test_inversion_is_the_exact_inverse_of_ddim_for_a_model_with_consistent_eps(eps):
+    # a constant eps_theta (a zeroed output layer with bias eps) makes the inversion exact, so decoding must give x_0
+    # back up to float round-off; a timestep misalignment would not, nor would a clipped P_t (eps = 0.5 drives P_t
+    # far outside [-1,1] at large t) although this scheduler asks for clip_sample
     unet = tiny_unet(SIZE)
     torch.nn.init.zeros_(unet.conv_out.weight)
-    torch.nn.init.zeros_(unet.conv_out.bias)
-    pipe = AsyrrpPipeline(unet=unet, scheduler=ddpm_scheduler())
+    torch.nn.init.constant_(unet.conv_out.bias, eps)
+    scheduler = ddpm_scheduler()
+    assert scheduler.config.clip_sample
+    pipe = AsyrpPipeline(unet=unet, scheduler=scheduler)
     pipe.set_progress_bar_config(disable=True)
     img = image(5)
-    x_T = pipe.invert(img, STEPS)
-    first = pipe.ddim(STEPS).timesteps[0]
-    assert torch.allclose(x_T, pipe.scheduler.alphas_cumprod[first].sqrt() * (img * 2 - 1), atol=1e-5)
+    x_T = pipe.invert(img, num_inference_steps=STEPS)
+    abar_first = pipe.scheduler.alphas_cumprod[pipe.ddim(STEPS).timesteps[0]]
+    assert torch.allclose(x_T, abar_first.sqrt() * (img * 2 - 1) + (1 - abar_first).sqrt() * eps, atol=1e-5)
     assert (edit(pipe, img, None, t_boost=0) - img).abs().max() < 1e-5
 
 
 def test_learned_direction_lowers_the_directional_loss_it_was_trained_on(pipe, tiny_clip):
     judge = ClipJudge(*tiny_clip)
     img, src, trg = image(6), "a photo", "a red photo"
-    loss = lambda d: pipe.directional_loss(img, judge, src, trg, d, t_edit=400, num_inference_steps=STEPS)  # noqa: E731
+    loss = lambda d: find.directional_loss(pipe, img, judge, src, trg, d, t_edit=400, num_inference_steps=STEPS)  # noqa: E731
     # no edit: the image delta is 0, its cosine with the text delta 0, the loss exactly 1
     assert loss(None) == 1.0
     learned = {}
     for kind in ("global", "implicit"):
-        learned[kind] = pipe.learn_direction(img, judge, src, trg, kind=kind, t_edit=400, num_inference_steps=STEPS, iterations=2)
+        learned[kind] = find.learn_direction(pipe, img, judge, src, trg, kind=kind, t_edit=400, num_inference_steps=STEPS, iterations=2)
         assert loss(learned[kind]) < 1.0, kind  # the edit now moves CLIP's image embedding toward the target text
     assert loss(-learned["global"]) > 1.0  # and the opposite direction moves it away
 
 
 def test_learning_stops_when_asked(pipe, tiny_clip):
     seen = []
-    pipe.learn_direction(image(8), ClipJudge(*tiny_clip), "a", "b", kind="global", t_edit=800, num_inference_steps=STEPS,
+    find.learn_direction(pipe, image(8), ClipJudge(*tiny_clip), "a", "b", kind="global", t_edit=800, num_inference_steps=STEPS,
                          iterations=5, progress=lambda i, n, loss: seen.append(i), should_stop=lambda: len(seen) >= 2)
     assert seen == [1, 2]
 
@@ -165,7 +172,7 @@ def test_bad_direction_files_are_refused(pipe, tmp_path):
     with pytest.raises(ValueError, match="ddpm-cat-256"):
         load_direction(tmp_path / "d.safetensors", shape=pipe.h_shape, model_id="google/ddpm-church-256")
     save_file({"x": torch.zeros(1)}, str(tmp_path / "weights.safetensors"))
-    with pytest.raises(ValueError, match="not an Asyrrp direction"):
+    with pytest.raises(ValueError, match="not an Asyrp direction"):
         load_direction(tmp_path / "weights.safetensors", shape=pipe.h_shape)
 
 
@@ -175,11 +182,11 @@ def test_bad_arguments_are_refused(pipe):
     with pytest.raises(ValueError, match="shape"):
         edit(pipe, image(), torch.zeros(3, 8, 8))
     with pytest.raises(ValueError, match="kind"):
-        pipe.learn_direction(image(), None, "a", "b", kind="pca")
+        find.learn_direction(pipe, image(), None, "a", "b", kind="pca")
 
 
 def test_unsupervised_directions_are_orthogonal_principal_axes_that_edit(pipe):
-    dirs = pipe.unsupervised_directions(k=3, num_samples=8, generator=torch.Generator().manual_seed(0))
+    dirs = find.principal_directions(pipe, k=3, num_samples=8, generator=torch.Generator().manual_seed(0))
     assert dirs.shape == (3, *pipe.h_shape)
     flat = dirs.flatten(1)
     gram = flat @ flat.T
@@ -193,40 +200,40 @@ def test_automatic_interval_follows_the_lpips_thresholds(pipe):
     T = pipe.scheduler.config.num_train_timesteps
     never = lambda x, y: torch.zeros(x.shape[0])  # noqa: E731
     always = lambda x, y: torch.full((x.shape[0],), 2.0)  # noqa: E731
-    assert pipe.choose_interval(image(), never, STEPS) == (T, T)  # thresholds never reached: no edit, no boost
-    assert pipe.choose_interval(image(), always, STEPS) == (0, 0)  # reached at once: the smallest timestep
+    assert find.choose_interval(pipe, image(), never, num_inference_steps=STEPS) == (T, T)  # thresholds never reached: no edit, no boost
+    assert find.choose_interval(pipe, image(), always, num_inference_steps=STEPS) == (0, 0)  # reached at once: the smallest timestep
     # a distance that grows with the noise level: x_t drifts from x_0 faster than P_t does, so t_boost <= t_edit
     l1 = lambda x, y: (x - y).abs().mean(dim=(1, 2, 3))  # noqa: E731
-    t_edit, t_boost = pipe.choose_interval(image(), l1, STEPS, generator=torch.Generator().manual_seed(0))
+    t_edit, t_boost = find.choose_interval(pipe, image(), l1, num_inference_steps=STEPS, generator=torch.Generator().manual_seed(0))
     assert 0 <= t_boost <= t_edit <= T
 
 
 def test_callback_sees_every_step(pipe):
     seen = []
     edit(pipe, image(), direction(pipe), callback=lambda step, t, x_t, x0: seen.append((step, t, x_t.shape)))
-    assert [s[0] for s in seen] == list(range(STEPS))
-    assert [s[1] for s in seen] == [800, 600, 400, 200, 0]
+    assert [s[0] for s in seen] == list(range(pipe.total_steps(num_inference_steps=STEPS)))  # inversion, then decoding
+    assert [s[1] for s in seen] == [0, 200, 400, 600, 800, 800, 600, 400, 200, 0]
 
 
 def test_mean_difference_direction_is_the_gap_between_the_groups_mean_h_over_the_edit_interval(pipe):
     positives, negatives = torch.cat([image(10), image(11)]), torch.cat([image(12), image(13)])
-    d = pipe.mean_difference_direction(positives, negatives, t_edit=400, num_inference_steps=STEPS)
+    d = find.mean_difference_direction(pipe, positives, negatives, t_edit=400, num_inference_steps=STEPS)
     assert d.shape == pipe.h_shape
     assert d.abs().mean() > 1e-3  # different images, different mean h
-    assert torch.equal(pipe.mean_difference_direction(positives, positives, t_edit=400, num_inference_steps=STEPS), torch.zeros(pipe.h_shape))
+    assert torch.equal(find.mean_difference_direction(pipe, positives, positives, t_edit=400, num_inference_steps=STEPS), torch.zeros(pipe.h_shape))
     # antisymmetric: swapping the groups reverses the direction (up to float32 round-off in the means)
-    assert torch.allclose(pipe.mean_difference_direction(negatives, positives, t_edit=400, num_inference_steps=STEPS), -d, atol=1e-6)
-    # h is read along the images' own DDIM trajectories at t = 800, 600, 400 only: three U-Net calls once x_T is cached
+    assert torch.allclose(find.mean_difference_direction(pipe, negatives, positives, t_edit=400, num_inference_steps=STEPS), -d, atol=1e-6)
+    # h is read along the images' own DDIM trajectories at t = 800, 600, 400 only: three U-Net calls after the inversion
     calls = []
     handle = pipe.unet.register_forward_hook(lambda *args: calls.append(1))
     try:
-        pipe.mean_h(positives, t_edit=400, num_inference_steps=STEPS)
+        find.mean_h(pipe, positives, t_edit=400, num_inference_steps=STEPS)
     finally:
         handle.remove()
-    assert len(calls) == 3
+    assert len(calls) == STEPS + 3
     assert (edit(pipe, image(), d) - edit(pipe, image(), None)).abs().mean() > 1e-3  # usable as a direction as it stands
 
 
 def test_mean_difference_direction_refuses_a_bad_interval(pipe):
     with pytest.raises(ValueError, match="t_boost <= t_edit"):
-        pipe.mean_difference_direction(image(), image(1), t_edit=-1)
+        find.mean_difference_direction(pipe, image(), image(1), t_edit=-1)
