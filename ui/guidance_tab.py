@@ -20,7 +20,8 @@ $$\text{DDPM (Alg. 1):}\;\; x_{t-1} \sim \mathcal N\big(\mu + s\,\Sigma\,\nabla_
 
 DDPM shifts the *mean* of each random step; DDIM shifts the *predicted noise* and then takes its usual step.
 Two classifiers can play $p_\phi$. A **noise-aware classifier**, trained on noisy $x_t$ as in the paper, reads $x_t$
-and $t$ directly; the bundled shapes-16 model ships one (circle, square, triangle). **CLIP, zero-shot**, works with
+and $t$ directly; the bundled models ship one (faces-32: smiling or frowning, with or without glasses; shapes-16:
+circle, square, triangle). **CLIP, zero-shot**, works with
 any model: $p(y{=}k) = \mathrm{softmax}_k(100\cos(\mathrm{CLIP}(\hat x_0), \mathrm{CLIP}(\text{prompt}_k)))$ over your label
 prompts, judged on the predicted clean image $\hat x_0 = (x_t - \sqrt{1-\bar\alpha_t}\,\epsilon_\theta)/\sqrt{\bar\alpha_t}$
 because CLIP has never seen noise; its gradient either goes **through the U-Net** (exact, about 3x slower) or holds
@@ -31,6 +32,8 @@ breaks the image, and the run stops if the numbers overflow.
 
 FACE_PROMPTS = "a photo of a smiling person\na photo of a person with glasses\na photo of a person with a beard"
 
+CARTOON_PROMPTS = ("a cartoon face, frowning\na cartoon face, smiling\na cartoon face with glasses, frowning\n"
+                   "a cartoon face with glasses, smiling")
 SHAPE_PROMPTS = "a drawing of a circle\na drawing of a square\na drawing of a triangle"
 NOISE_AWARE = "noise-aware classifier of the model (trained on noisy x_t)"
 CLIP_ZERO_SHOT = "CLIP zero-shot over label prompts"
@@ -38,6 +41,8 @@ CLASSIFIERS = [NOISE_AWARE, CLIP_ZERO_SHOT]
 
 # classifier, model, prompts, target, scale, sampler, steps, samples, seed, sweep, sweep scales
 EXAMPLES = [
+    [NOISE_AWARE, "faces-32", CARTOON_PROMPTS, "smiling", 40, "ddpm", 50, 4, 0, False, "0, 10, 20, 40"],
+    [NOISE_AWARE, "faces-32", CARTOON_PROMPTS, "smiling with glasses", 40, "ddpm", 50, 2, 1, True, "0, 10, 20, 40"],
     [NOISE_AWARE, "shapes-16", SHAPE_PROMPTS, "triangle", 10, "ddpm", 50, 4, 0, False, "0, 5, 10, 20"],
     [NOISE_AWARE, "shapes-16", SHAPE_PROMPTS, "circle", 10, "ddpm", 50, 4, 1, True, "0, 1, 2, 5, 10"],
     [NOISE_AWARE, "shapes-16", SHAPE_PROMPTS, "square", 5, "ddim", 50, 2, 2, True, "0, 0.5, 1, 2, 5"],
