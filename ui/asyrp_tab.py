@@ -18,8 +18,9 @@ from pipelines.directions import (LPIPS_BOOST, LPIPS_EDIT, choose_interval, lear
 from pipelines.models import asyrp_interval
 from pipelines.sampling import counted_from
 
-from .common import (GPU_CONCURRENCY, StepReporter, check_budget, check_text, display, estimate_markdown, gpu,
-                     make_generator, model_dropdown, offered_model, seed_input, uploaded_path, user_errors)
+from .common import (GPU_CONCURRENCY, StepReporter, Stopped, check_budget, check_text, display, estimate_markdown,
+                     gpu, make_generator, model_dropdown, offered_model, seed_input, started, stop_button,
+                     uploaded_path, user_errors)
 
 SOURCES = ["unsupervised (k-th principal direction)", "learn from two texts", "load a direction file"]
 STRIP = [-2.0, -1.0, 1.0, 2.0]
@@ -65,7 +66,6 @@ EXAMPLES = [
     ["assets/chelsea.png", "google/ddpm-cat-256", SOURCES[0], 1, None, 1.0, True, 40, 0],
 ]
 
-_stop_flags: dict[str, threading.Event] = {}
 _inversions: OrderedDict[tuple, torch.Tensor] = OrderedDict()
 _inversions_lock = threading.Lock()
 _principal: dict[str, torch.Tensor] = {}
@@ -128,7 +128,8 @@ def _direction(pipe, model_id, source, k, learned_path, file_path):
 
 @user_errors
 @gpu
-def run_asyrp(image, model_id, source, k, learned_path, file_path, scale, strip, auto, t_edit, t_boost, steps, seed, progress=gr.Progress()):
+def run_asyrp(image, model_id, source, k, learned_path, file_path, scale, strip, auto, t_edit, t_boost, steps, seed,
+              request: gr.Request = None, progress=gr.Progress()):
     if source not in SOURCES:
         raise gr.Error(f"Pick where the direction comes from: {', '.join(SOURCES)}.", title="Invalid input")
     if source == SOURCES[0] and not 1 <= int(k) <= MAX_K:
@@ -155,11 +156,15 @@ def run_asyrp(image, model_id, source, k, learned_path, file_path, scale, strip,
             t_edit, t_boost = choose_interval(pipe, picture, lpips, num_inference_steps=int(steps), generator=make_generator(seed))
             note = f"LPIPS chose t_edit = {t_edit}, t_boost = {t_boost}. "
     direction, label = _direction(pipe, model_id, source, k, learned_path, file_path)
-    reporter = StepReporter(progress, pipe.total_steps(num_inference_steps=int(steps)), "Asyrp: DDIM inversion, then editing")
-    x_T = x_T_of(pipe, model_id, picture, int(steps), callback=reporter)
-    out = pipe(x_T=x_T, direction=direction, scale=scales, t_edit=int(t_edit), t_boost=int(t_boost),
-               num_inference_steps=int(steps), generator=make_generator(seed),
-               callback=counted_from(reporter, int(steps)))
+    reporter = StepReporter(progress, pipe.total_steps(num_inference_steps=int(steps)), "Asyrp: DDIM inversion, then editing",
+                            stop=started(request))
+    try:
+        x_T = x_T_of(pipe, model_id, picture, int(steps), callback=reporter)
+        out = pipe(x_T=x_T, direction=direction, scale=scales, t_edit=int(t_edit), t_boost=int(t_boost),
+                   num_inference_steps=int(steps), generator=make_generator(seed),
+                   callback=counted_from(reporter, int(steps)))
+    except Stopped:
+        return [(display(picture), "input")] + reporter.stopped_gallery(), "Stopped."
     gallery = [(display(picture), "input"), (display(out.images[0]), "reconstruction (scale 0)")]
     gallery += [(display(img), f"scale {s:+.2g}") for s, img in zip(scales[1:], out.images[1:])]
     return gallery, f"{note}Direction: {label}; t_edit = {int(t_edit)}, t_boost = {int(t_boost)}, {int(steps)} steps."
@@ -180,8 +185,7 @@ def learn(image, model_id, source_text, target_text, kind, iterations, t_edit, s
     inverted = _inversion_key(model_id, picture, int(steps)) in _inversions
     check_budget(load_diffusion(model_id), *learn_cost(iterations, steps, inverted=inverted),
                  lower="the passes or the steps", smallest=learn_cost(1, 10))
-    stop = _stop_flags.setdefault(request.session_hash or "", threading.Event())
-    stop.clear()
+    stop = started(request)
     progress((0, int(iterations)), desc="Inverting the image")
     direction = learn_direction(
         pipe, picture, judge, source_text, target_text, kind="implicit" if kind.startswith("f_t") else "global",
@@ -216,10 +220,6 @@ def estimate(model_id, source, strip, t_edit, steps) -> str:
     return estimate_markdown(model_id, *cost(model_id, source, strip, t_edit, steps))
 
 
-def request_stop(request: gr.Request):
-    _stop_flags.setdefault(request.session_hash or "", threading.Event()).set()
-
-
 def build_tab() -> None:
     with gr.Tab("Asyrp"):
         gr.Markdown(EXPLANATION, latex_delimiters=[{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}])
@@ -238,7 +238,7 @@ def build_tab() -> None:
                     iterations = gr.Slider(1, 20, value=5, step=1, label="Passes over the edit interval")
                     with gr.Row():
                         learn_button = gr.Button("Learn direction")
-                        stop_button = gr.Button("Stop", variant="stop")
+                        stop_button()
                     learned_file = gr.File(label="Learned direction (.safetensors, download to reuse)", interactive=False)
                 direction_file = gr.File(label="Direction file (.safetensors)", file_types=[".safetensors"])
                 scale = gr.Slider(-MAX_SCALE, MAX_SCALE, value=1.0, step=0.1, label="Scale s (negative reverses the edit)")
@@ -250,7 +250,9 @@ def build_tab() -> None:
                     t_boost = gr.Slider(0, 1000, value=default_boost, step=1, label="t_boost (stochastic steps below it; 0 = off)")
                     steps = gr.Slider(10, 200, value=40, step=10, label="Steps (inversion and sampling; the paper uses 40)")
                     seed = seed_input()
-                run = gr.Button("Edit", variant="primary")
+                with gr.Row():
+                    run = gr.Button("Edit", variant="primary")
+                    stop_button()
                 time_estimate = gr.Markdown()
             with gr.Column():
                 gallery = gr.Gallery(label="Input, reconstruction, edits", columns=3, height=460)
@@ -261,7 +263,6 @@ def build_tab() -> None:
             learn, [image, model_id, source_text, target_text, kind, iterations, t_edit, steps], [learned_path, learned_file, info],
             api_name="asyrp_learn", preprocess=False, **GPU_CONCURRENCY,
         )
-        stop_button.click(request_stop, None, None, api_visibility="private", queue=False)
         inputs = [image, model_id, source, k, learned_path, direction_file, scale, strip, auto, t_edit, t_boost, steps, seed]
         costs = [model_id, source, strip, t_edit, steps]
         gr.on([c.change for c in costs], estimate, costs, time_estimate, api_visibility="private")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -164,19 +165,67 @@ def uploaded_path(image, what: str = "an image") -> str:
     return image["path"] if isinstance(image, dict) else image
 
 
-class StepReporter:
-    """The pipeline callback: moves the progress bar and keeps x_t and x0_hat at a few steps for the process view."""
+_stop_flags: dict[str, threading.Event] = {}
 
-    def __init__(self, progress: gr.Progress, total: int, desc: str, snapshots: int = 0):
-        self.progress, self.total, self.desc = progress, total, desc
+
+def stop_flag(request: gr.Request | None) -> threading.Event:
+    """The Stop flag of the page that made the request (one per browser session; a fresh one without a request)."""
+    if request is None or not request.session_hash:
+        return threading.Event()
+    return _stop_flags.setdefault(request.session_hash, threading.Event())
+
+
+def started(request: gr.Request | None) -> threading.Event:
+    """The page's Stop flag, lowered as its new request starts."""
+    stop = stop_flag(request)
+    stop.clear()
+    return stop
+
+
+def request_stop(request: gr.Request) -> None:
+    """The Stop buttons: the page's running request ends at its next sampler step."""
+    stop_flag(request).set()
+
+
+def stop_button() -> gr.Button:
+    """A Stop button next to a Run button: the page's running request ends at its next sampler step and shows what
+    it had (the predicted clean images of that step)."""
+    button = gr.Button("Stop", variant="stop")
+    button.click(request_stop, None, None, api_visibility="private", queue=False)
+    return button
+
+
+class Stopped(Exception):
+    """Raised by StepReporter at the first step after Stop: the run ends there and shows what it had."""
+
+
+class StepReporter:
+    """The pipeline callback: moves the progress bar, keeps x_t and x0_hat at a few steps for the process view and the
+    latest x0_hat, and ends the run (Stopped) at the first step after the page pressed Stop."""
+
+    def __init__(self, progress: gr.Progress, total: int, desc: str, snapshots: int = 0,
+                 stop: threading.Event | None = None):
+        self.progress, self.total, self.desc, self.stop = progress, total, desc, stop
         self.keep = {round(i * (total - 1) / max(1, snapshots - 1)) for i in range(snapshots)}  # evenly, ends included
         self.frames: list[tuple] = []
+        self.step, self.x0_hat = 0, None
 
     def __call__(self, step: int, t: int, x_t: torch.Tensor, x0_hat: torch.Tensor) -> None:
+        if self.stop is not None and self.stop.is_set():
+            raise Stopped(step)
+        self.step, self.x0_hat = step + 1, x0_hat
         self.progress((step + 1, self.total), desc=self.desc)
         if step in self.keep:
             x_t_img, x0_img = images.postprocess(torch.stack([x_t[0], x0_hat[0]]))
             self.frames += [(display(x_t_img), f"t={t}: x_t"), (display(x0_img), f"t={t}: predicted x0")]
+
+
+    def stopped_gallery(self) -> list[tuple]:
+        """What a stopped run had: the predicted clean image of every sample at its last step."""
+        if self.x0_hat is None:
+            return []
+        caption = f"stopped at step {self.step} of {self.total}: predicted x0"
+        return [(display(image), caption) for image in images.postprocess(self.x0_hat)]
 
 
 OUTPUT_DIR = Path(tempfile.mkdtemp(prefix="steer-outputs-"))

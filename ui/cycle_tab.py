@@ -8,8 +8,9 @@ from pipelines import CycleDiffusionPipeline, images, load_clip, load_diffusion,
 from pipelines.cycle_diffusion import chain_length
 from pipelines.metrics import clip_similarity, faithfulness
 
-from .common import (GPU_CONCURRENCY, StepReporter, check_budget, check_text, class_names, display, estimate_markdown,
-                     gpu, make_generator, model_dropdown, offered_model, seed_input, uploaded_path, user_errors)
+from .common import (GPU_CONCURRENCY, StepReporter, Stopped, check_budget, check_text, class_names, display,
+                     estimate_markdown, gpu, make_generator, model_dropdown, offered_model, seed_input, started,
+                     stop_button, uploaded_path, user_errors)
 
 MIN_STEPS, MIN_STRENGTH = 10, 0.1
 MODES = ["reconstruct", "translate", "text edit", "class translation"]
@@ -110,7 +111,7 @@ def class_labels(source_id: str, source_class: str | None, target_class: str | N
 @gpu
 def run_cycle(image, mode, source_id, target_id, target_prompt, source_prompt, strength, eta, steps, guidance_scale,
               exact_gradient, pnp_steps, step_size, seed, source_class=None, target_class=None,
-              progress=gr.Progress()):
+              request: gr.Request = None, progress=gr.Progress()):
     source_id = offered_model(source_id)
     if mode not in MODES:
         raise gr.Error(f"Pick a mode: {', '.join(MODES)}.", title="Invalid input")
@@ -148,8 +149,11 @@ def run_cycle(image, mode, source_id, target_id, target_prompt, source_prompt, s
     total = pipe.total_steps(num_inference_steps=settings["num_inference_steps"], strength=settings["strength"],
                              plug_and_play_steps=kwargs.get("plug_and_play_steps", 0),
                              translate_or_edit=mode != "reconstruct")
-    reporter = StepReporter(progress, total, f"CycleDiffusion: {mode}")
-    out = pipe(picture, generator=make_generator(seed), callback=reporter, **settings, **kwargs)
+    reporter = StepReporter(progress, total, f"CycleDiffusion: {mode}", stop=started(request))
+    try:
+        out = pipe(picture, generator=make_generator(seed), callback=reporter, **settings, **kwargs)
+    except Stopped:
+        return [(display(picture), "input")] + reporter.stopped_gallery(), "Stopped."
     result, reconstruction = out.images[0], out.reconstructions[0]
     captions = {"translate": target_id, "text edit": f"“{target_prompt}”",
                 "class translation": f"{source_class} → {target_class}"}
@@ -225,7 +229,9 @@ def build_tab() -> None:
                                           "(0 = off; backpropagates through the whole chain, wants a GPU)")
                     step_size = gr.Number(1e-3, minimum=1e-6, maximum=1.0, label="Langevin step size λ")
                     seed = seed_input()
-                run = gr.Button("Run CycleDiffusion", variant="primary")
+                with gr.Row():
+                    run = gr.Button("Run CycleDiffusion", variant="primary")
+                    stop_button()
                 time_estimate = gr.Markdown()
             with gr.Column():
                 gallery = gr.Gallery(label="Input, reconstruction, result", columns=3, height=420)

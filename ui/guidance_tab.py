@@ -8,8 +8,9 @@ import gradio as gr
 from pipelines import (ClassifierGuidancePipeline, ClipZeroShotClassifier, load_classifier, load_clip, load_diffusion,
                        make_scheduler, models)
 
-from .common import (GPU_CONCURRENCY, StepReporter, check_budget, class_names, display, estimate_markdown, gpu,
-                     make_generator, model_dropdown, offered_model, parse_prompts, seed_input, user_errors)
+from .common import (GPU_CONCURRENCY, StepReporter, Stopped, check_budget, class_names, display, estimate_markdown,
+                     gpu, make_generator, model_dropdown, offered_model, parse_prompts, seed_input, started,
+                     stop_button, user_errors)
 
 EXPLANATION = r"""
 **Classifier guidance** (Dhariwal & Nichol, NeurIPS 2021) adds the gradient of a classifier's log-probability
@@ -131,7 +132,7 @@ def parse_scales(text: str) -> list[float]:
 @user_errors
 @gpu
 def run_guidance(prompts_text, target, model_id, scale, sampler, gradient, eta, steps, samples, seed, sweep,
-                 sweep_scales, classifier_kind=CLIP_ZERO_SHOT, progress=gr.Progress()):
+                 sweep_scales, classifier_kind=CLIP_ZERO_SHOT, request: gr.Request = None, progress=gr.Progress()):
     model_id = offered_model(model_id)
     scales = parse_scales(sweep_scales) if sweep else [float(scale)]
     classifier, y = make_classifier(classifier_kind, prompts_text, target, model_id)
@@ -143,19 +144,22 @@ def run_guidance(prompts_text, target, model_id, scale, sampler, gradient, eta, 
     check_budget(model, *cost(classifier_kind, gradient, steps, samples, sweep, sweep_scales),
                  lower="the steps, the number of samples or the sweep's scales (or use the fixed-eps gradient)",
                  smallest=cost(classifier_kind, "fixed_eps", MIN_STEPS, 1, False, ""))
-    gallery = []
+    gallery, stop = [], started(request)
     for s in scales:
-        reporter = StepReporter(progress, int(steps), f"guided sampling, s = {s:g}")
-        out = pipe(
-            [y] * int(samples),
-            guidance_scale=s,
-            sampler=sampler,
-            num_inference_steps=int(steps),
-            eta=float(eta),
-            gradient=gradient,
-            generator=make_generator(seed),
-            callback=reporter,
-        )
+        reporter = StepReporter(progress, int(steps), f"guided sampling, s = {s:g}", stop=stop)
+        try:
+            out = pipe(
+                [y] * int(samples),
+                guidance_scale=s,
+                sampler=sampler,
+                num_inference_steps=int(steps),
+                eta=float(eta),
+                gradient=gradient,
+                generator=make_generator(seed),
+                callback=reporter,
+            )
+        except Stopped:
+            return gallery + [(path, f"s={s:g}, {caption}") for path, caption in reporter.stopped_gallery()]
         for i, (image, p) in enumerate(zip(out.images, out.probabilities[:, y].tolist())):
             gallery.append((display(image), f"s={s:g}, sample {i + 1}: p(target) = {p:.2f}"))
     return gallery
@@ -202,7 +206,9 @@ def build_tab() -> None:
                     eta = gr.Slider(0, 1, value=0, step=0.1, label="DDIM eta (0 = deterministic, 1 = DDPM-like)")
                     steps = gr.Slider(MIN_STEPS, 1000, value=50, step=10, label="Sampling steps (DDPM wants more than DDIM)")
                     seed = seed_input()
-                run = gr.Button("Run classifier guidance", variant="primary")
+                with gr.Row():
+                    run = gr.Button("Run classifier guidance", variant="primary")
+                    stop_button()
                 time_estimate = gr.Markdown()
             with gr.Column():
                 gallery = gr.Gallery(label="Samples with the classifier's probability of the target", columns=4,

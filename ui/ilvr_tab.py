@@ -7,8 +7,9 @@ import gradio as gr
 from pipelines import ILVRPipeline, images, load_diffusion, make_scheduler
 from pipelines.ilvr import DOWN_FACTORS
 
-from .common import (GPU_CONCURRENCY, StepReporter, check_budget, display, estimate_markdown, gpu, make_generator,
-                     model_dropdown, offered_model, seed_input, uploaded_path, user_errors)
+from .common import (GPU_CONCURRENCY, StepReporter, Stopped, check_budget, display, estimate_markdown, gpu,
+                     make_generator, model_dropdown, offered_model, seed_input, started, stop_button, uploaded_path,
+                     user_errors)
 
 MIN_STEPS = 10
 
@@ -41,7 +42,8 @@ EXAMPLES = [
 
 @user_errors
 @gpu
-def run_ilvr(reference, model_id, down_factor, range_t, steps, samples, seed, show_process, progress=gr.Progress()):
+def run_ilvr(reference, model_id, down_factor, range_t, steps, samples, seed, show_process,
+             request: gr.Request = None, progress=gr.Progress()):
     model_id = offered_model(model_id)
     path = uploaded_path(reference, "a reference image")
     model = load_diffusion(model_id)
@@ -51,16 +53,20 @@ def run_ilvr(reference, model_id, down_factor, range_t, steps, samples, seed, sh
                       batch_size=int(samples), output_type="pil")
     check_budget(model, *cost(steps, samples), lower="the sampling steps or the number of samples",
                  smallest=cost(MIN_STEPS, 1))
-    reporter = StepReporter(progress, int(steps), "ILVR sampling", snapshots=6 if show_process else 0)
-    out = pipe(
-        reference,
-        down_factor=int(down_factor),
-        range_t=int(range_t),
-        num_inference_steps=int(steps),
-        batch_size=int(samples),
-        generator=make_generator(seed),
-        callback=reporter,
-    )
+    reporter = StepReporter(progress, int(steps), "ILVR sampling", snapshots=6 if show_process else 0,
+                            stop=started(request))
+    try:
+        out = pipe(
+            reference,
+            down_factor=int(down_factor),
+            range_t=int(range_t),
+            num_inference_steps=int(steps),
+            batch_size=int(samples),
+            generator=make_generator(seed),
+            callback=reporter,
+        )
+    except Stopped:
+        return [(display(reference), "reference y")] + reporter.stopped_gallery(), reporter.frames
     gallery = [(display(reference), "reference y"), (display(out.reference_low_pass[0]), f"φ_N(y), N={down_factor}")]
     gallery += [(display(image), f"sample {i + 1}") for i, image in enumerate(out.images)]
     return gallery, reporter.frames
@@ -89,7 +95,9 @@ def build_tab() -> None:
                     steps = gr.Slider(MIN_STEPS, 1000, value=100, step=10, label="Sampling steps (the paper uses 1000)")
                     seed = seed_input()
                     show_process = gr.Checkbox(False, label="Show the process (x_t and predicted x0 at a few steps)")
-                run = gr.Button("Run ILVR", variant="primary")
+                with gr.Row():
+                    run = gr.Button("Run ILVR", variant="primary")
+                    stop_button()
                 time_estimate = gr.Markdown()
             with gr.Column():
                 gallery = gr.Gallery(label="Reference, its low-pass φ_N(y), samples", columns=4, height=420)
