@@ -37,6 +37,17 @@ def test_ilvr_endpoint_returns_reference_low_pass_and_samples(client):
     assert len(process) == 12  # 6 snapshots of x_t and predicted x0
 
 
+def test_ilvr_endpoint_streams_its_predictions_before_the_result(client):
+    c, model_dir = client
+    job = c.submit(handle_file("assets/astronaut.png"), model_dir, 4, 0, 30, 2, 7, False, api_name="/ilvr")
+    final_gallery, _ = job.result()
+    outputs = job.outputs()
+    previews = [out[0] for out in outputs[:-1]]
+    assert len(previews) >= 2  # the gallery changed at least twice before the end
+    assert all(item["caption"].endswith("of 30: predicted x0") for gallery in previews for item in gallery)
+    assert [item["caption"] for item in final_gallery] == ["reference y", "φ_N(y), N=4", "sample 1", "sample 2"]
+
+
 def test_ilvr_endpoint_is_reproducible_by_seed(client):
     c, model_dir = client
     args = (handle_file("assets/chelsea.png"), model_dir, 8, 0, 10, 1, 3, False)

@@ -130,6 +130,22 @@ def test_ilvr_tab_runs_shows_progress_and_images(page):
     assert descriptions == {"ILVR sampling"}
 
 
+def test_ilvr_tab_streams_the_forming_image_stops_on_request_and_runs_again_at_once(page):
+    tab = open_tab(page, "ILVR")
+    tab.locator("input[type=file]").first.set_input_files("assets/shapes/red-circle.png")
+    choose(page, tab, "Model", models.BUNDLED_MODEL)
+    tab.get_by_text("Advanced").click()
+    set_slider(tab, "Sampling steps", 1000)
+    tab.get_by_role("button", name="Run ILVR").click()
+    for step in (100, 200):  # the gallery shows the predicted x0 every 100 steps, so it changes at least twice
+        tab.get_by_text(f"step {step} of 1000: predicted x0").first.wait_for(timeout=120_000)
+    tab.get_by_role("button", name="Stop").click()
+    tab.get_by_text(re.compile(r"stopped at step \d+ of 1000: predicted x0")).first.wait_for(timeout=60_000)
+    set_slider(tab, "Sampling steps", 20)
+    tab.get_by_role("button", name="Run ILVR").click()  # the slot is free: the next run starts and ends at once
+    tab.get_by_text("sample 2").first.wait_for(timeout=60_000)
+
+
 def test_ilvr_tab_shows_an_error_for_a_bad_factor(page):
     tab = open_tab(page, "ILVR")
     tab.locator("input[type=file]").first.set_input_files("assets/chelsea.png")

@@ -42,3 +42,31 @@ def test_stop_ends_an_ilvr_run_early_and_returns_what_it_had(bundled):
     budget_probe = 2  # check_budget times one U-Net call, twice, on a model's first request
     assert len(calls) <= 4 + budget_probe  # 3 steps and the one that saw Stop, of 50
     assert [caption for _, caption in gallery] == ["reference y"] + ["stopped at step 3 of 50: predicted x0"] * 2
+
+
+def fake_run(steps: int, request=None, progress=None):
+    """A tab's run function in miniature: a sampler loop reporting x0_hat (the step number) to a StepReporter."""
+    reporter = common.StepReporter(lambda *args, **kwargs: None, total=steps, desc="", stop=common.started(request))
+    try:
+        for step in range(steps):
+            reporter(step, 1000 - step, torch.zeros(1, 3, 4, 4), torch.full((1, 3, 4, 4), step / steps * 2 - 1))
+    except common.Stopped:
+        return reporter.stopped_gallery(), "stopped"
+    return ["final"], "done"
+
+
+def test_a_live_run_streams_its_predictions_then_its_result():
+    updates = list(common.live(fake_run, outputs=2)(100))
+    previews, (gallery, info) = updates[:-1], updates[-1]
+    assert (gallery, info) == (["final"], "done")
+    assert len(previews) == common.PREVIEWS_PER_RUN - 1  # every 10th of the 100 steps, the last one being the result
+    assert [p[0][0][1] for p in previews] == [f"step {k} of 100: predicted x0" for k in range(10, 100, 10)]
+    assert all(p[1] is not None for p in previews)  # the other output is left as it is (gr.skip())
+
+
+def test_closing_a_live_run_stops_it_at_its_next_step():
+    request = common.gr.Request(session_hash="live-close")
+    stream = common.live(fake_run, outputs=2)(10**6, request=request)
+    next(stream)  # the first preview
+    stream.close()  # what a cancelled event or a closed page does
+    assert common.stop_flag(request).is_set()  # the worker sees it at its next step and returns

@@ -19,7 +19,7 @@ from pipelines.models import asyrp_interval
 from pipelines.sampling import counted_from
 
 from .common import (GPU_CONCURRENCY, StepReporter, Stopped, check_budget, check_text, display, estimate_markdown,
-                     gpu, make_generator, model_dropdown, offered_model, seed_input, started, stop_button,
+                     gpu, live, make_generator, model_dropdown, offered_model, seed_input, started, stop_button,
                      uploaded_path, user_errors)
 
 SOURCES = ["unsupervised (k-th principal direction)", "learn from two texts", "load a direction file"]
@@ -266,5 +266,5 @@ def build_tab() -> None:
         inputs = [image, model_id, source, k, learned_path, direction_file, scale, strip, auto, t_edit, t_boost, steps, seed]
         costs = [model_id, source, strip, t_edit, steps]
         gr.on([c.change for c in costs], estimate, costs, time_estimate, api_visibility="private")
-        run.click(run_asyrp, inputs, [gallery, info], api_name="asyrp", preprocess=False, **GPU_CONCURRENCY).then(
+        run.click(live(run_asyrp, 2), inputs, [gallery, info], api_name="asyrp", preprocess=False, **GPU_CONCURRENCY).then(
             estimate, costs, time_estimate, api_visibility="private")

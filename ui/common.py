@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextvars
 import functools
+import queue
 import tempfile
 import threading
 import time
@@ -195,6 +197,47 @@ def stop_button() -> gr.Button:
     return button
 
 
+PREVIEWS_PER_RUN = 10  # a streamed run shows its predicted clean images about this many times before its result
+_previews: contextvars.ContextVar[queue.Queue | None] = contextvars.ContextVar("previews", default=None)
+
+
+def live(run: Callable, outputs: int) -> Callable:
+    """A streaming endpoint over a tab's run function (whose first output is its gallery): run(...) works on a thread
+    while this yields the gallery of its latest predicted clean images every few sampler steps (its other outputs left
+    as they are), then its result. Closing the stream (a cancelled event, a closed page) stops the run at its next step.
+    """
+    finished = object()
+
+    @functools.wraps(run)
+    def stream(*args, **kwargs):
+        request = next((a for a in (*args, *kwargs.values()) if isinstance(a, gr.Request)), None)
+        updates: queue.Queue = queue.Queue()
+
+        def work():
+            _previews.set(updates)
+            try:
+                updates.put((finished, run(*args, **kwargs)))
+            except Exception as err:  # re-raised below, in the request's own thread
+                updates.put((finished, err))
+
+        worker = threading.Thread(target=contextvars.copy_context().run, args=(work,), daemon=True)
+        worker.start()
+        try:
+            while True:
+                update = updates.get()
+                if isinstance(update, tuple) and update[0] is finished:
+                    if isinstance(update[1], Exception):
+                        raise update[1]
+                    yield update[1]
+                    return
+                yield (update, *[gr.skip()] * (outputs - 1)) if outputs > 1 else update
+        finally:
+            if worker.is_alive():
+                stop_flag(request).set()
+
+    return stream
+
+
 class Stopped(Exception):
     """Raised by StepReporter at the first step after Stop: the run ends there and shows what it had."""
 
@@ -209,23 +252,29 @@ class StepReporter:
         self.keep = {round(i * (total - 1) / max(1, snapshots - 1)) for i in range(snapshots)}  # evenly, ends included
         self.frames: list[tuple] = []
         self.step, self.x0_hat = 0, None
+        self.previews, self.every = _previews.get(), max(1, total // PREVIEWS_PER_RUN)
 
     def __call__(self, step: int, t: int, x_t: torch.Tensor, x0_hat: torch.Tensor) -> None:
         if self.stop is not None and self.stop.is_set():
             raise Stopped(step)
         self.step, self.x0_hat = step + 1, x0_hat
         self.progress((step + 1, self.total), desc=self.desc)
+        if self.previews is not None and self.step % self.every == 0 and self.step < self.total:
+            self.previews.put(self.latest_gallery(f"step {self.step} of {self.total}: predicted x0"))
         if step in self.keep:
             x_t_img, x0_img = images.postprocess(torch.stack([x_t[0], x0_hat[0]]))
             self.frames += [(display(x_t_img), f"t={t}: x_t"), (display(x0_img), f"t={t}: predicted x0")]
 
 
-    def stopped_gallery(self) -> list[tuple]:
-        """What a stopped run had: the predicted clean image of every sample at its last step."""
+    def latest_gallery(self, caption: str) -> list[tuple]:
+        """The predicted clean image of every sample at the latest step."""
         if self.x0_hat is None:
             return []
-        caption = f"stopped at step {self.step} of {self.total}: predicted x0"
         return [(display(image), caption) for image in images.postprocess(self.x0_hat)]
+
+    def stopped_gallery(self) -> list[tuple]:
+        """What a stopped run had: the predicted clean images of its last step."""
+        return self.latest_gallery(f"stopped at step {self.step} of {self.total}: predicted x0")
 
 
 OUTPUT_DIR = Path(tempfile.mkdtemp(prefix="steer-outputs-"))

@@ -9,7 +9,7 @@ from pipelines.cycle_diffusion import chain_length
 from pipelines.metrics import clip_similarity, faithfulness
 
 from .common import (GPU_CONCURRENCY, StepReporter, Stopped, check_budget, check_text, class_names, display,
-                     estimate_markdown, gpu, make_generator, model_dropdown, offered_model, seed_input, started,
+                     estimate_markdown, gpu, live, make_generator, model_dropdown, offered_model, seed_input, started,
                      stop_button, uploaded_path, user_errors)
 
 MIN_STEPS, MIN_STRENGTH = 10, 0.1
@@ -249,5 +249,5 @@ def build_tab() -> None:
                   exact_gradient, pnp_steps, step_size, seed, source_class, target_class]
         costs = [source_id, mode, strength, steps, exact_gradient, pnp_steps]
         gr.on([c.change for c in costs], estimate, costs, time_estimate, api_visibility="private")
-        run.click(run_cycle, inputs, [gallery, metrics], api_name="cycle", preprocess=False, **GPU_CONCURRENCY).then(
+        run.click(live(run_cycle, 2), inputs, [gallery, metrics], api_name="cycle", preprocess=False, **GPU_CONCURRENCY).then(
             estimate, costs, time_estimate, api_visibility="private")

@@ -9,7 +9,7 @@ from pipelines import (ClassifierGuidancePipeline, ClipZeroShotClassifier, load_
                        make_scheduler, models)
 
 from .common import (GPU_CONCURRENCY, StepReporter, Stopped, check_budget, class_names, display, estimate_markdown,
-                     gpu, make_generator, model_dropdown, offered_model, parse_prompts, seed_input, started,
+                     gpu, live, make_generator, model_dropdown, offered_model, parse_prompts, seed_input, started,
                      stop_button, user_errors)
 
 EXPLANATION = r"""
@@ -227,5 +227,5 @@ def build_tab() -> None:
                   classifier_kind]
         costs = [model_id, classifier_kind, gradient, steps, samples, sweep, sweep_scales]
         gr.on([c.change for c in costs], estimate, costs, time_estimate, api_visibility="private")
-        run.click(run_guidance, inputs, gallery, api_name="guidance", **GPU_CONCURRENCY).then(
+        run.click(live(run_guidance, 1), inputs, gallery, api_name="guidance", **GPU_CONCURRENCY).then(
             estimate, costs, time_estimate, api_visibility="private")

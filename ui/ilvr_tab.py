@@ -7,7 +7,7 @@ import gradio as gr
 from pipelines import ILVRPipeline, images, load_diffusion, make_scheduler
 from pipelines.ilvr import DOWN_FACTORS
 
-from .common import (GPU_CONCURRENCY, StepReporter, Stopped, check_budget, display, estimate_markdown, gpu,
+from .common import (GPU_CONCURRENCY, StepReporter, Stopped, check_budget, display, estimate_markdown, gpu, live,
                      make_generator, model_dropdown, offered_model, seed_input, started, stop_button, uploaded_path,
                      user_errors)
 
@@ -111,5 +111,5 @@ def build_tab() -> None:
         gr.on([model_id.change, steps.change, samples.change], estimate, [model_id, steps, samples], time_estimate,
               api_visibility="private")
         show_process.change(lambda show: gr.Gallery(visible=show), show_process, process, api_visibility="private")
-        run.click(run_ilvr, inputs, [gallery, process], api_name="ilvr", preprocess=False, **GPU_CONCURRENCY).then(
+        run.click(live(run_ilvr, 2), inputs, [gallery, process], api_name="ilvr", preprocess=False, **GPU_CONCURRENCY).then(
             estimate, [model_id, steps, samples], time_estimate, api_visibility="private")
