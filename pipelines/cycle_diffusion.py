@@ -155,6 +155,12 @@ class CycleLatent:
     def t0(self) -> int:
         return int(self.timesteps[0])
 
+    def statistics(self) -> dict[str, float]:
+        """Mean, standard deviation and |z|^2 / dim of z = (x_t0, eps_t0, ..., eps_1): under the sampler's own prior
+        every part is nearly N(0, I), so |z|^2 / dim near 1 says the encoder found noise the model would draw itself."""
+        z = torch.cat([self.x_t0.flatten(), self.eps.flatten()]).float()
+        return {"mean": z.mean().item(), "std": z.std().item(), "squared_norm_per_dim": z.pow(2).mean().item()}
+
 
 @dataclass
 class CycleDiffusionPipelineOutput(BaseOutput):

@@ -161,7 +161,7 @@ def run_cycle(image, mode, source_id, target_id, target_prompt, source_prompt, s
     gallery = [(display(picture), "input"), (display(reconstruction), f"reconstruction {rebuilt}")]
     if mode != "reconstruct":
         gallery.append((display(result), f"{mode}: {captions[mode]}"))
-    return gallery, metrics_markdown(picture, reconstruction, result, mode, clip, target_prompt, out.latent.t0)
+    return gallery, metrics_markdown(picture, reconstruction, result, mode, clip, target_prompt, out.latent)
 
 
 def cost(mode, strength, steps, exact_gradient, pnp_steps) -> tuple[int, int]:
@@ -181,10 +181,14 @@ def estimate(source_id, mode, strength, steps, exact_gradient, pnp_steps) -> str
     return estimate_markdown(source_id, *cost(mode, strength, steps, exact_gradient, pnp_steps))
 
 
-def metrics_markdown(picture, reconstruction, result, mode, clip, target_prompt, t0) -> str:
+def metrics_markdown(picture, reconstruction, result, mode, clip, target_prompt, latent) -> str:
     rec, res = faithfulness(picture, reconstruction), faithfulness(picture, result)
+    z = latent.statistics()
     lines = [
-        f"Chain started at **t0 = {t0}**.",
+        f"Chain started at **t0 = {latent.t0}**. The latent z = (x_t0, ε_t0 … ε_1), {1 + len(latent.timesteps)} "
+        f"tensors of 3×{picture.height}×{picture.width}: mean {z['mean']:+.3f}, std {z['std']:.3f}, "
+        f"‖z‖²/dim **{z['squared_norm_per_dim']:.3f}** (near 1: noise the model would draw itself).",
+        "",
         "| | PSNR to input (dB) | SSIM to input |",
         "| --- | --- | --- |",
         f"| reconstruction | {rec['psnr']:.1f} | {rec['ssim']:.4f} |",
