@@ -230,3 +230,10 @@ def test_asyrp_examples_on_the_bundled_model_reconstruct_at_scale_0_and_resize_a
             assert all(m.label == given.label for m in edits), (image, [m.label for m in edits])
         else:
             assert f"principal direction {k}" in info
+
+def test_the_asyrp_timeline_draws_each_stage_as_wide_as_its_range_of_t():
+    from ui.asyrp_tab import timeline
+
+    assert re.findall(r"flex:(\d+)", timeline(516, 200)) == ["484", "316", "200"]  # edit, DDIM, quality boosting
+    assert re.findall(r"flex:(\d+)", timeline(500, 0)) == ["500", "500"]  # no boosting below t_boost = 0
+    assert "1000 → 516" in timeline(516, 200) and "200 → 0" in timeline(516, 200)

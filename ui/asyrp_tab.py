@@ -200,6 +200,27 @@ def learn(image, model_id, source_text, target_text, kind, iterations, t_edit, s
     return str(path), str(path), f"Learned “{source_text}” → “{target_text}”{stopped}. Pick *learn from two texts* and press Edit."
 
 
+TIMELINE_STAGES = (  # colour, what happens
+    ("#6366f1", "asymmetric reverse process: P_t sees h + s Δh, D_t does not"),
+    ("#94a3b8", "plain DDIM, η = 0"),
+    ("#f59e0b", "quality boosting: stochastic DDIM, η = 1"),
+)
+
+
+def timeline(t_edit, t_boost) -> str:
+    """The run's reverse process as a bar from t = T (left) to 0, each stage as wide as its range of t."""
+    T, t_edit, t_boost = 1000, int(t_edit), int(t_boost)
+    spans = [(T, t_edit), (t_edit, t_boost), (t_boost, 0)]
+    bars = "".join(
+        f'<div title="{what}" style="flex:{start - end};background:{colour};color:white;padding:4px 6px;'
+        f'white-space:nowrap;overflow:hidden">{start} → {end}</div>'
+        for (start, end), (colour, what) in zip(spans, TIMELINE_STAGES) if start > end)
+    legend = " · ".join(f'<span style="color:{colour}">■</span> {what}' for colour, what in TIMELINE_STAGES)
+    return (f"<div><b>The run</b>: DDIM inversion x₀ → x_T, then sampling from t = {T} down to 0:</div>"
+            f'<div style="display:flex;border-radius:6px;overflow:hidden;margin:4px 0">{bars}</div>'
+            f"<div style='font-size:0.85em'>{legend}</div>")
+
+
 def cost(model_id, source, strip, t_edit, steps, inverted: bool = False) -> tuple[int, int]:
     """U-Net evaluations at batch 1: the inversion (unless kept from an earlier run), then per scale (0 and the edits)
     one per step plus a second one per step of the edit interval [T, t_edit]; the principal directions read h of
@@ -257,8 +278,10 @@ def build_tab() -> None:
             with gr.Column():
                 gallery = gr.Gallery(label="Input, reconstruction, edits", columns=3, height=460)
                 info = gr.Markdown()
+                stages = gr.HTML(timeline(default_edit, default_boost))
         gr.Examples(EXAMPLES, inputs=[image, model_id, source, k, direction_file, scale, strip, steps, seed], label="Examples (pick one, then Edit)")
         model_id.change(interval_defaults, model_id, [t_edit, t_boost], api_visibility="private")
+        gr.on([t_edit.change, t_boost.change], timeline, [t_edit, t_boost], stages, api_visibility="private")
         learn_button.click(
             learn, [image, model_id, source_text, target_text, kind, iterations, t_edit, steps], [learned_path, learned_file, info],
             api_name="asyrp_learn", preprocess=False, **GPU_CONCURRENCY,
