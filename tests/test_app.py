@@ -237,3 +237,17 @@ def test_the_asyrp_timeline_draws_each_stage_as_wide_as_its_range_of_t():
     assert re.findall(r"flex:(\d+)", timeline(516, 200)) == ["484", "316", "200"]  # edit, DDIM, quality boosting
     assert re.findall(r"flex:(\d+)", timeline(500, 0)) == ["500", "500"]  # no boosting below t_boost = 0
     assert "1000 → 516" in timeline(516, 200) and "200 → 0" in timeline(516, 200)
+
+
+def test_the_ilvr_grid_runs_every_factor_and_range_from_one_seed(bundled):
+    from training.shapes import measure
+    from ui import ilvr_tab
+
+    gallery = ilvr_tab.run_ilvr_grid("assets/shapes/red-circle.png", "shapes-16", 20, 0, progress=no_progress)
+    factors = ilvr_tab.grid_factors(16)
+    assert factors == [2, 4, 8]  # 16 px: N = 16 would leave the reference one pixel
+    assert [caption for _, caption in gallery] == [f"N={n}, condition while t > {r}" for n in factors
+                                                   for r in ilvr_tab.GRID_RANGES]
+    given = measure(shown_image("assets/shapes/red-circle.png"))
+    tight = measure(shown_image(gallery[0][0]))  # N = 2, conditioned at every step: the reference's colour
+    assert max(abs(a - b) for a, b in zip(tight.color, given.color)) < 0.15, (tight.color, given.color)

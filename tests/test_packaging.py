@@ -121,9 +121,9 @@ def zero_gpu_run(with_spaces: bool) -> dict:
 
 def test_gpu_work_runs_under_spaces_gpu_when_spaces_is_installed_and_the_app_is_unchanged_without_it():
     with_spaces, without_spaces = zero_gpu_run(True), zero_gpu_run(False)
-    assert with_spaces["wrapped"] == ["learn", "run_asyrp", "run_cycle", "run_guidance", "run_ilvr"]  # all GPU work
+    assert with_spaces["wrapped"] == ["learn", "run_asyrp", "run_cycle", "run_guidance", "run_ilvr", "run_ilvr_grid"]  # all GPU work
     assert without_spaces["wrapped"] == [] and without_spaces["gpu_is_identity"]
-    assert with_spaces["endpoints"] == without_spaces["endpoints"] == ["asyrp", "asyrp_learn", "cycle", "guidance", "ilvr"]
+    assert with_spaces["endpoints"] == without_spaces["endpoints"] == ["asyrp", "asyrp_learn", "cycle", "guidance", "ilvr", "ilvr_grid"]
 
 
 ZERO_GPU_LOADS = """

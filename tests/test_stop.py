@@ -70,3 +70,17 @@ def test_closing_a_live_run_stops_it_at_its_next_step():
     next(stream)  # the first preview
     stream.close()  # what a cancelled event or a closed page does
     assert common.stop_flag(request).is_set()  # the worker sees it at its next step and returns
+
+
+def test_the_budget_says_when_no_setting_fits(monkeypatch):
+    from pipelines import models
+
+    monkeypatch.setenv("STEER_MAX_SECONDS", "300")
+    monkeypatch.setattr(models, "seconds_per_eval", lambda model, grad=False: 1.0)
+    monkeypatch.setattr(models, "measured_seconds", lambda model_id, grad=False: 1.0)
+    model = SimpleNamespace(model_id="a-slow-model")
+    common.check_budget(model, 300, 0, lower="the steps", smallest=(40, 0))  # at the limit: served
+    with pytest.raises(common.gr.Error, match="Lower the steps"):
+        common.check_budget(model, 301, 0, lower="the steps", smallest=(40, 0))
+    with pytest.raises(common.gr.Error, match="Even the lightest settings take about 400 s with a-slow-model"):
+        common.check_budget(model, 1000, 0, lower="the steps", smallest=(400, 0))

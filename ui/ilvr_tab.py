@@ -6,6 +6,7 @@ import gradio as gr
 
 from pipelines import ILVRPipeline, images, load_diffusion, make_scheduler
 from pipelines.ilvr import DOWN_FACTORS
+from pipelines.sampling import counted_from
 
 from .common import (GPU_CONCURRENCY, StepReporter, Stopped, check_budget, display, estimate_markdown, gpu, live,
                      make_generator, model_dropdown, offered_model, seed_input, started, stop_button, uploaded_path,
@@ -72,6 +73,41 @@ def run_ilvr(reference, model_id, down_factor, range_t, steps, samples, seed, sh
     return gallery, reporter.frames
 
 
+GRID_RANGES = (0, 250, 500, 750)  # the grid's columns: condition while t > range_t
+GRID_FACTORS = 4  # the grid's rows: the four smallest factors N that leave the reference at least 2 px wide
+
+
+def grid_factors(size: int) -> list[int]:
+    return [n for n in DOWN_FACTORS if size % n == 0 and size // n >= 2][:GRID_FACTORS]
+
+
+@user_errors
+@gpu
+def run_ilvr_grid(reference, model_id, steps, seed, request: gr.Request = None, progress=gr.Progress()):
+    """One sample from the same seed at every factor N (rows) and conditioning range (columns), as in the paper's
+    figures: a larger N keeps less of the reference, a larger range_t stops conditioning earlier."""
+    model_id = offered_model(model_id)
+    path = uploaded_path(reference, "a reference image")
+    model = load_diffusion(model_id)
+    size = model.unet.config.sample_size
+    reference = images.center_crop_resize(images.open_image(path), size)
+    pipe = ILVRPipeline(unet=model.unet, scheduler=make_scheduler(model, "ddpm"))
+    cells = [(n, r) for n in grid_factors(size) for r in GRID_RANGES]
+    for n, r in cells:
+        pipe.check_inputs(down_factor=n, range_t=r, num_inference_steps=int(steps), batch_size=1, output_type="pil")
+    check_budget(model, *cost(steps, len(cells)), lower="the sampling steps", smallest=cost(MIN_STEPS, len(cells)))
+    reporter = StepReporter(progress, len(cells) * int(steps), "ILVR grid", stop=started(request))
+    gallery = []
+    for k, (n, r) in enumerate(cells):
+        try:
+            out = pipe(reference, down_factor=n, range_t=r, num_inference_steps=int(steps), batch_size=1,
+                       generator=make_generator(seed), callback=counted_from(reporter, k * int(steps)))
+        except Stopped:
+            return gallery + reporter.stopped_gallery()
+        gallery.append((display(out.images[0]), f"N={n}, condition while t > {r}"))
+    return gallery
+
+
 def cost(steps, samples) -> tuple[int, int]:
     """U-Net evaluations at batch 1 (plain, back-propagated): one per step and sample."""
     return int(steps) * int(samples), 0
@@ -102,6 +138,12 @@ def build_tab() -> None:
             with gr.Column():
                 gallery = gr.Gallery(label="Reference, its low-pass φ_N(y), samples", columns=4, height=420)
                 process = gr.Gallery(label="The process, first sample", columns=6, visible=False)
+                with gr.Accordion("Grid over N and the conditioning range, as in the paper's figures", open=False):
+                    gr.Markdown(f"One sample from the seed above for each factor N (rows: the {GRID_FACTORS} smallest "
+                                f"that suit the model) and each range (columns: condition while t > "
+                                f"{', '.join(map(str, GRID_RANGES))}).")
+                    grid_button = gr.Button("Run the grid")
+                    grid = gr.Gallery(label="Rows: N; columns: the conditioning range", columns=len(GRID_RANGES))
         inputs = [reference, model_id, down_factor, range_t, steps, samples, seed, show_process]
         gr.Examples(
             EXAMPLES,
@@ -111,5 +153,7 @@ def build_tab() -> None:
         gr.on([model_id.change, steps.change, samples.change], estimate, [model_id, steps, samples], time_estimate,
               api_visibility="private")
         show_process.change(lambda show: gr.Gallery(visible=show), show_process, process, api_visibility="private")
+        grid_button.click(live(run_ilvr_grid, 1), [reference, model_id, steps, seed], grid, api_name="ilvr_grid",
+                          preprocess=False, **GPU_CONCURRENCY)
         run.click(live(run_ilvr, 2), inputs, [gallery, process], api_name="ilvr", preprocess=False, **GPU_CONCURRENCY).then(
             estimate, [model_id, steps, samples], time_estimate, api_visibility="private")
