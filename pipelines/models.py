@@ -75,7 +75,7 @@ ASYRP_INTERVALS = {
     "google/ddpm-church-256": (370, 293),
     "google/ddpm-bedroom-256": (369, 221),
     "shapes-16": (500, 0),
-    "faces-32": (500, 0),
+    "faces-32": (250, 0),
 }
 
 

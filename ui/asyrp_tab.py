@@ -41,23 +41,26 @@ then plain DDIM down to $t_\text{boost}$ and stochastic steps ($\eta = 1$) below
 (*quality boosting*). The same $\Delta h$ works on every image, the scale $s$ sets the strength (negative reverses it)
 and directions add. Find one **without text** (the top principal directions of h over random samples: what the model
 varies most), **learn** one from a source and a target text (CLIP directional loss + L1, as a global $\Delta h$ or as the
-paper's small network $f_t(h_t, t)$), or **load** a saved one: the bundled shapes-16 model ships an $f_t$ that makes
-the shape bigger (smaller at negative scales); its examples are first below. Scale 0 is the inversion's reconstruction.
+paper's small network $f_t(h_t, t)$), or **load** a saved one: the bundled faces-32 model ships an $f_t$ that turns a frown into a
+smile (a frown at negative scales), shapes-16 one that makes the shape bigger; their examples are first below. Scale 0 is the inversion's reconstruction.
 """
 
 INTERVAL_NOTE = (
     "Defaults per model come from the official code (kwonminki/Asyrp_official): t_edit from utils/t_edit_dic.py, t_boost "
     f"where its LPIPS tables reach LPIPS(x, x_t) = {LPIPS_BOOST} (church 293, bedroom 221, dog faces 167, used for cats; "
-    "faces use its scripts' 200); shapes-16 uses the t_edit its size direction was learned on and no quality boosting. "
+    "faces use its scripts' 200); the bundled models use the t_edit their directions were learned on (faces-32 250, "
+    "shapes-16 500) and no quality boosting. "
     "*Choose automatically* applies the paper's rule to your image: t_edit = the first t with "
     f"LPIPS(x, P_t) ≥ {LPIPS_EDIT}, t_boost = the first t with LPIPS(x, x_t) ≥ {LPIPS_BOOST}; it needs the `lpips` package "
     "and its downloaded weights, and falls back to the defaults (saying so) when they are unavailable."
 )
 
 SIZE_DIRECTION = "assets/shapes-16/directions/size.safetensors"  # training/shape_directions.py: bigger at s > 0
+SMILE_DIRECTION = "assets/faces-32/directions/smile.safetensors"  # training/face_directions.py: smiling at s > 0
 
 # image, model, source, k, direction file, scale, strip, steps, seed
 EXAMPLES = [
+    ["assets/faces/frowning.png", "faces-32", SOURCES[2], 1, SMILE_DIRECTION, 1.5, True, 20, 0],
     ["assets/shapes/green-triangle.png", "shapes-16", SOURCES[2], 1, SIZE_DIRECTION, 1.0, True, 40, 0],
     ["assets/shapes/red-circle.png", "shapes-16", SOURCES[2], 1, SIZE_DIRECTION, 1.0, True, 40, 0],
     ["assets/shapes/blue-square.png", "shapes-16", SOURCES[0], 2, None, 1.0, True, 40, 0],
