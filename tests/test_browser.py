@@ -120,22 +120,24 @@ def choose(page, tab, label: str, option: str):
     page.get_by_role("option", name=re.compile("^" + re.escape(option))).click()
 
 
-def test_ilvr_tab_runs_shows_progress_and_images(page):
+def ilvr_tab_on_the_bundled_model(page, steps: int):
+    """The ILVR tab with a shape as the reference, the bundled model and `steps` sampling steps."""
     tab = open_tab(page, "ILVR")
     tab.locator("input[type=file]").first.set_input_files("assets/shapes/red-circle.png")
     choose(page, tab, "Model", models.BUNDLED_MODEL)
     tab.get_by_text("Advanced").click()
-    set_slider(tab, "Sampling steps", 200)
+    set_slider(tab, "Sampling steps", steps)
+    return tab
+
+
+def test_ilvr_tab_runs_shows_progress_and_images(page):
+    tab = ilvr_tab_on_the_bundled_model(page, 200)
     descriptions = run_and_watch(page, tab, "Run ILVR", images=4, screenshot="ilvr", total=200)  # y, phi_N(y), 2 samples
     assert descriptions == {"ILVR sampling"}
 
 
 def test_ilvr_tab_streams_the_forming_image_stops_on_request_and_runs_again_at_once(page):
-    tab = open_tab(page, "ILVR")
-    tab.locator("input[type=file]").first.set_input_files("assets/shapes/red-circle.png")
-    choose(page, tab, "Model", models.BUNDLED_MODEL)
-    tab.get_by_text("Advanced").click()
-    set_slider(tab, "Sampling steps", 1000)
+    tab = ilvr_tab_on_the_bundled_model(page, 1000)
     tab.get_by_role("button", name="Run ILVR").click()
     for step in (100, 200):  # the gallery shows the predicted x0 every 100 steps, so it changes at least twice
         tab.get_by_text(f"step {step} of 1000: predicted x0").first.wait_for(timeout=120_000)

@@ -26,8 +26,8 @@ import torch
 from pipelines.asyrp import AsyrpPipeline
 from pipelines.directions import save_direction
 from training.faces import Faces, measure_batch, render, sample_faces
-from training.shape_directions import (ROOT, SCALES, PairedLearning, asyrp_pipeline, edit_strip, learn_with_progress_bar,
-                                       paired_scales, share)
+from training.shape_directions import (ROOT, SCALES, PairedLearning, asyrp_pipeline, edit_strip,
+                                       largest_channel_change, learn_with_progress_bar, paired_scales, rises, share)
 
 MODEL_ID = "faces-32"
 IMAGE_SIZE = 32
@@ -71,16 +71,6 @@ def smile_pairs(n: int, config: Config, seed: int) -> tuple[torch.Tensor, torch.
     scales = paired_scales(n, config, seed + 1)  # (2n,)
     edited = dataclasses.replace(faces, curvature=(faces.curvature + scales * config.c_per_scale).clamp(-1, 1))
     return render(faces, IMAGE_SIZE), render(edited, IMAGE_SIZE), scales
-
-
-def largest_channel_change(a, b) -> float:
-    """The largest change of one RGB channel between two colours (3-tuples in [0,1])."""
-    return max(abs(x - y) for x, y in zip(a, b))
-
-
-def rises(values: list[float]) -> bool:
-    """Whether values rise strictly from one to the next (a nan, no mouth measured, never rises)."""
-    return all(a < b for a, b in zip(values, values[1:]))
 
 
 @torch.no_grad()

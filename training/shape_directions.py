@@ -136,6 +136,16 @@ def asyrp_pipeline(model_id: str) -> AsyrpPipeline:
     return pipe
 
 
+def largest_channel_change(a, b) -> float:
+    """The largest change of one RGB channel between two colours (3-tuples in [0,1])."""
+    return max(abs(x - y) for x, y in zip(a, b))
+
+
+def rises(values: list[float]) -> bool:
+    """Whether values rise strictly from one to the next (a nan, nothing measured, never rises)."""
+    return all(a < b for a, b in zip(values, values[1:]))
+
+
 def share(flags: list[bool]) -> float:
     """The fraction of the flags that are true."""
     return sum(flags) / len(flags)
@@ -152,9 +162,9 @@ def measure_edits(pipe: AsyrpPipeline, direction, images: torch.Tensor, config: 
         r = [m.size for m in measured]
         reconstruction = measured[SCALES.index(0.0)]
         sizes.append(r)
-        monotone.append(all(a < b for a, b in zip(r, r[1:])))
+        monotone.append(rises(r))
         same_class.append(all(m.label == reconstruction.label for m in measured))
-        change = max(max(abs(a - b) for a, b in zip(m.color, reconstruction.color)) for m in measured)  # largest RGB change
+        change = max(largest_channel_change(m.color, reconstruction.color) for m in measured)
         same_colour.append(change < 0.15)
         colour_change.append(change)
     sizes = torch.tensor(sizes)

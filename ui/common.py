@@ -220,20 +220,20 @@ def live(run: Callable, outputs: int) -> Callable:
             except Exception as err:  # re-raised below, in the request's own thread
                 updates.put((finished, err))
 
-        worker = threading.Thread(target=contextvars.copy_context().run, args=(work,), daemon=True)
-        worker.start()
+        threading.Thread(target=contextvars.copy_context().run, args=(work,), daemon=True).start()
+        update = None
         try:
             while True:
                 update = updates.get()
                 if isinstance(update, tuple) and update[0] is finished:
-                    if isinstance(update[1], Exception):
-                        raise update[1]
-                    yield update[1]
-                    return
+                    break
                 yield (update, *[gr.skip()] * (outputs - 1)) if outputs > 1 else update
         finally:
-            if worker.is_alive():
+            if not (isinstance(update, tuple) and update[0] is finished):  # closed while the run was working
                 stop_flag(request).set()
+        if isinstance(update[1], Exception):
+            raise update[1]
+        yield update[1]
 
     return stream
 
@@ -264,7 +264,6 @@ class StepReporter:
         if step in self.keep:
             x_t_img, x0_img = images.postprocess(torch.stack([x_t[0], x0_hat[0]]))
             self.frames += [(display(x_t_img), f"t={t}: x_t"), (display(x0_img), f"t={t}: predicted x0")]
-
 
     def latest_gallery(self, caption: str) -> list[tuple]:
         """The predicted clean image of every sample at the latest step."""

@@ -41,15 +41,20 @@ EXAMPLES = [
 ]
 
 
-@user_errors
-@gpu
-def run_ilvr(reference, model_id, down_factor, range_t, steps, samples, seed, show_process,
-             request: gr.Request = None, progress=gr.Progress()):
+def prepare(reference, model_id):
+    """(the offered model, the uploaded reference at its size, an ILVR pipeline of it), or a gr.Error."""
     model_id = offered_model(model_id)
     path = uploaded_path(reference, "a reference image")
     model = load_diffusion(model_id)
     reference = images.center_crop_resize(images.open_image(path), model.unet.config.sample_size)
-    pipe = ILVRPipeline(unet=model.unet, scheduler=make_scheduler(model, "ddpm"))
+    return model, reference, ILVRPipeline(unet=model.unet, scheduler=make_scheduler(model, "ddpm"))
+
+
+@user_errors
+@gpu
+def run_ilvr(reference, model_id, down_factor, range_t, steps, samples, seed, show_process,
+             request: gr.Request = None, progress=gr.Progress()):
+    model, reference, pipe = prepare(reference, model_id)
     pipe.check_inputs(down_factor=int(down_factor), range_t=int(range_t), num_inference_steps=int(steps),
                       batch_size=int(samples), output_type="pil")
     check_budget(model, *cost(steps, samples), lower="the sampling steps or the number of samples",
@@ -86,13 +91,8 @@ def grid_factors(size: int) -> list[int]:
 def run_ilvr_grid(reference, model_id, steps, seed, request: gr.Request = None, progress=gr.Progress()):
     """One sample from the same seed at every factor N (rows) and conditioning range (columns), as in the paper's
     figures: a larger N keeps less of the reference, a larger range_t stops conditioning earlier."""
-    model_id = offered_model(model_id)
-    path = uploaded_path(reference, "a reference image")
-    model = load_diffusion(model_id)
-    size = model.unet.config.sample_size
-    reference = images.center_crop_resize(images.open_image(path), size)
-    pipe = ILVRPipeline(unet=model.unet, scheduler=make_scheduler(model, "ddpm"))
-    cells = [(n, r) for n in grid_factors(size) for r in GRID_RANGES]
+    model, reference, pipe = prepare(reference, model_id)
+    cells = [(n, r) for n in grid_factors(model.unet.config.sample_size) for r in GRID_RANGES]
     for n, r in cells:
         pipe.check_inputs(down_factor=n, range_t=r, num_inference_steps=int(steps), batch_size=1, output_type="pil")
     check_budget(model, *cost(steps, len(cells)), lower="the sampling steps", smallest=cost(MIN_STEPS, len(cells)))
