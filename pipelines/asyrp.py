@@ -118,10 +118,12 @@ def asymmetric_step(ddim: DDIMScheduler, eps_edit, eps, t, x_t) -> tuple[torch.T
 @dataclass
 class AsyrpPipelineOutput(BaseOutput):
     """images: one edit per image and scale (image-major: image b at scale k is b * len(scales) + k);
-    x_T: the latents (B,3,H,W) they start from."""
+    x_T: the latents (B,3,H,W) they start from; delta_h_norms: {t: (B*S,)} the norm of the shift s * delta_h_t
+    added to h at each edited timestep, per output (empty when nothing is edited)."""
 
     images: list[PIL.Image.Image] | torch.Tensor
     x_T: torch.Tensor
+    delta_h_norms: dict[int, torch.Tensor] | None = None
 
 
 class AsyrpPipeline(DiffusionPipeline):
@@ -166,32 +168,39 @@ class AsyrpPipeline(DiffusionPipeline):
         x0 = to_model_input(image, self.unet.config.sample_size, self._execution_device, self.unet.dtype)  # [-1,1]
         return ddim_invert(self.unet, self.scheduler.config, x0, num_inference_steps, callback, clip_sample=False)
 
-    def eps_pair(self, x_t: torch.Tensor, t, direction, scales: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(eps_theta(x_t | h_t + scale * delta_h_t), eps_theta(x_t)) in one U-Net call on the batch [x_t; x_t]."""
+    def eps_pair(self, x_t: torch.Tensor, t, direction, scales: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(eps_theta(x_t | h_t + scale * delta_h_t), eps_theta(x_t), |scale * delta_h_t| (B,)) in one U-Net call on
+        the batch [x_t; x_t]."""
         B = x_t.shape[0]
+        norms = []
 
         def shift(h):  # h: (2B,C,h,w); only the first B rows are edited
             delta = scales.to(h) * delta_h(direction, h[:B], t)
+            norms.append(delta.detach().float().flatten(1).norm(dim=1))
             return torch.cat([delta, torch.zeros_like(delta)])
 
         with edit_h_space(self.unet, shift):
             eps = eps_theta(self.unet, torch.cat([x_t, x_t]), t)
-        return eps[:B], eps[B:]
+        return eps[:B], eps[B:], norms[0]
 
     def reverse_process(self, x_T: torch.Tensor, *, direction, scales: torch.Tensor, t_edit: int, t_boost: int,
                         num_inference_steps: int, generator: torch.Generator | None = None,
-                        callback: Callback = None) -> torch.Tensor:
+                        callback: Callback = None, delta_h_norms: dict | None = None) -> torch.Tensor:
         """x_T (B,3,H,W) -> x_0 (B,3,H,W) in [-1,1], row b edited with scales[b] (B,1,1,1) times `direction`:
         the asymmetric reverse process while t >= t_edit, DDIM (eta = 0) down to t_boost, then eta = 1.
-        Differentiable in the direction's parameters when autograd is on (pipelines.directions learns through it)."""
+        Differentiable in the direction's parameters when autograd is on (pipelines.directions learns through it).
+        delta_h_norms, when given, receives {t: |scales * delta_h_t| (B,)} at every edited step."""
         editing = not is_zero(direction) and bool(scales.any())
         ddim = self.ddim(num_inference_steps)
         x = x_T
         for step, t in enumerate(self.progress_bar(ddim.timesteps)):
             if editing and t >= t_edit:
                 # asymmetric reverse process: only P_t sees the shifted h
-                eps_edit, eps = self.eps_pair(x, t, direction, scales)
+                eps_edit, eps, norms = self.eps_pair(x, t, direction, scales)
                 x, x0_hat, _ = asymmetric_step(ddim, eps_edit, eps, t, x)
+                if delta_h_norms is not None:
+                    delta_h_norms[int(t)] = norms.cpu()
             else:
                 # DDIM, eta = 0 down to t_boost, then eta = 1 (quality boosting)
                 eta = 1.0 if t < t_boost else 0.0
@@ -238,12 +247,13 @@ class AsyrpPipeline(DiffusionPipeline):
         x = x_T.repeat_interleave(len(scales), dim=0)  # (B*S,3,H,W)
 
         # 3. the asymmetric reverse process over [T, t_edit], DDIM below, quality boosting below t_boost
+        norms = {}
         x = self.reverse_process(
             x, direction=direction, scales=s, t_edit=t_edit, t_boost=t_boost, num_inference_steps=num_inference_steps,
-            generator=generator, callback=counted_from(callback, offset),
+            generator=generator, callback=counted_from(callback, offset), delta_h_norms=norms,
         )
 
         images = postprocess(x, output_type)
         if not return_dict:
-            return images, x_T
-        return AsyrpPipelineOutput(images=images, x_T=x_T)
+            return images, x_T, norms
+        return AsyrpPipelineOutput(images=images, x_T=x_T, delta_h_norms=norms)

@@ -161,6 +161,12 @@ class CycleLatent:
         z = torch.cat([self.x_t0.flatten(), self.eps.flatten()]).float()
         return {"mean": z.mean().item(), "std": z.std().item(), "squared_norm_per_dim": z.pow(2).mean().item()}
 
+    def with_fresh_noise(self, generator: torch.Generator | None = None) -> "CycleLatent":
+        """The SDEdit baseline of this latent: the same start x_t0 ~ q(x_t0 | x_0), fresh eps_t ~ N(0, I) instead of the
+        encoded ones, so decoding it shows what the inferred noise contributes."""
+        eps = randn_tensor(self.eps.shape, generator=generator, device=self.eps.device, dtype=self.eps.dtype)
+        return dataclasses.replace(self, eps=eps)
+
 
 @dataclass
 class CycleDiffusionPipelineOutput(BaseOutput):

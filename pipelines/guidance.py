@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import PIL.Image
 import torch
@@ -23,7 +24,7 @@ from diffusers.utils import BaseOutput
 
 from .clip import ClipJudge
 from .images import check_output_type, postprocess
-from .sampling import Callback, abar, check_batch_size, check_num_inference_steps, class_label_list, eps_theta, initial_noise
+from .sampling import Callback, P_t, abar, check_batch_size, check_num_inference_steps, class_label_list, eps_theta, initial_noise
 from .scores import check_gradient, guided_eps, guided_mean, score_gradient
 
 SAMPLERS = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler}
@@ -109,10 +110,15 @@ def check_finite(x: torch.Tensor, what: str, step: int, t, scale: float) -> None
 
 @dataclass
 class ClassifierGuidancePipelineOutput(BaseOutput):
-    """images: the samples; probabilities: (B,K) float32, the classifier's p(k | x_0) of each final sample."""
+    """images: the samples; probabilities: (B,K) float32, the classifier's p(k | x_0) of each final sample;
+    log_probs (return_log_probs): (steps,B) float32, log p_phi(y | x_t, t) of the target at each step's x_t, read with
+    x0_hat of the unguided eps_theta; gradient_maps: {step: (B,H,W) float32} for each of gradient_map_steps, the
+    per-pixel norm over channels of g = grad_{x_t} log p_phi(y | x_t, t) (zero at guidance_scale 0: no gradient)."""
 
     images: list[PIL.Image.Image] | torch.Tensor
     probabilities: torch.Tensor
+    log_probs: torch.Tensor | None = None
+    gradient_maps: dict[int, torch.Tensor] | None = None
 
 
 class ClassifierGuidancePipeline(DiffusionPipeline):
@@ -146,6 +152,8 @@ class ClassifierGuidancePipeline(DiffusionPipeline):
         output_type: str = "pil",
         return_dict: bool = True,
         callback: Callback = None,
+        return_log_probs: bool = False,
+        gradient_map_steps: Sequence[int] = (),
     ):
         """Sample one image per entry of `class_labels`, guided toward that class.
 
@@ -154,6 +162,8 @@ class ClassifierGuidancePipeline(DiffusionPipeline):
         sampler: "ddim" (Algorithm 2, noise level eta, 0 = deterministic) or "ddpm" (Algorithm 1; eta unused).
         gradient: "exact" (through the U-Net) or "fixed_eps" (eps held fixed, no U-Net backward).
         callback(step, t, x_t, x0_hat) is called after every step.
+        return_log_probs: also return the target's log-probability at every step (one more classifier call a step);
+        gradient_map_steps: the steps (0-based) whose gradient norm map to return.
         """
         labels = self.check_inputs(class_labels=class_labels, guidance_scale=guidance_scale, sampler=sampler,
                                    num_inference_steps=num_inference_steps, eta=eta, gradient=gradient,
@@ -175,6 +185,7 @@ class ClassifierGuidancePipeline(DiffusionPipeline):
 
         # 2. x_T ~ N(0, I), drawn as DDPMPipeline/DDIMPipeline draw it
         x = initial_noise(self.unet, batch_size, generator, device)
+        log_probs, gradient_maps = [], {}
 
         for step, t in enumerate(self.progress_bar(scheduler.timesteps)):
             abar_t = abar(scheduler, t)
@@ -186,6 +197,10 @@ class ClassifierGuidancePipeline(DiffusionPipeline):
                 g, eps = score_gradient(log_p_y(self.classifier, t_batch, y), x,
                                         lambda x_: eps_theta(self.unet, x_, t), abar_t, gradient)
                 check_finite(g, "classifier gradient", step, t, guidance_scale)
+            if return_log_probs:
+                log_probs.append(log_p_y(self.classifier, t_batch, y)(x, P_t(x, eps, abar_t)).float().cpu())  # (B,)
+            if step in gradient_map_steps:
+                gradient_maps[step] = (torch.zeros_like(x[:, 0]) if g is None else g.norm(dim=1)).float().cpu()  # (B,H,W)
             # 4. the guided step
             if sampler == "ddim":
                 if g is not None:
@@ -212,6 +227,8 @@ class ClassifierGuidancePipeline(DiffusionPipeline):
         probabilities = logits.softmax(dim=-1).cpu()
 
         images = postprocess(x, output_type)
+        log_probs = torch.stack(log_probs) if return_log_probs else None
+        gradient_maps = gradient_maps if gradient_map_steps else None
         if not return_dict:
-            return images, probabilities
-        return ClassifierGuidancePipelineOutput(images=images, probabilities=probabilities)
+            return images, probabilities, log_probs, gradient_maps
+        return ClassifierGuidancePipelineOutput(images, probabilities, log_probs, gradient_maps)

@@ -47,11 +47,26 @@ def check_ilvr_args(down_factor: int, range_t: int, size: int, T: int) -> None:
 
 
 @dataclass
+class FrequencySplit:
+    """One conditioned step of the first sample, split as the refinement sees it; every image (3,H,W) in [-1,1]:
+    x_{t-1} = reference_low + proposal_high, where proposal_low is what the refinement threw away."""
+
+    step: int
+    t: int
+    proposal_low: torch.Tensor  # phi_N(x'_{t-1}): the model's own low frequencies, replaced
+    reference_low: torch.Tensor  # phi_N(y_{t-1}): the noised reference's low frequencies, put in their place
+    proposal_high: torch.Tensor  # (I - phi_N)(x'_{t-1}): the high frequencies the model keeps
+    x_prev: torch.Tensor  # x_{t-1}
+
+
+@dataclass
 class ILVRPipelineOutput(BaseOutput):
-    """images: the samples; reference_low_pass: phi_N(y) of the reference, in the same output_type."""
+    """images: the samples; reference_low_pass: phi_N(y) of the reference, in the same output_type;
+    frequency_split: the refinement at split_step (None unless asked for, or when that step is not conditioned)."""
 
     images: list[PIL.Image.Image] | torch.Tensor
     reference_low_pass: list[PIL.Image.Image] | torch.Tensor
+    frequency_split: FrequencySplit | None = None
 
 
 def q_sample_prev(scheduler: DDPMScheduler, y: torch.Tensor, t, generator) -> torch.Tensor:
@@ -70,11 +85,14 @@ class ILVRPipeline(DiffusionPipeline):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler)
 
-    def check_inputs(self, *, down_factor, range_t, num_inference_steps, batch_size, output_type) -> None:
+    def check_inputs(self, *, down_factor, range_t, num_inference_steps, batch_size, output_type,
+                     split_step=None) -> None:
         """Every argument of __call__, before its first U-Net evaluation (a ValueError says what is allowed)."""
         T, size = self.scheduler.config.num_train_timesteps, self.unet.config.sample_size
         check_ilvr_args(down_factor, range_t, size, T)
         check_num_inference_steps(num_inference_steps, self.scheduler)
+        if split_step is not None and not (isinstance(split_step, int) and 0 <= split_step < num_inference_steps):
+            raise ValueError(f"split_step must be a step index from 0 to {num_inference_steps - 1}; got {split_step!r}")
         check_batch_size(batch_size)
         check_output_type(output_type)
 
@@ -90,15 +108,17 @@ class ILVRPipeline(DiffusionPipeline):
         output_type: str = "pil",
         return_dict: bool = True,
         callback: Callback = None,
+        split_step: int | None = None,
     ):
         """Sample `batch_size` images whose low frequencies (at factor N = down_factor) follow `reference`.
 
         reference: PIL image, path or tensor (1,3,H,W) in [0,1]; resized to the model's size.
         range_t: condition while t > range_t (0: every step; >= T: never, which is plain DDPM sampling).
         callback(step, t, x_t, x0_hat) is called after every step.
+        split_step: keep the refinement of that step (0-based) for the first sample, as `frequency_split`.
         """
         self.check_inputs(down_factor=down_factor, range_t=range_t, num_inference_steps=num_inference_steps,
-                          batch_size=batch_size, output_type=output_type)
+                          batch_size=batch_size, output_type=output_type, split_step=split_step)
         size = self.unet.config.sample_size
         device = self._execution_device
 
@@ -110,14 +130,18 @@ class ILVRPipeline(DiffusionPipeline):
         scheduler = DDPMScheduler.from_config(self.scheduler.config)
         scheduler.set_timesteps(num_inference_steps)
 
+        split = None
         for step, t in enumerate(self.progress_bar(scheduler.timesteps)):
             # 3. unconditional proposal x'_{t-1} ~ p_theta(x_{t-1} | x_t)
             out = scheduler.step(eps_theta(self.unet, x, t), t, x, generator=generator)
             x = out.prev_sample
             # 4. refine: x_{t-1} = phi_N(y_{t-1}) + (I - phi_N)(x'_{t-1}), with fresh noise for y_{t-1}
             if t > range_t:
-                y_prev = q_sample_prev(scheduler, y, t, generator)
-                x = phi_N(y_prev, down_factor) + x - phi_N(x, down_factor)
+                y_low = phi_N(q_sample_prev(scheduler, y, t, generator), down_factor)
+                x_low = phi_N(x, down_factor)
+                if step == split_step:
+                    split = FrequencySplit(step, int(t), x_low[0], y_low[0], (x - x_low)[0], (y_low + x - x_low)[0])
+                x = y_low + x - x_low
             if callback is not None:
                 callback(step, int(t), x, out.pred_original_sample)
 
@@ -125,4 +149,4 @@ class ILVRPipeline(DiffusionPipeline):
         low_pass = postprocess(phi_N(y[:1], down_factor), output_type)
         if not return_dict:
             return images, low_pass
-        return ILVRPipelineOutput(images=images, reference_low_pass=low_pass)
+        return ILVRPipelineOutput(images=images, reference_low_pass=low_pass, frequency_split=split)

@@ -237,3 +237,18 @@ def test_mean_difference_direction_is_the_gap_between_the_groups_mean_h_over_the
 def test_mean_difference_direction_refuses_a_bad_interval(pipe):
     with pytest.raises(ValueError, match="t_boost <= t_edit"):
         find.mean_difference_direction(pipe, image(), image(1), t_edit=-1)
+
+
+def test_delta_h_norms_are_the_scaled_directions_norm_at_every_edited_step(pipe):
+    d = direction(pipe)
+    out = pipe(image(), direction=d, scale=[-2.0, 0.5], t_edit=400, t_boost=0, num_inference_steps=STEPS,
+               output_type="pt")
+    assert sorted(out.delta_h_norms) == [400, 600, 800]  # t >= t_edit
+    for norms in out.delta_h_norms.values():
+        torch.testing.assert_close(norms, torch.tensor([2.0, 0.5]) * d.norm())
+    f_t = DeltaBlock(pipe.h_shape[0])  # an f_t(h, t) module: its shift depends on h_t and t
+    torch.nn.init.normal_(f_t.conv2.weight, std=0.1)
+    learned = pipe(image(), direction=f_t, scale=1.0, t_edit=400, t_boost=0, num_inference_steps=STEPS,
+                   output_type="pt").delta_h_norms
+    assert len({round(float(n), 6) for n in learned.values()}) == 3 and all(n > 0 for n in learned.values())
+    assert pipe(image(), direction=None, t_edit=400, num_inference_steps=STEPS).delta_h_norms == {}

@@ -326,3 +326,15 @@ def test_the_encoded_noise_of_the_bundled_model_looks_like_its_own_prior(bundled
     z = latent.statistics()
     assert abs(z["mean"]) < 0.05 and 0.9 < z["squared_norm_per_dim"] < 1.25, z
     assert z["squared_norm_per_dim"] == pytest.approx(z["std"] ** 2 + z["mean"] ** 2, rel=1e-3)
+
+
+def test_sdedit_baseline_keeps_x_t0_draws_fresh_noise_and_does_not_reconstruct(unet):
+    pipe, image = pipeline(unet), smooth_image()
+    latent = pipe.encode(image, num_inference_steps=STEPS, eta=1.0, strength=0.5, generator=gen(0))
+    sdedit = latent.with_fresh_noise(gen(1))
+    assert torch.equal(sdedit.x_t0, latent.x_t0) and sdedit.eps.shape == latent.eps.shape
+    assert torch.equal(sdedit.timesteps, latent.timesteps) and sdedit.eta == latent.eta
+    assert (sdedit.eps - latent.eps).abs().mean() > 0.1
+    rebuilt = psnr(pipe.decode(latent, output_type="pt").images, image)
+    baseline = psnr(pipe.decode(sdedit, output_type="pt").images, image)
+    assert rebuilt > 40 and baseline < rebuilt - 10  # the encoded noise, not x_t0 alone, carries the image back

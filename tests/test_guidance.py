@@ -261,3 +261,19 @@ def test_tab_offers_the_models_own_classifier_and_refuses_it_for_a_model_without
         tab.run_guidance(**args)
     with pytest.raises(gr.Error, match="not one of the model's classes; pick one of: circle, square, triangle"):
         tab.run_guidance(**args | dict(model_id="shapes-16", target="a photo of a dog"))
+
+
+def test_trace_reads_the_target_log_probability_and_the_gradient_without_changing_the_samples(small_unet, scheduler):
+    pipe = ClassifierGuidancePipeline(small_unet, scheduler, RedVsBlue())
+    maps = (0, STEPS // 2)
+    traced = {s: run(pipe, [0, 0], s, sampler="ddpm", gradient="fixed_eps", return_log_probs=True,
+                     gradient_map_steps=maps) for s in (0.0, 30.0)}
+    assert torch.equal(traced[30.0].images, run(pipe, [0, 0], 30.0, sampler="ddpm", gradient="fixed_eps").images)
+    assert traced[0.0].log_probs.shape == (STEPS, 2) and set(traced[30.0].gradient_maps) == set(maps)
+    assert not traced[0.0].gradient_maps[0].any()  # no gradient is taken at s = 0
+    # RedVsBlue's gradient with respect to x_t is uniform per channel: |g| = const over the pixels, nonzero
+    g = traced[30.0].gradient_maps[0]  # at x_T: later the guided samples saturate RedVsBlue (p = 1, g = 0)
+    assert g.shape == (2, 16, 16) and g.min() > 0 and torch.allclose(g, g[:, :1, :1].expand_as(g), rtol=1e-4)
+    # guidance raises log p(target | x_t) along the way, not only at the end; at x_T the two runs are the same image
+    assert torch.equal(traced[0.0].log_probs[0], traced[30.0].log_probs[0])
+    assert (traced[30.0].log_probs[STEPS // 2:] > traced[0.0].log_probs[STEPS // 2:]).all()

@@ -97,3 +97,24 @@ def test_callback_sees_every_step(unet):
 def test_bad_parameters_say_what_is_allowed(unet, kwargs, message):
     with pytest.raises(ValueError, match=message):
         ilvr(unet, smooth_reference(), 0, **{"num_inference_steps": 2, **kwargs})
+
+
+def test_frequency_split_is_the_refinement_of_the_chosen_step(unet):
+    seen = {}
+    pipe = ILVRPipeline(unet=unet, scheduler=ddpm_scheduler())
+    run = dict(down_factor=4, num_inference_steps=STEPS, output_type="pt", batch_size=2)
+    out = pipe(smooth_reference(), generator=torch.Generator().manual_seed(0), split_step=7,
+               callback=lambda step, t, x_t, x0: seen.setdefault(step, (t, x_t[0].clone())), **run)
+    plain = pipe(smooth_reference(), generator=torch.Generator().manual_seed(0), **run)
+    split = out.frequency_split
+    assert torch.equal(out.images, plain.images)  # keeping the split does not change the sampling
+    assert (split.step, split.t) == (7, seen[7][0]) and torch.equal(split.x_prev, seen[7][1])
+    # x_{t-1} = phi_N(y_{t-1}) + (I - phi_N)(x'_{t-1}): the reference's low frequencies and the model's high ones
+    torch.testing.assert_close(split.reference_low + split.proposal_high, split.x_prev, rtol=0, atol=1e-6)
+    torch.testing.assert_close(split.proposal_low, phi_N((split.proposal_low + split.proposal_high)[None], 4)[0],
+                               rtol=0, atol=1e-5)
+    assert (split.proposal_low - split.reference_low).abs().mean() > 1e-2  # it replaced something
+    unconditioned = pipe(smooth_reference(), generator=torch.Generator().manual_seed(0), split_step=7, range_t=1000, **run)
+    assert unconditioned.frequency_split is None  # no refinement at that step
+    with pytest.raises(ValueError, match="split_step must be a step index from 0 to 19"):
+        pipe(smooth_reference(), split_step=STEPS, **run)
