@@ -70,20 +70,38 @@ def test_bad_input_gives_a_clear_error_and_the_server_keeps_serving(client, tmp_
 
 def psnr_rows(metrics: str) -> dict[str, float]:
     """The PSNR column of the CycleDiffusion tab's metrics table, by row name."""
-    return {name: float(value) for name, value in re.findall(r"\| (reconstruction|result) \| ([\d.]+) \|", metrics)}
+    return {name: float(value) for name, value in
+            re.findall(r"\| (reconstruction|result|SDEdit baseline \(fresh noise\)) \| ([\d.]+) \|", metrics)}
+
+
+SDEDIT = "SDEdit baseline: the same x_t0, fresh noise instead of the encoded ε"
 
 
 def test_guidance_endpoint_labels_every_sample_with_p_target_and_sweeps_by_seed(client):
     c, model_dir = client
     prompts = "a photo of a cat\na photo of a dog"
     args = [prompts, "a photo of a dog", model_dir, 10, "ddim", "fixed_eps", 0, 10, 2, 0]
-    gallery = c.predict(*args, False, "", api_name="/guidance")
+    gallery, plot, maps = c.predict(*args, False, "", api_name="/guidance")
     captions = [item["caption"] for item in gallery]
-    assert [caption.split(":")[0] for caption in captions] == ["s=10, sample 1", "s=10, sample 2"]
+    # the guided run, then the unguided one from the same seed to compare (on by default)
+    assert [caption.split(":")[0] for caption in captions] == [
+        "s=10, sample 1", "s=10, sample 2", "s=0, sample 1", "s=0, sample 2"]
     assert all(0 <= float(caption.rsplit("= ", 1)[1]) <= 1 for caption in captions)  # a probability
-    sweep = c.predict(*args[:8], 1, 0, True, "0, 10", api_name="/guidance")
+    rows = plotted(plot)
+    assert {row["run"] for row in rows} == {"s=10, sample 1", "s=10, sample 2", "s=0, sample 1", "s=0, sample 2"}
+    assert len(rows) == 4 * 10 and all(0 <= row["p(target | x_t)"] <= 1 for row in rows)  # every step of every run
+    assert [item["caption"].split(":")[0] for item in maps] == [
+        "s=10, step 1 (t=900)", "s=10, step 4 (t=600)", "s=10, step 7 (t=300)", "s=10, step 10 (t=0)"]
+    sweep, _, _ = c.predict(*args[:8], 1, 0, True, "0, 10", api_name="/guidance")
     assert [item["caption"].split(":")[0] for item in sweep] == ["s=0, sample 1", "s=10, sample 1"]
     assert read(sweep[1]) == read(gallery[0])  # the sweep's s=10 is the single run's first sample: same seed
+    assert read(sweep[0]) == read(gallery[2])  # and its s=0 the comparison's
+
+
+def plotted(plot) -> list[dict]:
+    """The rows of a gr.LinePlot as the API returns it."""
+    value = plot.get("value", plot)
+    return [dict(zip(value["columns"], row)) for row in value["data"]]
 
 
 def test_cycle_endpoint_reconstructs_translates_and_edits(client, live_app):
@@ -95,14 +113,18 @@ def test_cycle_endpoint_reconstructs_translates_and_edits(client, live_app):
     def cycle(mode, target_id=None, target_prompt=""):
         return c.predict(image, mode, model_dir, target_id, target_prompt, "", *common.values(), api_name="/cycle")
 
-    gallery, metrics = cycle("reconstruct")
-    assert [item["caption"] for item in gallery] == ["input", "reconstruction G1(z) (same model)"]
+    gallery, metrics, latent = cycle("reconstruct")
+    assert [item["caption"] for item in gallery] == ["input", "reconstruction G1(z) (same model)", SDEDIT]
     assert psnr_rows(metrics)["reconstruction"] > 40  # the DPM-Encoder's latent decodes to the input exactly
+    # the same x_t0 with fresh noise (SDEdit) is another image: the encoded noise is what brings the input back
+    assert psnr_rows(metrics)["SDEdit baseline (fresh noise)"] < psnr_rows(metrics)["reconstruction"] - 20
+    assert [item["caption"] for item in latent] == ["x_t0, t0 = 333", "ε at t = 333", "ε at t = 167",
+                                                    "ε at t = 1"]  # the chain of 0.5 x 6 steps
     # another model of the same size: the tab offers registry models only, the API takes a local directory
-    gallery, metrics = cycle("translate", target_id=live_app.other_model_id)
+    gallery, metrics, _ = cycle("translate", target_id=live_app.other_model_id)
     assert gallery[2]["caption"] == f"translate: {live_app.other_model_id}"
     assert psnr_rows(metrics)["result"] < psnr_rows(metrics)["reconstruction"]  # the other model changed it
-    gallery, metrics = cycle("text edit", target_prompt="a cat")
+    gallery, metrics, _ = cycle("text edit", target_prompt="a cat")
     assert gallery[2]["caption"] == "text edit: “a cat”"
     assert "CLIP similarity to “a cat”" in metrics
 
@@ -120,9 +142,9 @@ def test_cycle_endpoint_translates_between_the_bundled_models_classes(client, bu
         return c.predict(handle_file("assets/shapes/red-circle.png"), "class translation", source_id, None, "", "",
                          0.5, 1.0, 50, 10, False, 0, 1e-3, 0, source_class, target_class, api_name="/cycle")
 
-    gallery, metrics = cycle(models.BUNDLED_MODEL, "circle", "square")
+    gallery, metrics, _ = cycle(models.BUNDLED_MODEL, "circle", "square")
     assert [item["caption"] for item in gallery] == [
-        "input", "reconstruction G(z | circle) (same class)", "class translation: circle → square"]
+        "input", "reconstruction G(z | circle) (same class)", "class translation: circle → square", SDEDIT]
     shown, result = measured(gallery[0]), measured(gallery[2])
     assert (shown.name, result.name) == ("circle", "square")
     # same latent: the colour stays (measured RGB distance 0.04; another red would still be < 0.2)
@@ -145,16 +167,20 @@ def test_cycle_class_dropdowns_follow_the_source_model():
 def test_asyrp_endpoints_edit_with_a_strip_and_with_a_learned_direction_file(client):
     c, model_dir = client
     image = handle_file("assets/chelsea.png")
-    gallery, info = c.predict(image, model_dir, UNSUPERVISED, 1, None, 1.0, True, False, 500, 200, 4, 0,
-                              api_name="/asyrp")
+    gallery, info, norms = c.predict(image, model_dir, UNSUPERVISED, 1, None, 1.0, True, False, 500, 200, 4, 0,
+                                     api_name="/asyrp")
     assert [item["caption"] for item in gallery] == [
         "input", "reconstruction (scale 0)", "scale -2", "scale -1", "scale +1", "scale +2"]
     assert "principal direction 1" in info
     assert read(gallery[2]) != read(gallery[5])  # -2s and +2s move h in opposite directions
+    rows = plotted(norms)  # |s delta_h_t| at the edited steps t = 750, 500 (>= t_edit) for each of the four scales
+    assert sorted({row["t"] for row in rows}) == [500, 750] and len(rows) == 2 * 4
+    by_run = {(row["run"], row["t"]): row["|s Δh_t|"] for row in rows}
+    assert by_run[("scale -2", 500)] == pytest.approx(2 * by_run[("scale -1", 500)], rel=1e-4)  # linear in s
     path, message = c.predict(image, model_dir, "a cat", "a dog", "global Δh", 1, 500, 4, api_name="/asyrp_learn")
     assert path.endswith(".safetensors") and "Learned “a cat” → “a dog”" in message
-    gallery, info = c.predict(image, model_dir, FROM_FILE, 1, handle_file(path), -1.0, False, False, 500, 200, 4, 0,
-                              api_name="/asyrp")
+    gallery, info, _ = c.predict(image, model_dir, FROM_FILE, 1, handle_file(path), -1.0, False, False, 500, 200, 4,
+                                 0, api_name="/asyrp")
     assert [item["caption"] for item in gallery] == ["input", "reconstruction (scale 0)", "scale -1"]
     assert "a cat → a dog" in info
 
@@ -195,8 +221,8 @@ def test_guidance_examples_on_the_bundled_model_draw_the_target(bundled):
     rows = [row for row in guidance_tab.EXAMPLES if row[1] == "shapes-16"]
     assert {row[5] for row in rows} == {"ddim", "ddpm"} and any(row[9] for row in rows)  # both samplers, a sweep
     for kind, model_id, prompts, target, scale, sampler, steps, samples, seed, sweep, sweep_scales in rows:
-        gallery = guidance_tab.run_guidance(prompts, target, model_id, scale, sampler, "fixed_eps", 0.0, steps,
-                                            samples, seed, sweep, sweep_scales, kind, progress=no_progress)
+        gallery, _, _ = guidance_tab.run_guidance(prompts, target, model_id, scale, sampler, "fixed_eps", 0.0, steps,
+                                                  samples, seed, sweep, sweep_scales, kind, False, progress=no_progress)
         scales = guidance_tab.parse_scales(sweep_scales) if sweep else [scale]
         assert len(gallery) == len(scales) * samples
         strongest = gallery[-samples:]  # the largest scale comes last
@@ -214,7 +240,7 @@ def test_asyrp_examples_on_the_bundled_model_reconstruct_at_scale_0_and_resize_a
     assert any(row[4] == asyrp_tab.SIZE_DIRECTION for row in rows)
     for image, model_id, source, k, direction_file, scale, strip, steps, seed in rows:
         t_edit, t_boost = asyrp_interval(model_id)
-        gallery, info = asyrp_tab.run_asyrp(image, model_id, source, k, None, direction_file, scale, strip, False, t_edit,
+        gallery, info, _ = asyrp_tab.run_asyrp(image, model_id, source, k, None, direction_file, scale, strip, False, t_edit,
                                               t_boost, steps, seed, progress=no_progress)
         assert len(gallery) == 2 + 4  # input, reconstruction, the strip of four
         given, rebuilt = measure(shown_image(gallery[0][0])), measure(shown_image(gallery[1][0]))

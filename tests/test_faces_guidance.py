@@ -43,7 +43,7 @@ def test_the_guidance_tabs_faces_examples_come_first_and_reach_their_target(pipe
     rows = [row for row in guidance_tab.EXAMPLES if row[1] == "faces-32"]
     assert rows and rows == guidance_tab.EXAMPLES[:len(rows)]  # the tab's first examples
     kind, model_id, prompts, target, scale, sampler, steps, samples, seed, sweep, sweep_scales = rows[0]
-    gallery = guidance_tab.run_guidance(prompts, target, model_id, scale, sampler, "fixed_eps", 0.0, steps, samples,
-                                        seed, sweep, sweep_scales, kind, progress=no_progress)
+    gallery, _, _ = guidance_tab.run_guidance(prompts, target, model_id, scale, sampler, "fixed_eps", 0.0, steps,
+                                              samples, seed, sweep, sweep_scales, kind, False, progress=no_progress)
     judged = [CLASSES[m.label] for m in measure_batch(torch.stack([shown_image(path, 32) for path, _ in gallery]))]
     assert judged.count(target) > samples / 2, (target, judged)

@@ -140,8 +140,9 @@ def test_cycle_examples_smile_or_put_on_glasses_and_keep_the_face():
     rows = [row for row in cycle_tab.EXAMPLES if row[2] == MODEL_ID]
     assert rows == cycle_tab.EXAMPLES[:len(rows)]  # the tab's first examples
     for image, mode, source_id, target_id, target_text, source_text, strength, eta, steps, seed, source, target in rows:
-        gallery, _ = cycle_tab.run_cycle(image, mode, source_id, target_id, target_text, source_text, strength, eta,
-                                         steps, 10.0, False, 0, 1e-3, seed, source, target, progress=no_progress)
+        gallery, _, _ = cycle_tab.run_cycle(image, mode, source_id, target_id, target_text, source_text, strength, eta,
+                                            steps, 10.0, False, 0, 1e-3, seed, source, target, False,
+                                            progress=no_progress)
         given, result = measure(shown_image(gallery[0][0], 32)), measure(shown_image(gallery[-1][0], 32))
         assert (given.name, result.name) == (source, target)
         # measured: skin within 0.04, background within 0.02, centre within 0.1 px
@@ -190,7 +191,7 @@ def test_asyrp_example_turns_a_frown_into_a_smile_along_the_smile_direction(asyr
     for image, model_id, source, k, direction_file, scale, strip, steps, seed in rows:
         t_edit, t_boost = asyrp_interval(model_id)  # what the tab's sliders show for this model
         assert (t_edit, int(steps)) == (int(meta["t_edit"]), int(meta["num_inference_steps"])), "edit as it was learned"
-        gallery, info = asyrp_tab.run_asyrp(image, model_id, source, k, None, direction_file, scale, strip, False,
+        gallery, info, _ = asyrp_tab.run_asyrp(image, model_id, source, k, None, direction_file, scale, strip, False,
                                             t_edit, t_boost, steps, seed, progress=no_progress)
         assert "a frowning face → a smiling face" in info and len(gallery) == 2 + 4  # input, reconstruction, strip
         given, rebuilt, *edits = [measure(shown_image(item[0], 32)) for item in gallery]

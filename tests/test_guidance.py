@@ -201,7 +201,7 @@ def test_tab_runs_a_sweep_on_local_models(tiny_model_dir, tiny_clip, tmp_path, m
     args = dict(prompts_text=prompts, target="a photo of a dog", model_id=str(tiny_model_dir), scale=1.0,
                 sampler="ddim", gradient="fixed_eps", eta=0.0, steps=2, samples=2, seed=0, sweep=True,
                 sweep_scales="0, 20", progress=lambda *a, **k: None)
-    gallery = guidance_tab.run_guidance(**args)
+    gallery, _, _ = guidance_tab.run_guidance(**args)
     assert [caption.split(":")[0] for _, caption in gallery] == [
         "s=0, sample 1", "s=0, sample 2", "s=20, sample 1", "s=20, sample 2"]
     with pytest.raises(gr.Error, match="not one of the label prompts"):

@@ -106,9 +106,10 @@ GOOD = {
                       gradient="fixed_eps", eta=0, steps=10, samples=1, seed=0, sweep=False, sweep_scales="0, 5"),
     "/cycle": dict(image="assets/astronaut.png", mode="reconstruct", source_id=None, target_id=None, target_prompt="",
                    source_prompt="", strength=0.5, eta=1.0, steps=4, guidance_scale=10, exact_gradient=False,
-                   pnp_steps=0, step_size=1e-3, seed=0),
+                   pnp_steps=0, step_size=1e-3, seed=0, source_class=None, target_class=None, sdedit=True,
+                   preview_every=0),
     "/asyrp": dict(image="assets/astronaut.png", model_id=None, source=UNSUPERVISED, k=1, file_path=None, scale=1.0,
-                    strip=False, auto=False, t_edit=500, t_boost=200, steps=4, seed=0),
+                    strip=False, auto=False, t_edit=500, t_boost=200, steps=4, seed=0, preview_every=0),
     "/asyrp_learn": dict(image="assets/astronaut.png", model_id=None, source_text="a face",
                           target_text="a smiling face", kind="global Δh", iterations=1, t_edit=500, steps=4),
 }
@@ -160,6 +161,7 @@ BAD = [
     ("/cycle", dict(steps=-5), "num_inference_steps must be an integer from 1 to 999"),
     ("/cycle", dict(steps=10**9), "num_inference_steps must be an integer from 1 to 999"),
     ("/cycle", dict(seed=-1), "the seed must be a whole number"),
+    ("/cycle", dict(preview_every=1000), "Preview every k steps: k must be from 0 (automatic) to 100"),
     ("/asyrp", dict(image=None), "Upload an image to edit first"),
     ("/asyrp", dict(source="a guess"), "Pick where the direction comes from"),
     ("/asyrp", dict(scale=1e30), "scale s must be from -3 to 3"),
@@ -173,6 +175,7 @@ BAD = [
     ("/asyrp", dict(source=FROM_FILE), "Upload a .safetensors direction file first"),
     ("/asyrp", dict(source=FROM_FILE, file_path=b"not a safetensors file"), "is not a safetensors direction file"),
     ("/asyrp", dict(seed=-1), "the seed must be a whole number"),
+    ("/asyrp", dict(preview_every=-1), "Preview every k steps: k must be from 0 (automatic) to 100"),
     ("/asyrp_learn", dict(source_text="", target_text=""), "Write both a source text"),
     ("/asyrp_learn", dict(source_text=None, target_text=None), "Write both a source text"),
     ("/asyrp_learn", dict(iterations=0), "iterations must be a whole number >= 1"),
@@ -193,10 +196,11 @@ def test_bad_inputs_to_every_endpoint_get_a_clear_message(client, tmp_path, api_
 
 def test_after_the_bad_inputs_every_endpoint_still_answers(client):
     c, model_dir = client
-    assert len(call(c, model_dir, "/guidance")) == 1
-    gallery, metrics = call(c, model_dir, "/cycle", mode="text edit", target_prompt="a photo of a cat")
-    assert len(gallery) == 3 and "CLIP similarity" in metrics
-    gallery, _ = call(c, model_dir, "/asyrp")
+    gallery, _, _ = call(c, model_dir, "/guidance")
+    assert len(gallery) == 2  # the guided sample and the unguided one from the same seed
+    gallery, metrics, _ = call(c, model_dir, "/cycle", mode="text edit", target_prompt="a photo of a cat")
+    assert len(gallery) == 4 and "CLIP similarity" in metrics  # input, reconstruction, edit, SDEdit baseline
+    gallery, _, _ = call(c, model_dir, "/asyrp")
     assert len(gallery) == 3
     path, _ = call(c, model_dir, "/asyrp_learn")
     assert path.endswith(".safetensors")

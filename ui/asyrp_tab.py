@@ -9,6 +9,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 import gradio as gr
+import pandas as pd
 import torch
 
 from pipelines import AsyrpPipeline, images, load_clip, load_diffusion, make_scheduler
@@ -19,8 +20,8 @@ from pipelines.models import asyrp_interval
 from pipelines.sampling import counted_from
 
 from .common import (GPU_CONCURRENCY, StepReporter, Stopped, check_budget, check_text, display, estimate_markdown,
-                     gpu, live, make_generator, model_dropdown, offered_model, seed_input, started, stop_button,
-                     uploaded_path, user_errors)
+                     gpu, line_plot, live, make_generator, model_dropdown, offered_model, preview_slider, seed_input,
+                     started, stop_button, take_home, uploaded_path, user_errors)
 
 SOURCES = ["unsupervised (k-th principal direction)", "learn from two texts", "load a direction file"]
 STRIP = [-2.0, -1.0, 1.0, 2.0]
@@ -132,7 +133,8 @@ def _direction(pipe, model_id, source, k, learned_path, file_path):
 @user_errors
 @gpu
 def run_asyrp(image, model_id, source, k, learned_path, file_path, scale, strip, auto, t_edit, t_boost, steps, seed,
-              request: gr.Request = None, progress=gr.Progress()):
+              preview_every=0, request: gr.Request = None, progress=gr.Progress()):
+    """The input, its reconstruction and the edits, a note on the run, and a plot of |s Δh_t| at each edited step."""
     if source not in SOURCES:
         raise gr.Error(f"Pick where the direction comes from: {', '.join(SOURCES)}.", title="Invalid input")
     if source == SOURCES[0] and not 1 <= int(k) <= MAX_K:
@@ -160,17 +162,26 @@ def run_asyrp(image, model_id, source, k, learned_path, file_path, scale, strip,
             note = f"LPIPS chose t_edit = {t_edit}, t_boost = {t_boost}. "
     direction, label = _direction(pipe, model_id, source, k, learned_path, file_path)
     reporter = StepReporter(progress, pipe.total_steps(num_inference_steps=int(steps)), "Asyrp: DDIM inversion, then editing",
-                            stop=started(request))
+                            stop=started(request), preview_every=preview_every)
     try:
         x_T = x_T_of(pipe, model_id, picture, int(steps), callback=reporter)
         out = pipe(x_T=x_T, direction=direction, scale=scales, t_edit=int(t_edit), t_boost=int(t_boost),
                    num_inference_steps=int(steps), generator=make_generator(seed),
                    callback=counted_from(reporter, int(steps)))
     except Stopped:
-        return [(display(picture), "input")] + reporter.stopped_gallery(), "Stopped."
+        return [(display(picture), "input")] + reporter.stopped_gallery(), "Stopped.", delta_h_frame({}, scales)
     gallery = [(display(picture), "input"), (display(out.images[0]), "reconstruction (scale 0)")]
     gallery += [(display(img), f"scale {s:+.2g}") for s, img in zip(scales[1:], out.images[1:])]
-    return gallery, f"{note}Direction: {label}; t_edit = {int(t_edit)}, t_boost = {int(t_boost)}, {int(steps)} steps."
+    edited = f"{len(out.delta_h_norms)} edited steps" if out.delta_h_norms else "no step edited (t_edit above every step)"
+    return (gallery, f"{note}Direction: {label}; t_edit = {int(t_edit)}, t_boost = {int(t_boost)}, {int(steps)} steps, "
+                     f"{edited}.", delta_h_frame(out.delta_h_norms, scales))
+
+
+def delta_h_frame(delta_h_norms: dict, scales: list[float]) -> pd.DataFrame:
+    """The plot's rows: |s Δh_t| at each edited timestep t for each edited scale (scale 0 left out)."""
+    rows = [{"t": t, "|s Δh_t|": norm, "run": f"scale {s:+.2g}"}
+            for t, norms in sorted(delta_h_norms.items()) for s, norm in zip(scales, norms.tolist()) if s != 0]
+    return pd.DataFrame(rows, columns=["t", "|s Δh_t|", "run"])
 
 
 @user_errors
@@ -274,6 +285,7 @@ def build_tab() -> None:
                     t_boost = gr.Slider(0, 1000, value=default_boost, step=1, label="t_boost (stochastic steps below it; 0 = off)")
                     steps = gr.Slider(10, 200, value=40, step=10, label="Steps (inversion and sampling; the paper uses 40)")
                     seed = seed_input()
+                    preview_every = preview_slider()
                 with gr.Row():
                     run = gr.Button("Edit", variant="primary")
                     stop_button()
@@ -282,6 +294,9 @@ def build_tab() -> None:
                 gallery = gr.Gallery(label="Input, reconstruction, edits", columns=3, height=460)
                 info = gr.Markdown()
                 stages = gr.HTML(timeline(default_edit, default_boost))
+                norms = line_plot("|s Δh_t|, the shift added to h at each edited step (t from T down to t_edit)",
+                                  "t", "|s Δh_t|")
+                results = gr.Column()
         gr.Examples(EXAMPLES, inputs=[image, model_id, source, k, direction_file, scale, strip, steps, seed], label="Examples (pick one, then Edit)")
         model_id.change(interval_defaults, model_id, [t_edit, t_boost], api_visibility="private")
         gr.on([t_edit.change, t_boost.change], timeline, [t_edit, t_boost], stages, api_visibility="private")
@@ -289,8 +304,13 @@ def build_tab() -> None:
             learn, [image, model_id, source_text, target_text, kind, iterations, t_edit, steps], [learned_path, learned_file, info],
             api_name="asyrp_learn", preprocess=False, **GPU_CONCURRENCY,
         )
-        inputs = [image, model_id, source, k, learned_path, direction_file, scale, strip, auto, t_edit, t_boost, steps, seed]
+        inputs = [image, model_id, source, k, learned_path, direction_file, scale, strip, auto, t_edit, t_boost, steps, seed,
+                  preview_every]
         costs = [model_id, source, strip, t_edit, steps]
         gr.on([c.change for c in costs], estimate, costs, time_estimate, api_visibility="private")
-        run.click(live(run_asyrp, 2), inputs, [gallery, info], api_name="asyrp", preprocess=False, **GPU_CONCURRENCY).then(
-            estimate, costs, time_estimate, api_visibility="private")
+        event = run.click(live(run_asyrp, 3), inputs, [gallery, info, norms], api_name="asyrp", preprocess=False,
+                          **GPU_CONCURRENCY)
+        event.then(estimate, costs, time_estimate, api_visibility="private")
+        with results:
+            take_home("asyrp", run_asyrp, inputs, gallery, event, pictures={"image": "model_id"},
+                      files=("learned_path", "file_path"))

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import contextvars
 import functools
+import inspect
+import io
+import json
 import queue
 import tempfile
 import threading
@@ -13,6 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 import gradio as gr
+from PIL import Image
 
 import os
 
@@ -238,6 +243,32 @@ def live(run: Callable, outputs: int) -> Callable:
     return stream
 
 
+def evenly(total: int, count: int) -> list[int]:
+    """`count` step indices spread evenly over 0..total-1, both ends included."""
+    return sorted({round(i * (total - 1) / max(1, count - 1)) for i in range(count)}) if count else []
+
+
+MAX_PREVIEW_EVERY = 100
+
+
+def preview_slider() -> gr.Slider:
+    """How often a run streams its predicted clean images: every k sampler steps (0: about PREVIEWS_PER_RUN times)."""
+    return gr.Slider(0, MAX_PREVIEW_EVERY, value=0, step=1,
+                     label=f"Preview every k steps (0 = about {PREVIEWS_PER_RUN} times a run)")
+
+
+def check_preview_every(k) -> int:
+    if k is None or not 0 <= int(k) <= MAX_PREVIEW_EVERY:
+        raise gr.Error(f"Preview every k steps: k must be from 0 (automatic) to {MAX_PREVIEW_EVERY}; got {k}.",
+                       title="Invalid input")
+    return int(k)
+
+
+def line_plot(label: str, x: str, y: str) -> gr.LinePlot:
+    """A plot of one line per run ("run" column), filled by a tab's result."""
+    return gr.LinePlot(x=x, y=y, color="run", label=label, x_title=x, y_title=y, height=260)
+
+
 class Stopped(Exception):
     """Raised by StepReporter at the first step after Stop: the run ends there and shows what it had."""
 
@@ -247,12 +278,13 @@ class StepReporter:
     latest x0_hat, and ends the run (Stopped) at the first step after the page pressed Stop."""
 
     def __init__(self, progress: gr.Progress, total: int, desc: str, snapshots: int = 0,
-                 stop: threading.Event | None = None):
+                 stop: threading.Event | None = None, preview_every: int = 0):
         self.progress, self.total, self.desc, self.stop = progress, total, desc, stop
-        self.keep = {round(i * (total - 1) / max(1, snapshots - 1)) for i in range(snapshots)}  # evenly, ends included
+        self.keep = set(evenly(total, snapshots))
         self.frames: list[tuple] = []
         self.step, self.x0_hat = 0, None
-        self.previews, self.every = _previews.get(), max(1, total // PREVIEWS_PER_RUN)
+        self.previews = _previews.get()
+        self.every = check_preview_every(preview_every) or max(1, total // PREVIEWS_PER_RUN)
 
     def __call__(self, step: int, t: int, x_t: torch.Tensor, x0_hat: torch.Tensor) -> None:
         if self.stop is not None and self.stop.is_set():
@@ -278,6 +310,17 @@ class StepReporter:
 
 OUTPUT_DIR = Path(tempfile.mkdtemp(prefix="steer-outputs-"))
 OUTPUT_MAX_AGE_S = 900
+
+
+def noise_image(z: torch.Tensor) -> Image.Image:
+    """A noise map (3,H,W) of N(0, I) as a picture: -3 sigma black, 0 grey, +3 sigma white."""
+    return images.postprocess(z[None].float() / 3)[0]
+
+
+def heat_image(m: torch.Tensor) -> Image.Image:
+    """A non-negative map (H,W) as a grey picture, white at its maximum."""
+    m = m.float() / m.max().clamp_min(1e-12)
+    return images.postprocess((m * 2 - 1).expand(1, 3, *m.shape))[0]
 
 
 def display(image) -> str:
@@ -316,3 +359,106 @@ def status_markdown() -> str:
     clip_id = models.default_clip_id()
     return (f"Running on **{device.type.upper()}** ({str(dtype).removeprefix('torch.')}); {state}  \n"
             f"CLIP {clip_id}: {_model_state(clip_id, 'clip')} · " + " · ".join(others))
+
+
+SETTINGS_FORMAT = "steer-settings/1"
+MAX_SETTINGS_BYTES = 4 * 2**20  # a settings file with its images and direction file
+MAX_EMBEDDED_FILE_BYTES = 2**20  # a direction file embedded in settings
+
+
+def run_parameters(run: Callable) -> list[str]:
+    """The names of a run function's inputs, in order (the request and the progress left out)."""
+    return [name for name in inspect.signature(run).parameters if name not in ("request", "progress")]
+
+
+def _data_url(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def save_result(tab: str, run: Callable, gallery, values: list, pictures: dict[str, str], files: tuple[str, ...]):
+    """The result as a PNG strip (the gallery's images side by side) and a JSON of every setting of `run` and the seed,
+    with each picture input (a name of `run`'s parameters -> the parameter naming its model) embedded at the model's
+    size and each file input embedded whole, so that load_settings() on the same tab reproduces the run."""
+    strip = [Image.open(item[0] if isinstance(item, (tuple, list)) else item).convert("RGB") for item in gallery or []]
+    if not strip:
+        return None
+    settings = dict(zip(run_parameters(run), values))
+    embedded = {}
+    for name, model_name in pictures.items():
+        if settings.get(name):
+            size = models.load_diffusion(offered_model(settings[model_name])).unet.config.sample_size
+            embedded[name] = _data_url(_png(images.center_crop_resize(images.open_image(settings[name]), size)))
+        settings[name] = None
+    for name in files:
+        path = settings.get(name)
+        if path and Path(path).stat().st_size <= MAX_EMBEDDED_FILE_BYTES:
+            embedded[name] = {"name": Path(path).name, "base64": base64.b64encode(Path(path).read_bytes()).decode()}
+        settings[name] = None
+    folder = Path(tempfile.mkdtemp(dir=OUTPUT_DIR))
+    height = max(image.height for image in strip)
+    sheet = Image.new("RGB", (sum(image.width for image in strip), height), "white")
+    x = 0
+    for image in strip:
+        sheet.paste(image, (x, 0))
+        x += image.width
+    sheet.save(folder / f"{tab}-result.png")
+    document = {"format": SETTINGS_FORMAT, "tab": tab, "settings": settings, "embedded": embedded}
+    (folder / f"{tab}-settings.json").write_text(json.dumps(document, indent=1))
+    return [str(folder / f"{tab}-result.png"), str(folder / f"{tab}-settings.json")]
+
+
+def load_settings(tab: str, run: Callable, upload, pictures: dict[str, str], files: tuple[str, ...]) -> list:
+    """The values of `run`'s inputs from a settings file that save_result() wrote for this tab, or a gr.Error."""
+    path = uploaded_path(upload, "a settings file (.json)")
+    if Path(path).stat().st_size > MAX_SETTINGS_BYTES:
+        raise gr.Error(f"That settings file is over {MAX_SETTINGS_BYTES // 2**20} MB; load the .json a result's "
+                       f"download gave.", title="Not a settings file")
+    try:
+        document = json.loads(Path(path).read_text())
+        assert document["format"] == SETTINGS_FORMAT and isinstance(document["settings"], dict)
+    except (ValueError, KeyError, TypeError, AssertionError, UnicodeDecodeError) as err:
+        raise gr.Error("That is not a settings file of this Space: load the .json that a result's download gave.",
+                       title="Not a settings file") from err
+    if document["tab"] != tab:
+        raise gr.Error(f"Those are settings of the {document['tab']!r} tab; load them there.", title="Another tab")
+    settings, embedded = document["settings"], document.get("embedded") or {}
+    settings.update({name: None for name in (*pictures, *files)})  # only what the file embeds, never a path it names
+    folder = Path(tempfile.mkdtemp(dir=OUTPUT_DIR))
+    for name in pictures:
+        if isinstance(embedded.get(name), str) and embedded[name].startswith("data:image/png;base64,"):
+            picture = images.open_image(base64.b64decode(embedded[name].split(",", 1)[1]))  # judged like an upload
+            settings[name] = str(folder / f"{name}.png")
+            picture.save(settings[name])
+    for name in files:
+        if isinstance(embedded.get(name), dict):
+            target = folder / Path(str(embedded[name].get("name") or name)).name
+            target.write_bytes(base64.b64decode(embedded[name]["base64"]))
+            settings[name] = str(target)
+    values = []
+    for name in run_parameters(run):
+        value = settings.get(name)
+        if value is not None and not isinstance(value, (str, int, float, bool)):
+            raise gr.Error(f"The setting {name!r} in that file is not a plain value.", title="Not a settings file")
+        values.append(value if name in settings else gr.skip())
+    return values
+
+
+def take_home(tab: str, run: Callable, inputs: list, gallery: gr.Gallery, event,
+              pictures: dict[str, str] | None = None, files: tuple[str, ...] = ()) -> None:
+    """Under a tab's result: its download (a PNG strip and a JSON of every setting, written when a run ends) and a
+    button that loads such a JSON back into the tab's inputs."""
+    pictures = pictures or {}
+    with gr.Row():
+        downloads = gr.File(label="Take it home: the result as a PNG strip, its settings and seed as JSON",
+                            file_count="multiple", interactive=False)
+        upload = gr.UploadButton("Load settings (.json) to reproduce a result", file_types=[".json"])
+    event.success(lambda gallery_value, *values: save_result(tab, run, gallery_value, list(values), pictures, files),
+                  [gallery, *inputs], downloads, api_visibility="private")
+    upload.upload(lambda file: load_settings(tab, run, file, pictures, files), upload, inputs,
+                  api_visibility="private", preprocess=False)

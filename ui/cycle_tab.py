@@ -7,10 +7,11 @@ import gradio as gr
 from pipelines import CycleDiffusionPipeline, images, load_clip, load_diffusion, make_scheduler, models
 from pipelines.cycle_diffusion import chain_length
 from pipelines.metrics import clip_similarity, faithfulness
+from pipelines.sampling import counted_from
 
 from .common import (GPU_CONCURRENCY, StepReporter, Stopped, check_budget, check_text, class_names, display,
-                     estimate_markdown, gpu, live, make_generator, model_dropdown, offered_model, seed_input, started,
-                     stop_button, uploaded_path, user_errors)
+                     estimate_markdown, evenly, gpu, live, make_generator, model_dropdown, noise_image, offered_model,
+                     preview_slider, seed_input, started, stop_button, take_home, uploaded_path, user_errors)
 
 MIN_STEPS, MIN_STRENGTH = 10, 0.1
 MODES = ["reconstruct", "translate", "text edit", "class translation"]
@@ -110,8 +111,9 @@ def class_labels(source_id: str, source_class: str | None, target_class: str | N
 @user_errors
 @gpu
 def run_cycle(image, mode, source_id, target_id, target_prompt, source_prompt, strength, eta, steps, guidance_scale,
-              exact_gradient, pnp_steps, step_size, seed, source_class=None, target_class=None,
-              request: gr.Request = None, progress=gr.Progress()):
+              exact_gradient, pnp_steps, step_size, seed, source_class=None, target_class=None, sdedit=True,
+              preview_every=0, request: gr.Request = None, progress=gr.Progress()):
+    """The input, its reconstruction, the result (and the SDEdit baseline), the metrics, and the latent z as pictures."""
     source_id = offered_model(source_id)
     if mode not in MODES:
         raise gr.Error(f"Pick a mode: {', '.join(MODES)}.", title="Invalid input")
@@ -143,17 +145,23 @@ def run_cycle(image, mode, source_id, target_id, target_prompt, source_prompt, s
                       plug_and_play_steps=int(pnp_steps), step_size=float(step_size))
     settings = dict(strength=float(strength), eta=float(eta), num_inference_steps=int(steps))
     pipe.check_inputs(image=picture, output_type="pil", **settings, **kwargs)
-    check_budget(source, *cost(mode, strength, steps, exact_gradient, pnp_steps),
-                 lower="the steps, the strength or the Langevin steps (or turn off the exact CLIP gradient)",
-                 smallest=cost(mode, MIN_STRENGTH, MIN_STEPS, False, 0))
+    check_budget(source, *cost(mode, strength, steps, exact_gradient, pnp_steps, sdedit),
+                 lower="the steps, the strength or the Langevin steps (or turn off the exact CLIP gradient or the "
+                       "SDEdit baseline)",
+                 smallest=cost(mode, MIN_STRENGTH, MIN_STEPS, False, 0, False))
     total = pipe.total_steps(num_inference_steps=settings["num_inference_steps"], strength=settings["strength"],
                              plug_and_play_steps=kwargs.get("plug_and_play_steps", 0),
                              translate_or_edit=mode != "reconstruct")
-    reporter = StepReporter(progress, total, f"CycleDiffusion: {mode}", stop=started(request))
+    chain = chain_length(settings["num_inference_steps"], settings["strength"])
+    reporter = StepReporter(progress, total + (chain if sdedit else 0), f"CycleDiffusion: {mode}",
+                            stop=started(request), preview_every=preview_every)
+    generator = make_generator(seed)
     try:
-        out = pipe(picture, generator=make_generator(seed), callback=reporter, **settings, **kwargs)
+        out = pipe(picture, generator=generator, callback=reporter, **settings, **kwargs)
+        baseline = pipe.decode(out.latent.with_fresh_noise(generator), callback=counted_from(reporter, total),
+                               **decoding(kwargs)).images[0] if sdedit else None
     except Stopped:
-        return [(display(picture), "input")] + reporter.stopped_gallery(), "Stopped."
+        return [(display(picture), "input")] + reporter.stopped_gallery(), "Stopped.", []
     result, reconstruction = out.images[0], out.reconstructions[0]
     captions = {"translate": target_id, "text edit": f"“{target_prompt}”",
                 "class translation": f"{source_class} → {target_class}"}
@@ -161,27 +169,52 @@ def run_cycle(image, mode, source_id, target_id, target_prompt, source_prompt, s
     gallery = [(display(picture), "input"), (display(reconstruction), f"reconstruction {rebuilt}")]
     if mode != "reconstruct":
         gallery.append((display(result), f"{mode}: {captions[mode]}"))
-    return gallery, metrics_markdown(picture, reconstruction, result, mode, clip, target_prompt, out.latent)
+    if baseline is not None:
+        gallery.append((display(baseline), "SDEdit baseline: the same x_t0, fresh noise instead of the encoded ε"))
+    metrics = metrics_markdown(picture, reconstruction, result, mode, clip, target_prompt, out.latent, baseline)
+    return gallery, metrics, latent_frames(out.latent)
 
 
-def cost(mode, strength, steps, exact_gradient, pnp_steps) -> tuple[int, int]:
+def decoding(kwargs: dict) -> dict:
+    """decode()'s arguments for the result of a __call__ with `kwargs`: the same target model, class and text guidance
+    (plug-and-play's Langevin steps move z itself, so the baseline decodes unguided as the result does)."""
+    renamed = {"target_unet": "unet", "target_scheduler": "scheduler", "target_class_labels": "class_labels"}
+    kept = {renamed.get(k, k): v for k, v in kwargs.items() if k not in ("plug_and_play_steps", "step_size", "class_labels")}
+    if kwargs.get("plug_and_play_steps"):
+        kept.pop("target_prompt")
+    return kept
+
+
+LATENT_MAPS = 4  # the noise maps eps_t shown besides x_t0
+
+
+def latent_frames(latent) -> list[tuple]:
+    """z = (x_t0, eps_t0, ..., eps_1) of the first image as pictures: x_t0 and LATENT_MAPS noise maps spread over the
+    chain (grey is 0, black and white are -3 and +3 standard deviations)."""
+    frames = [(display(noise_image(latent.x_t0[0])), f"x_t0, t0 = {latent.t0}")]
+    for k in evenly(len(latent.timesteps), LATENT_MAPS):
+        frames.append((display(noise_image(latent.eps[k][0])), f"ε at t = {int(latent.timesteps[k])}"))
+    return frames
+
+
+def cost(mode, strength, steps, exact_gradient, pnp_steps, sdedit=False) -> tuple[int, int]:
     """U-Net evaluations at batch 1 (plain, back-propagated): the encoder's chain of n = strength x steps, the
-    reconstruction's and the result's decodings; back-propagated in an exact CLIP-guided decoding, and through the
-    whole chain at every Langevin step of plug-and-play guidance."""
+    reconstruction's and the result's decodings (and the SDEdit baseline's); back-propagated in an exact CLIP-guided
+    decoding (the result's and the baseline's), and through the whole chain at every Langevin step of plug-and-play
+    guidance."""
     n = chain_length(int(steps), float(strength))
-    if mode == "reconstruct":
-        return 2 * n, 0
+    decodings = 1 + (1 if mode != "reconstruct" else 0) + (1 if sdedit else 0)
     if mode != "text edit":
-        return 3 * n, 0
-    guided = n if exact_gradient else 0
-    return 3 * n - guided, guided + int(pnp_steps) * n
+        return (1 + decodings) * n, 0
+    guided = n * (2 if sdedit else 1) if exact_gradient and not int(pnp_steps) else 0
+    return (1 + decodings) * n - guided, guided + int(pnp_steps) * n
 
 
-def estimate(source_id, mode, strength, steps, exact_gradient, pnp_steps) -> str:
-    return estimate_markdown(source_id, *cost(mode, strength, steps, exact_gradient, pnp_steps))
+def estimate(source_id, mode, strength, steps, exact_gradient, pnp_steps, sdedit) -> str:
+    return estimate_markdown(source_id, *cost(mode, strength, steps, exact_gradient, pnp_steps, sdedit))
 
 
-def metrics_markdown(picture, reconstruction, result, mode, clip, target_prompt, latent) -> str:
+def metrics_markdown(picture, reconstruction, result, mode, clip, target_prompt, latent, baseline=None) -> str:
     rec, res = faithfulness(picture, reconstruction), faithfulness(picture, result)
     z = latent.statistics()
     lines = [
@@ -195,6 +228,9 @@ def metrics_markdown(picture, reconstruction, result, mode, clip, target_prompt,
     ]
     if mode != "reconstruct":
         lines.append(f"| result | {res['psnr']:.1f} | {res['ssim']:.4f} |")
+    if baseline is not None:
+        base = faithfulness(picture, baseline)
+        lines.append(f"| SDEdit baseline (fresh noise) | {base['psnr']:.1f} | {base['ssim']:.4f} |")
     if clip is not None:
         before, after = clip_similarity(clip, reconstruction, target_prompt), clip_similarity(clip, result, target_prompt)
         lines.append(f"\nCLIP similarity to “{target_prompt}”: reconstruction **{before:.3f}** → edit **{after:.3f}**.")
@@ -233,13 +269,19 @@ def build_tab() -> None:
                                           "(0 = off; backpropagates through the whole chain, wants a GPU)")
                     step_size = gr.Number(1e-3, minimum=1e-6, maximum=1.0, label="Langevin step size λ")
                     seed = seed_input()
+                    preview_every = preview_slider()
+                sdedit = gr.Checkbox(True, label="Also decode the SDEdit baseline: the same x_t0, fresh noise instead "
+                                                 "of the encoded ε (what the inferred noise contributes)")
                 with gr.Row():
                     run = gr.Button("Run CycleDiffusion", variant="primary")
                     stop_button()
                 time_estimate = gr.Markdown()
             with gr.Column():
-                gallery = gr.Gallery(label="Input, reconstruction, result", columns=3, height=420)
+                gallery = gr.Gallery(label="Input, reconstruction, result, SDEdit baseline", columns=4, height=420)
                 metrics = gr.Markdown()
+                latent_view = gr.Gallery(label="The latent z of the input: x_t0 and noise maps ε_t (grey = 0, "
+                                               "black/white = ∓3σ)", columns=1 + LATENT_MAPS, height=220)
+                results = gr.Column()
         gr.Examples(
             EXAMPLES,
             inputs=[image, mode, source_id, target_id, target_prompt, source_prompt, strength, eta, steps, seed,
@@ -250,8 +292,11 @@ def build_tab() -> None:
         source_id.change(class_dropdown_updates, [source_id, source_class, target_class], [source_class, target_class],
                          api_visibility="private")
         inputs = [image, mode, source_id, target_id, target_prompt, source_prompt, strength, eta, steps, guidance_scale,
-                  exact_gradient, pnp_steps, step_size, seed, source_class, target_class]
-        costs = [source_id, mode, strength, steps, exact_gradient, pnp_steps]
+                  exact_gradient, pnp_steps, step_size, seed, source_class, target_class, sdedit, preview_every]
+        costs = [source_id, mode, strength, steps, exact_gradient, pnp_steps, sdedit]
         gr.on([c.change for c in costs], estimate, costs, time_estimate, api_visibility="private")
-        run.click(live(run_cycle, 2), inputs, [gallery, metrics], api_name="cycle", preprocess=False, **GPU_CONCURRENCY).then(
-            estimate, costs, time_estimate, api_visibility="private")
+        event = run.click(live(run_cycle, 3), inputs, [gallery, metrics, latent_view], api_name="cycle",
+                          preprocess=False, **GPU_CONCURRENCY)
+        event.then(estimate, costs, time_estimate, api_visibility="private")
+        with results:
+            take_home("cycle", run_cycle, inputs, gallery, event, pictures={"image": "source_id"})

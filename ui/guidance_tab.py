@@ -4,13 +4,15 @@ steers an unconditional model."""
 from __future__ import annotations
 
 import gradio as gr
+import pandas as pd
 
 from pipelines import (ClassifierGuidancePipeline, ClipZeroShotClassifier, load_classifier, load_clip, load_diffusion,
                        make_scheduler, models)
+from pipelines.guidance import SAMPLERS as SCHEDULERS
 
 from .common import (GPU_CONCURRENCY, StepReporter, Stopped, check_budget, class_names, display, estimate_markdown,
-                     gpu, live, make_generator, model_dropdown, offered_model, parse_prompts, seed_input, started,
-                     stop_button, user_errors)
+                     evenly, gpu, heat_image, line_plot, live, make_generator, model_dropdown, offered_model,
+                     parse_prompts, preview_slider, seed_input, started, stop_button, take_home, user_errors)
 
 EXPLANATION = r"""
 **Classifier guidance** (Dhariwal & Nichol, NeurIPS 2021) adds the gradient of a classifier's log-probability
@@ -129,24 +131,48 @@ def parse_scales(text: str) -> list[float]:
     return scales
 
 
+GRADIENT_MAPS = 4  # steps of the first guided run whose gradient norm map is shown
+
+
+def trajectory_rows(s: float, log_probs) -> list[dict]:
+    """The plot's rows of one run: p(target | x_t) of each sample at each step."""
+    return [{"step": step + 1, "p(target | x_t)": p, "run": f"s={s:g}, sample {i + 1}"}
+            for step, row in enumerate(log_probs.exp().tolist()) for i, p in enumerate(row)]
+
+
+def gradient_frames(gradient_maps: dict, timesteps, s: float) -> list[tuple]:
+    """The first sample's gradient norm map at each kept step, white at its own maximum."""
+    return [(display(heat_image(m[0])), f"s={s:g}, step {step + 1} (t={int(timesteps[step])}): "
+                                        f"|∇ log p(y|x_t)|, max {m[0].max().item():.3g}")
+            for step, m in sorted(gradient_maps.items())]
+
+
 @user_errors
 @gpu
 def run_guidance(prompts_text, target, model_id, scale, sampler, gradient, eta, steps, samples, seed, sweep,
-                 sweep_scales, classifier_kind=CLIP_ZERO_SHOT, request: gr.Request = None, progress=gr.Progress()):
+                 sweep_scales, classifier_kind=CLIP_ZERO_SHOT, compare=True, preview_every=0,
+                 request: gr.Request = None, progress=gr.Progress()):
+    """The samples, a plot of the classifier's p(target | x_t) over the steps for every scale run (with `compare`,
+    the unguided run from the same seed too), and the gradient norm maps of the first guided run."""
     model_id = offered_model(model_id)
-    scales = parse_scales(sweep_scales) if sweep else [float(scale)]
+    scales = runs(scale, sweep, sweep_scales, compare)
     classifier, y = make_classifier(classifier_kind, prompts_text, target, model_id)
     model = load_diffusion(model_id)
     pipe = ClassifierGuidancePipeline(unet=model.unet, scheduler=make_scheduler(model, "ddpm"), classifier=classifier)
     for s in scales:
         pipe.check_inputs(class_labels=[y] * int(samples), guidance_scale=s, sampler=sampler,
                           num_inference_steps=int(steps), eta=float(eta), gradient=gradient, output_type="pil")
-    check_budget(model, *cost(classifier_kind, gradient, steps, samples, sweep, sweep_scales),
-                 lower="the steps, the number of samples or the sweep's scales (or use the fixed-eps gradient)",
-                 smallest=cost(classifier_kind, "fixed_eps", MIN_STEPS, 1, False, ""))
-    gallery, stop = [], started(request)
+    check_budget(model, *cost(classifier_kind, gradient, steps, samples, sweep, sweep_scales, scale, compare),
+                 lower="the steps, the number of samples or the sweep's scales (or use the fixed-eps gradient, or "
+                       "untick the unguided comparison)",
+                 smallest=cost(classifier_kind, "fixed_eps", MIN_STEPS, 1, False, "", 1, False))
+    gallery, rows, maps, stop = [], [], [], started(request)
+    map_steps = evenly(int(steps), GRADIENT_MAPS)
+    timesteps = SCHEDULERS[sampler].from_config(pipe.scheduler.config)  # the pipeline's sampler, for the maps' t
+    timesteps.set_timesteps(int(steps))
     for s in scales:
-        reporter = StepReporter(progress, int(steps), f"guided sampling, s = {s:g}", stop=stop)
+        reporter = StepReporter(progress, int(steps), f"guided sampling, s = {s:g}", stop=stop,
+                                preview_every=preview_every)
         try:
             out = pipe(
                 [y] * int(samples),
@@ -157,24 +183,41 @@ def run_guidance(prompts_text, target, model_id, scale, sampler, gradient, eta, 
                 gradient=gradient,
                 generator=make_generator(seed),
                 callback=reporter,
+                return_log_probs=True,
+                gradient_map_steps=map_steps if s > 0 and not maps else (),
             )
         except Stopped:
-            return gallery + [(path, f"s={s:g}, {caption}") for path, caption in reporter.stopped_gallery()]
+            gallery += [(path, f"s={s:g}, {caption}") for path, caption in reporter.stopped_gallery()]
+            return gallery, plot_frame(rows), maps
         for i, (image, p) in enumerate(zip(out.images, out.probabilities[:, y].tolist())):
             gallery.append((display(image), f"s={s:g}, sample {i + 1}: p(target) = {p:.2f}"))
-    return gallery
+        rows += trajectory_rows(s, out.log_probs)
+        maps += gradient_frames(out.gradient_maps or {}, timesteps.timesteps, s)
+    return gallery, plot_frame(rows), maps
 
 
-def cost(classifier_kind, gradient, steps, samples, sweep, sweep_scales) -> tuple[int, int]:
-    """U-Net evaluations at batch 1 (plain, back-propagated): one per step, sample and scale; back-propagated when
+def runs(scale, sweep, sweep_scales, compare) -> list[float]:
+    """The scales one request samples at: the sweep's, or the scale (and 0 after it, to compare, unless it is 0)."""
+    if sweep:
+        return parse_scales(sweep_scales)
+    return [float(scale)] + ([0.0] if compare and float(scale) != 0 else [])
+
+
+def plot_frame(rows: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["step", "p(target | x_t)", "run"])
+
+
+def cost(classifier_kind, gradient, steps, samples, sweep, sweep_scales, scale=1, compare=False) -> tuple[int, int]:
+    """U-Net evaluations at batch 1 (plain, back-propagated): one per step, sample and scale run; back-propagated when
     CLIP's gradient goes through the U-Net ("exact")."""
-    n = int(steps) * int(samples) * (len(parse_scales(sweep_scales)) if sweep else 1)
+    n = int(steps) * int(samples) * len(runs(scale, sweep, sweep_scales, compare))
     return (0, n) if classifier_kind == CLIP_ZERO_SHOT and gradient == "exact" else (n, 0)
 
 
-def estimate(model_id, classifier_kind, gradient, steps, samples, sweep, sweep_scales) -> str:
+def estimate(model_id, classifier_kind, gradient, steps, samples, sweep, sweep_scales, scale, compare) -> str:
     try:
-        return estimate_markdown(model_id, *cost(classifier_kind, gradient, steps, samples, sweep, sweep_scales))
+        return estimate_markdown(model_id, *cost(classifier_kind, gradient, steps, samples, sweep, sweep_scales,
+                                                 scale, compare))
     except gr.Error:  # sweep scales being typed
         return ""
 
@@ -199,6 +242,8 @@ def build_tab() -> None:
                 samples = gr.Slider(1, 8, value=2, step=1, label="Number of samples")
                 sweep = gr.Checkbox(False, label="Sweep: the same seed at several scales side by side")
                 sweep_scales = gr.Textbox("0, 5, 10, 20", label="Sweep scales (comma-separated)")
+                compare = gr.Checkbox(True, label="Also run unguided (s = 0) from the same seed, to compare in the "
+                                                  "plot of p(target | x_t)")
                 with gr.Accordion("Advanced", open=False):
                     gradient = gr.Radio(GRADIENTS, value="fixed_eps",
                                         label="CLIP: gradient of log p(y | x̂0) with respect to x_t (the noise-aware "
@@ -206,6 +251,7 @@ def build_tab() -> None:
                     eta = gr.Slider(0, 1, value=0, step=0.1, label="DDIM eta (0 = deterministic, 1 = DDPM-like)")
                     steps = gr.Slider(MIN_STEPS, 1000, value=50, step=10, label="Sampling steps (DDPM wants more than DDIM)")
                     seed = seed_input()
+                    preview_every = preview_slider()
                 with gr.Row():
                     run = gr.Button("Run classifier guidance", variant="primary")
                     stop_button()
@@ -213,6 +259,11 @@ def build_tab() -> None:
             with gr.Column():
                 gallery = gr.Gallery(label="Samples with the classifier's probability of the target", columns=4,
                                      height=460)
+                plot = line_plot("The classifier's p(target | x_t) at each step, guided and unguided", "step",
+                                 "p(target | x_t)")
+                maps = gr.Gallery(label="|∇ log p(y | x_t)| of the first guided sample at a few steps (white = its "
+                                        "largest): where the classifier pushes", columns=GRADIENT_MAPS, height=240)
+                results = gr.Column()
         model_id.change(model_controls, [model_id, prompts, target], [classifier_kind, prompts, target],
                         api_visibility="private")
         classifier_kind.change(classifier_controls, [classifier_kind, prompts, model_id, target], [prompts, target],
@@ -224,8 +275,10 @@ def build_tab() -> None:
             label="Examples (pick one, then Run)",
         )
         inputs = [prompts, target, model_id, scale, sampler, gradient, eta, steps, samples, seed, sweep, sweep_scales,
-                  classifier_kind]
-        costs = [model_id, classifier_kind, gradient, steps, samples, sweep, sweep_scales]
+                  classifier_kind, compare, preview_every]
+        costs = [model_id, classifier_kind, gradient, steps, samples, sweep, sweep_scales, scale, compare]
         gr.on([c.change for c in costs], estimate, costs, time_estimate, api_visibility="private")
-        run.click(live(run_guidance, 1), inputs, gallery, api_name="guidance", **GPU_CONCURRENCY).then(
-            estimate, costs, time_estimate, api_visibility="private")
+        event = run.click(live(run_guidance, 3), inputs, [gallery, plot, maps], api_name="guidance", **GPU_CONCURRENCY)
+        event.then(estimate, costs, time_estimate, api_visibility="private")
+        with results:
+            take_home("guidance", run_guidance, inputs, gallery, event)
