@@ -34,8 +34,8 @@ def test_ilvr_endpoint_returns_reference_low_pass_and_samples(client):
     )
     captions = [item["caption"] for item in gallery]
     assert captions == ["reference y", "φ_N(y), N=4", "sample 1", "sample 2"]
-    assert len(process) == 12  # 6 snapshots of x_t and predicted x0
-
+    assert len(process) == 12 + 4  # 6 snapshots of x_t and predicted x0, then the frequency split of one step
+    assert process[-1]["caption"].startswith("step 9, t=100: x_t-1")  # step 50 asked for, capped at 9 of 10
 
 def test_ilvr_endpoint_streams_its_predictions_before_the_result(client):
     c, model_dir = client

@@ -130,10 +130,15 @@ def ilvr_tab_on_the_bundled_model(page, steps: int):
     return tab
 
 
-def test_ilvr_tab_runs_shows_progress_and_images(page):
+def test_ilvr_tab_runs_shows_progress_images_and_the_frequency_split(page):
     tab = ilvr_tab_on_the_bundled_model(page, 200)
-    descriptions = run_and_watch(page, tab, "Run ILVR", images=4, screenshot="ilvr", total=200)  # y, phi_N(y), 2 samples
+    tab.get_by_label("Show the process (x_t and predicted x0 at a few steps, and the frequency split of one step)").check()
+    # y, phi_N(y), 2 samples; the process view: 6 x (x_t, x0_hat) and the split's 4 pictures
+    descriptions = run_and_watch(page, tab, "Run ILVR", images=4 + 12 + 4, screenshot="ilvr", total=200)
     assert descriptions == {"ILVR sampling"}
+    for caption in ("the model's low frequencies (replaced)", "the noised reference's (put in), N=4",
+                    "the model's high frequencies (kept)"):
+        assert tab.get_by_text(re.compile(r"step 50, t=\d+: .*" + re.escape(caption))).count() >= 1, caption
 
 
 def test_ilvr_tab_streams_the_forming_image_stops_on_request_and_runs_again_at_once(page):
@@ -168,9 +173,13 @@ def test_guidance_tab_runs_shows_progress_and_images(page):
     tab.get_by_role("radio", name="DDPM (Algorithm 1: shift the mean)").check()  # the bundled model's clean sampler
     tab.get_by_text("Advanced").click()
     set_slider(tab, "Sampling steps", 30)
-    descriptions = run_and_watch(page, tab, "Run classifier guidance", images=2, screenshot="guidance", total=30)
-    assert descriptions == {"guided sampling, s = 10"}
+    # 2 guided samples and the 2 unguided ones from the same seed, then the gradient maps at 4 steps
+    descriptions = run_and_watch(page, tab, "Run classifier guidance", images=2 + 2 + 4, screenshot="guidance", total=30)
+    assert descriptions == {"guided sampling, s = 10", "guided sampling, s = 0"}
     tab.get_by_text("s=10, sample 2: p(target) =").first.wait_for(timeout=30_000)  # each sample's caption
+    tab.get_by_text("s=0, sample 2: p(target) =").first.wait_for(timeout=30_000)  # the unguided comparison
+    assert tab.get_by_text(re.compile(r"s=10, step 30 \(t=0\): \|∇ log p\(y\|x_t\)\|")).count() >= 1
+    assert tab.locator(".vega-embed svg, .vega-embed canvas").count() >= 1  # the plot of p(target | x_t)
 
 
 def test_guidance_tab_shows_an_error_for_empty_prompts(page):
@@ -187,11 +196,14 @@ def test_cycle_tab_runs_a_class_translation_shows_progress_and_images(page):
     choose(page, tab, "Source model (encodes the input)", models.BUNDLED_MODEL)
     tab.get_by_text("Advanced").click()
     set_slider(tab, "Sampling steps", 30)
-    # input, reconstruction, translation; encode, reconstruct and translate take strength 0.6 x 30 steps each
-    descriptions = run_and_watch(page, tab, "Run CycleDiffusion", images=3, screenshot="cycle", total=54)
+    # input, reconstruction, translation, SDEdit baseline, then x_t0 and 4 noise maps; encode, reconstruct, translate
+    # and the baseline take strength 0.6 x 30 steps each
+    descriptions = run_and_watch(page, tab, "Run CycleDiffusion", images=4 + 5, screenshot="cycle", total=72)
     assert descriptions == {"CycleDiffusion: class translation"}
     page.get_by_text("Chain started at").first.wait_for(timeout=30_000)
     assert tab.get_by_text("class translation: circle → square").count() >= 1  # the model's first two classes
+    assert tab.get_by_text("SDEdit baseline: the same x_t0, fresh noise").count() >= 1
+    assert tab.get_by_text(re.compile(r"x_t0, t0 = \d+")).count() >= 1 and tab.get_by_text("ε at t = 1").count() >= 1
 
 
 def test_cycle_tab_shows_an_error_for_an_empty_target_text(page):
@@ -214,6 +226,7 @@ def test_asyrp_tab_runs_a_scale_strip_shows_progress_and_images(page):
     descriptions = run_and_watch(page, tab, "Edit", images=6, screenshot="asyrp", total=40)
     assert descriptions == {"Asyrp: DDIM inversion, then editing"}
     page.get_by_text("Direction: a smaller shape → a bigger shape").first.wait_for(timeout=30_000)
+    tab.locator(".vega-embed svg, .vega-embed canvas").first.wait_for(timeout=30_000)  # the plot of |s Δh_t|
 
 
 def test_asyrp_tab_shows_an_error_for_a_missing_direction_file(page):
@@ -248,3 +261,76 @@ def test_the_same_seed_gives_the_same_image_in_the_browser_and_through_the_api(p
 
 def decode(png: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+
+
+PREVIEWS = {  # tab: (its Run button, how to set it up on the bundled model for a long run, its first two previews)
+    "Classifier guidance": ("Run classifier guidance", ("Sampling steps (DDPM wants more than DDIM)", 1000),
+                            ("step 100 of 1000", "step 200 of 1000")),
+    "CycleDiffusion": ("Run CycleDiffusion", ("Sampling steps", 999),  # encode, reconstruct, translate, SDEdit: 4 x 599
+                       ("step 239 of 2396", "step 478 of 2396")),
+    "Asyrp": ("Edit", ("Steps (inversion and sampling; the paper uses 40)", 200), ("step 40 of 400", "step 80 of 400")),
+}
+
+
+@pytest.mark.parametrize("name", list(PREVIEWS))
+def test_every_other_tab_streams_the_forming_image_and_stops_on_request(page, name):
+    button, (steps_label, steps), previews = PREVIEWS[name]
+    tab = open_tab(page, name)
+    if name != "Classifier guidance":
+        tab.locator("input[type=file]").first.set_input_files("assets/shapes/red-circle.png")
+    model = "Source model (encodes the input)" if name == "CycleDiffusion" else "Model"
+    choose(page, tab, model, models.BUNDLED_MODEL)
+    if name == "CycleDiffusion":
+        tab.get_by_role("radio", name="class translation").check()
+    tab.get_by_text("Advanced").click()
+    set_slider(tab, steps_label, steps)
+    tab.get_by_role("button", name=button).click()
+    for preview in previews:  # the gallery shows the predicted x0 every tenth of the run
+        tab.get_by_text(re.compile(re.escape(preview) + ": predicted x0")).first.wait_for(timeout=180_000)
+    tab.get_by_role("button", name="Stop").click()
+    tab.get_by_text(re.compile(r"stopped at step \d+ of \d+: predicted x0")).first.wait_for(timeout=60_000)
+
+
+def test_a_stroke_drawn_on_the_ilvr_canvas_becomes_the_reference_and_drives_ilvr(page):
+    tab = open_tab(page, "ILVR")
+    tab.get_by_text("Draw the reference").click()
+    tab.get_by_role("button", name="Brush").click()
+    box = tab.locator("canvas").first.bounding_box()
+    x, y = box["x"] + box["width"] / 2 - 60, box["y"] + box["height"] / 2 - 40
+    page.mouse.move(x, y)
+    page.mouse.down()
+    for i in range(1, 21):
+        page.mouse.move(x + 6 * i, y + 4 * i)
+    page.mouse.up()
+    tab.get_by_role("button", name="Use the drawing as the reference").click()
+    reference = tab.locator("img[src*='composite']").first
+    reference.wait_for(timeout=30_000)
+    drawn = decode(page.request.get(reference.get_attribute("src")).body())
+    dark = drawn.max(axis=2) < 80  # the brush's first colour on a transparent (white) canvas
+    assert 0.01 < dark.mean() < 0.3, dark.mean()  # a stroke, not an empty or a filled canvas
+    rows, cols = np.nonzero(dark)
+    assert np.corrcoef(rows, cols)[0, 1] > 0.8  # drawn from the upper left to the lower right
+    choose(page, tab, "Model", models.BUNDLED_MODEL)
+    tab.get_by_text("Advanced").click()
+    set_slider(tab, "Sampling steps", 20)
+    tab.get_by_role("button", name="Run ILVR").click()
+    tab.get_by_text("sample 2").first.wait_for(timeout=60_000)
+
+
+def test_a_result_goes_home_and_its_settings_load_back(page, tmp_path):
+    tab = ilvr_tab_on_the_bundled_model(page, 20)
+    seed = tab.get_by_label("Seed (same seed + settings = same image)")
+    seed.fill("7")
+    tab.get_by_role("button", name="Run ILVR").click()
+    settings = tab.locator("a[href$='ilvr-settings.json']").first
+    settings.wait_for(timeout=60_000)
+    assert tab.locator("a[href$='ilvr-result.png']").count() >= 1  # the PNG strip beside it
+    path = tmp_path / "ilvr-settings.json"
+    path.write_bytes(page.request.get(settings.get_attribute("href")).body())
+    seed.fill("3")
+    set_slider(tab, "Sampling steps", 50)
+    with page.expect_file_chooser() as chooser:
+        tab.get_by_role("button", name="Load settings (.json) to reproduce a result").click()
+    chooser.value.set_files(str(path))
+    playwright_api.expect(seed).to_have_value("7", timeout=30_000)
+    playwright_api.expect(tab.get_by_role("slider", name="Sampling steps")).to_have_value("20")

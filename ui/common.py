@@ -456,7 +456,7 @@ def take_home(tab: str, run: Callable, inputs: list, gallery: gr.Gallery, event,
     pictures = pictures or {}
     with gr.Row():
         downloads = gr.File(label="Take it home: the result as a PNG strip, its settings and seed as JSON",
-                            file_count="multiple", interactive=False)
+                            file_count="multiple", interactive=False, height=140)
         upload = gr.UploadButton("Load settings (.json) to reproduce a result", file_types=[".json"])
     event.success(lambda gallery_value, *values: save_result(tab, run, gallery_value, list(values), pictures, files),
                   [gallery, *inputs], downloads, api_visibility="private")
