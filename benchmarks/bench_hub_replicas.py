@@ -190,7 +190,7 @@ def endpoint_calls(steps: int, direction_file: Path) -> list[Call]:
     for gradient in ("exact", "fixed_eps"):
         for sampler in ("ddpm", "ddim"):
             args = [guidance_tab.FACE_PROMPTS, "a photo of a smiling person", CELEBAHQ, 10, sampler, gradient, 0.0,
-                    g_steps, 1, 0, False, "0", guidance_tab.CLIP_ZERO_SHOT]
+                    g_steps, 1, 0, False, "0", guidance_tab.CLIP_ZERO_SHOT, False]  # no unguided comparison
             calls.append(Call(f"guidance CLIP {gradient} {sampler}", "/guidance", args, g_steps, 1,
                               f"{g_steps} steps: the endpoint's minimum" if g_steps != steps else ""))
     # image, mode, source, target, target text, source text, strength, eta, steps, s, exact, pnp steps, lambda, seed
@@ -203,7 +203,7 @@ def endpoint_calls(steps: int, direction_file: Path) -> list[Call]:
     assert {row[1] for row in cycle} <= set(cycle_tab.MODES)
     for what, mode, target, prompt, pnp, stages, images in cycle:
         args = [image, mode, CELEBAHQ, target, prompt, "a face" if prompt else "", 1.0, 1.0, steps, 10, False, pnp,
-                1e-3, 0, None, None]
+                1e-3, 0, None, None, False]  # no SDEdit baseline: the s/step of the method itself
         calls.append(Call(f"CycleDiffusion {what}", "/cycle", args, stages * steps + pnp, images))
     unsupervised, learned, from_file = asyrp_tab.SOURCES
     t_edit, t_boost = asyrp_interval(CELEBAHQ)
@@ -327,11 +327,11 @@ def run_example(tab: str, row: list, steps: int) -> tuple[object, int, int]:
     elif tab == "guidance":
         kind, model_id, prompts, target, scale, sampler, n, samples, seed, sweep, sweep_scales = row
         result = guidance_tab.run_guidance(prompts, target, model_id, scale, sampler, "fixed_eps", 0.0, n, samples,
-                                           seed, sweep, sweep_scales, kind, progress=progress)
+                                           seed, sweep, sweep_scales, kind, False, progress=progress)
     elif tab == "cycle":
         image, mode, source, target, target_text, source_text, strength, eta, n, seed, source_class, target_class = row
         result = cycle_tab.run_cycle(image, mode, source, target, target_text, source_text, strength, eta, n, 10, False,
-                                     0, 1e-3, seed, source_class, target_class, progress=progress)
+                                     0, 1e-3, seed, source_class, target_class, False, progress=progress)
     else:
         image, model_id, source, k, direction_file, scale, strip, n, seed = row
         t_edit, t_boost = asyrp_interval(model_id)

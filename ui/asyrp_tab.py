@@ -43,7 +43,8 @@ then plain DDIM down to $t_\text{boost}$ and stochastic steps ($\eta = 1$) below
 and directions add. Find one **without text** (the top principal directions of h over random samples: what the model
 varies most), **learn** one from a source and a target text (CLIP directional loss + L1, as a global $\Delta h$ or as the
 paper's small network $f_t(h_t, t)$), or **load** a saved one: the bundled faces-32 model ships an $f_t$ that turns a frown into a
-smile (a frown at negative scales), shapes-16 one that makes the shape bigger; their examples are first below. Scale 0 is the inversion's reconstruction.
+smile (a frown at negative scales), shapes-16 one that makes the shape bigger; their examples are first below. Scale 0 is the inversion's reconstruction;
+the plot shows how large a shift $s\,\Delta h_t$ each edited step added to h.
 """
 
 INTERVAL_NOTE = (

@@ -32,7 +32,9 @@ so decoding $z$ with the same model gives your image back (**reconstruct**; PSNR
 changes what the text names (**text edit**). A class-conditional model translates between its own classes: encode
 with $G(z \mid c_\text{source})$, decode the same $z$ with $G(z \mid c_\text{target})$, and a red circle becomes a red
 square in the same place (**class translation**). A **lower strength** starts the chain at a smaller $t_0$: more faithful,
-less change. PSNR and SSIM measure faithfulness to the input, the CLIP similarity the edit.
+less change. PSNR and SSIM measure faithfulness to the input, the CLIP similarity the edit. The **SDEdit
+baseline** decodes the same $x_{t_0}$ with fresh noise instead of the encoded $\epsilon_t$: the gap between it and
+the result is what the inferred noise contributes. Below the result, $z$ itself: $x_{t_0}$ and a few noise maps.
 """
 
 # image, mode, source model, target model, target text, source text, strength, eta, steps, seed, source/target class

@@ -29,8 +29,10 @@ any model: $p(y{=}k) = \mathrm{softmax}_k(100\cos(\mathrm{CLIP}(\hat x_0), \math
 prompts, judged on the predicted clean image $\hat x_0 = (x_t - \sqrt{1-\bar\alpha_t}\,\epsilon_\theta)/\sqrt{\bar\alpha_t}$
 because CLIP has never seen noise; its gradient either goes **through the U-Net** (exact, about 3x slower) or holds
 $\epsilon_\theta$ fixed (fast). Each sample shows the classifier's probability of the target, so you can see what s
-does; **sweep** renders the same seed at several scales side by side (s = 0 is plain sampling). Too large an s
-breaks the image, and the run stops if the numbers overflow.
+does; **sweep** renders the same seed at several scales side by side (s = 0 is plain sampling). The plot follows
+$p_\phi(y \mid x_t)$ step by step for the guided run and the unguided run from the same seed, and the maps show
+where $|\nabla_{x_t} \log p_\phi(y \mid x_t)|$ pushes. Too large an s breaks the image, and the run stops if the
+numbers overflow.
 """
 
 FACE_PROMPTS = "a photo of a smiling person\na photo of a person with glasses\na photo of a person with a beard"

@@ -25,7 +25,9 @@ $$x_{t-1} = \phi_N(y_{t-1}) + (I - \phi_N)(x'_{t-1}), \qquad x'_{t-1} \sim p_\th
 $\phi_N$ downsamples by N and upsamples back (a low-pass filter). The model fills in the details, so the samples
 share the reference's coarse layout and colours (what $\phi_N(y)$ shows) but not its fine details.
 A **larger N** keeps only coarser structure (more freedom); **stopping the conditioning earlier** (a larger
-"condition while t >") also gives more freedom. Tick *show the process* to watch $x_t$ and the predicted $x_0$.
+"condition while t >") also gives more freedom. Tick *show the process* to watch $x_t$ and the predicted $x_0$, and the
+refinement of one step split into what it throws away, puts in and keeps. Paint the reference on the canvas to
+turn strokes into an image, or scribble on a photo (the paper's paint-to-image and editing).
 """
 
 # reference, model, N, condition while t >, steps, samples, seed, show the process
@@ -193,8 +195,8 @@ def build_tab() -> None:
                     seed = seed_input()
                     show_process = gr.Checkbox(False, label="Show the process (x_t and predicted x0 at a few steps, "
                                                              "and the frequency split of one step)")
-                    split_step = gr.Slider(1, 1000, value=50, step=1, label="Frequency split at step (of the sampling "
-                                           "steps, capped at the last conditioned one; shown while t > the range)")
+                    split_step = gr.Slider(1, 1000, value=50, step=1, label="Frequency split at step k (capped at the "
+                                           "last conditioned step; shown while t > the range)")
                     preview_every = preview_slider()
                 with gr.Row():
                     run = gr.Button("Run ILVR", variant="primary")

@@ -1,0 +1,93 @@
+"""What the process views cost, each against the same call without it, in one run on the hub models' architecture
+(random weights): ILVR's frequency split, guidance's p(target | x_t) trace and gradient maps, Asyrp's |s delta_h_t|,
+and CycleDiffusion's SDEdit baseline (one more decoding: about 1/3 more for a translation).
+
+    python benchmarks/bench_views.py --size 256 --steps 10 --repeats 3        # on a GPU
+    python benchmarks/bench_views.py                                            # CPU default: 256px, 2 steps, 1 repeat
+
+Each row checks that the view leaves the result unchanged (bit for bit) and prints the shapes of what it returns.
+Target: the split, the trace and the norms within 1.1x (CLIP's trace adds one CLIP forward a step).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import benchmark_unet, celebahq_scheduler, parse_args, print_table, random_clip_b32, timed  # noqa: E402
+from pipelines import AsyrpPipeline, ClassifierGuidancePipeline, CycleDiffusionPipeline, ILVRPipeline  # noqa: E402
+from pipelines.guidance import ClipZeroShotClassifier  # noqa: E402
+from pipelines.images import to_unit  # noqa: E402
+
+
+def compare(name: str, plain, viewed, repeats: int, shapes) -> dict:
+    """A row: both calls timed, the results compared, the view's outputs described."""
+    plain_out, viewed_out = plain(), viewed()
+    same = torch.equal(plain_out.images, viewed_out.images)
+    t_plain, t_viewed = timed(plain, repeats), timed(viewed, repeats)
+    return {"view": name, "without (s)": f"{t_plain:.2f}", "with (s)": f"{t_viewed:.2f}",
+            "ratio": f"{t_viewed / t_plain:.2f}", "result unchanged": same, "returns": shapes(viewed_out)}
+
+
+def main() -> None:
+    args = parse_args(__doc__, size=256, steps=2, repeats=1)
+    unet, scheduler = benchmark_unet(args), celebahq_scheduler()
+    image = torch.rand(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(0))
+    steps, repeats = args.steps, args.repeats
+
+    def seeded(**kwargs):
+        return dict(generator=torch.Generator().manual_seed(0), output_type="pt", num_inference_steps=steps, **kwargs)
+
+    rows = []
+    ilvr = ILVRPipeline(unet=unet, scheduler=scheduler).to(args.device)
+    ilvr.set_progress_bar_config(disable=True)
+    rows.append(compare("ILVR frequency split", lambda: ilvr(image, down_factor=8, **seeded()),
+                        lambda: ilvr(image, down_factor=8, split_step=0, **seeded()), repeats,
+                        lambda out: f"4 x {tuple(out.frequency_split.x_prev.shape)}"))
+
+    classifier = ClipZeroShotClassifier(random_clip_b32(args.device, unet.dtype), ["a smiling face", "a face"])
+    guided = ClassifierGuidancePipeline(unet=unet, scheduler=scheduler, classifier=classifier).to(args.device)
+    guided.set_progress_bar_config(disable=True)
+    run = dict(class_labels=[0], guidance_scale=10.0, sampler="ddim", gradient="fixed_eps")
+    rows.append(compare("guidance trace (CLIP)", lambda: guided(**run, **seeded()),
+                        lambda: guided(**run, return_log_probs=True, gradient_map_steps=range(steps), **seeded()),
+                        repeats, lambda out: f"log_probs {tuple(out.log_probs.shape)}, "
+                                             f"{len(out.gradient_maps)} x {tuple(out.gradient_maps[0].shape)}"))
+
+    asyrp = AsyrpPipeline(unet=unet, scheduler=scheduler).to(args.device)
+    asyrp.set_progress_bar_config(disable=True)
+    x_T = asyrp.invert(image, num_inference_steps=steps)
+    direction = torch.randn(asyrp.h_shape, generator=torch.Generator().manual_seed(0)) * 0.1
+    edit = dict(x_T=x_T, direction=direction, scale=[-1.0, 1.0], t_edit=0, t_boost=0)
+    def asyrp_plain():  # the reverse process alone: __call__ always keeps the norms
+        scales = torch.tensor([-1.0, 1.0]).view(-1, 1, 1, 1)
+        x = asyrp.reverse_process(x_T.repeat(2, 1, 1, 1), direction=direction, scales=scales, t_edit=0, t_boost=0,
+                                  num_inference_steps=steps)
+        return type("Out", (), {"images": to_unit(x)})
+
+    rows.append(compare("Asyrp |s delta_h_t|", asyrp_plain, lambda: asyrp(**edit, **seeded()), repeats,
+                        lambda out: f"{len(out.delta_h_norms)} x {tuple(next(iter(out.delta_h_norms.values())).shape)}"))
+
+    cycle = CycleDiffusionPipeline(unet=unet, scheduler=scheduler).to(args.device)
+    cycle.set_progress_bar_config(disable=True)
+
+    def translate():
+        return cycle(image, target_unet=unet, strength=1.0, **seeded())
+
+    def with_sdedit():
+        out = translate()
+        baseline = cycle.decode(out.latent.with_fresh_noise(torch.Generator().manual_seed(1)), unet=unet,
+                                output_type="pt").images
+        return type("Out", (), {"images": out.images, "baseline": baseline})
+
+    rows.append(compare("CycleDiffusion SDEdit baseline", translate, with_sdedit, repeats,
+                        lambda out: f"baseline {tuple(out.baseline.shape)}"))
+    print(f"{args.size}px, {steps} steps, {args.device}, {unet.dtype}, best of {repeats}")
+    print_table(rows)
+
+
+if __name__ == "__main__":
+    main()
