@@ -125,3 +125,17 @@ def test_a_settings_file_never_names_a_server_file(tmp_path):
                                            DIRECTION_FILES)))
     assert (loaded["image"], loaded["file_path"], loaded["learned_path"], loaded["seed"]) == (None, None, None, 3)
     assert isinstance(loaded["model_id"], type(gr.skip()))  # not in the file: left as it is
+
+
+def test_outputs_older_than_their_age_limit_are_removed():
+    import os
+    import time
+
+    old_file, old_folder = common.OUTPUT_DIR / "old.png", common.output_folder()
+    old_file.write_bytes(b"")
+    (old_folder / "ilvr-settings.json").write_text("{}")
+    past = time.time() - common.OUTPUT_MAX_AGE_S - 1
+    for path in (old_file, old_folder):
+        os.utime(path, (past, past))
+    fresh = common.output_folder()
+    assert not old_file.exists() and not old_folder.exists() and fresh.is_dir()

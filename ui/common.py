@@ -9,6 +9,7 @@ import inspect
 import io
 import json
 import queue
+import shutil
 import tempfile
 import threading
 import time
@@ -328,15 +329,29 @@ def display(image) -> str:
 
     Gradio copies a returned file into its cache atomically (write, then rename), whereas it rewrites a returned
     PIL image in place under its content hash, so a concurrent download of an identical image (twenty students
-    running the same example) could read it half-written. Files older than OUTPUT_MAX_AGE_S are removed.
+    running the same example) could read it half-written.
     """
-    now = time.time()
-    for old in OUTPUT_DIR.glob("*.png"):
-        if now - old.stat().st_mtime > OUTPUT_MAX_AGE_S:
-            old.unlink(missing_ok=True)
+    remove_old_outputs()
     path = OUTPUT_DIR / f"{uuid.uuid4().hex}.png"
     images.upscale_for_display(image).save(path)
     return str(path)
+
+
+def output_folder() -> Path:
+    """A new folder in OUTPUT_DIR for one request's files."""
+    remove_old_outputs()
+    return Path(tempfile.mkdtemp(dir=OUTPUT_DIR))
+
+
+def remove_old_outputs() -> None:
+    """Files and folders in OUTPUT_DIR older than OUTPUT_MAX_AGE_S go (Gradio has its copies by then)."""
+    now = time.time()
+    for old in OUTPUT_DIR.iterdir():
+        try:
+            if now - old.stat().st_mtime > OUTPUT_MAX_AGE_S:
+                shutil.rmtree(old) if old.is_dir() else old.unlink()
+        except FileNotFoundError:  # removed by a concurrent request
+            pass
 
 
 def _model_state(model_id: str, kind: str) -> str:
@@ -362,8 +377,8 @@ def status_markdown() -> str:
 
 
 SETTINGS_FORMAT = "steer-settings/1"
-MAX_SETTINGS_BYTES = 4 * 2**20  # a settings file with its images and direction file
-MAX_EMBEDDED_FILE_BYTES = 2**20  # a direction file embedded in settings
+MAX_SETTINGS_BYTES = 8 * 2**20  # a settings file with its images and direction file
+MAX_EMBEDDED_FILE_BYTES = 4 * 2**20  # a direction file embedded in settings (a 256 px f_t is 2.4 MB)
 
 
 def run_parameters(run: Callable) -> list[str]:
@@ -400,7 +415,7 @@ def save_result(tab: str, run: Callable, gallery, values: list, pictures: dict[s
         if path and Path(path).stat().st_size <= MAX_EMBEDDED_FILE_BYTES:
             embedded[name] = {"name": Path(path).name, "base64": base64.b64encode(Path(path).read_bytes()).decode()}
         settings[name] = None
-    folder = Path(tempfile.mkdtemp(dir=OUTPUT_DIR))
+    folder = output_folder()
     height = max(image.height for image in strip)
     sheet = Image.new("RGB", (sum(image.width for image in strip), height), "white")
     x = 0
@@ -429,7 +444,7 @@ def load_settings(tab: str, run: Callable, upload, pictures: dict[str, str], fil
         raise gr.Error(f"Those are settings of the {document['tab']!r} tab; load them there.", title="Another tab")
     settings, embedded = document["settings"], document.get("embedded") or {}
     settings.update({name: None for name in (*pictures, *files)})  # only what the file embeds, never a path it names
-    folder = Path(tempfile.mkdtemp(dir=OUTPUT_DIR))
+    folder = output_folder()
     for name in pictures:
         if isinstance(embedded.get(name), str) and embedded[name].startswith("data:image/png;base64,"):
             picture = images.open_image(base64.b64decode(embedded[name].split(",", 1)[1]))  # judged like an upload
