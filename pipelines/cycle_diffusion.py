@@ -170,11 +170,13 @@ class CycleLatent:
 
 @dataclass
 class CycleDiffusionPipelineOutput(BaseOutput):
-    """images: G2(z); reconstructions: G1(z), the input again up to float error (None unless asked for); latent: z."""
+    """images: G2(z); reconstructions: G1(z), the input again up to float error (None unless asked for); latent: z;
+    sdedit_images: the SDEdit baseline, z with fresh noise decoded as the result is (None unless asked for)."""
 
     images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
     reconstructions: list[PIL.Image.Image] | np.ndarray | torch.Tensor | None
     latent: CycleLatent
+    sdedit_images: list[PIL.Image.Image] | np.ndarray | torch.Tensor | None = None
 
 
 class CycleDiffusionPipeline(DiffusionPipeline):
@@ -186,12 +188,12 @@ class CycleDiffusionPipeline(DiffusionPipeline):
         self.register_modules(unet=unet, scheduler=scheduler)
 
     def total_steps(self, *, num_inference_steps: int, strength: float, reconstruct: bool = True,
-                    plug_and_play_steps: int = 0, translate_or_edit: bool = True) -> int:
+                    plug_and_play_steps: int = 0, translate_or_edit: bool = True, sdedit_baseline: bool = False) -> int:
         """The callback's steps in one call: K = chain_length(...) for the encoder, K for the reconstruction (when
-        `reconstruct`), one per Langevin step, and K for the result unless it is the reconstruction (no target model,
-        class or text: `translate_or_edit` False, with `reconstruct`)."""
+        `reconstruct`), one per Langevin step, K for the result unless it is the reconstruction (no target model,
+        class or text: `translate_or_edit` False, with `reconstruct`), and K for the SDEdit baseline (when asked)."""
         K = chain_length(num_inference_steps, strength)
-        decodings = int(reconstruct) + int(translate_or_edit or not reconstruct)
+        decodings = int(reconstruct) + int(translate_or_edit or not reconstruct) + int(sdedit_baseline)
         return K * (1 + decodings) + plug_and_play_steps
 
     def check_inputs(self, *, image, target_unet=None, target_scheduler=None, class_labels=None,
@@ -427,6 +429,7 @@ class CycleDiffusionPipeline(DiffusionPipeline):
         eta: float = 1.0,
         num_inference_steps: int = 100,
         reconstruct: bool = True,
+        sdedit_baseline: bool = False,
         generator: torch.Generator | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
@@ -439,7 +442,8 @@ class CycleDiffusionPipeline(DiffusionPipeline):
         - target_prompt + clip: a text edit, mu_theta CLIP-guided with guidance_scale and `gradient`, or, with
           plug_and_play_steps > 0, Langevin on z (step_size lambda) and an unguided decoding.
         class_labels, target_class_labels: an int or one per image, for class-conditional models; None: the null class.
-        reconstruct: also return G1(z | c). callback(step, t, x_t, x0_hat) sees every step of every stage with one
+        reconstruct: also return G1(z | c). sdedit_baseline: also return the SDEdit baseline, the same x_t0 with fresh
+        noise (CycleLatent.with_fresh_noise) decoded as the result is. callback(step, t, x_t, x0_hat) sees every step of every stage with one
         running index, total_steps(...) steps in all.
         """
         self.check_inputs(
@@ -475,16 +479,23 @@ class CycleDiffusionPipeline(DiffusionPipeline):
             done += plug_and_play_steps
 
         # 4. the result G2(z | c_target), CLIP-guided toward target_prompt unless plug-and-play already moved z
+        as_result = dict(unet=target_unet, scheduler=target_scheduler, class_labels=target_class_labels, clip=clip,
+                         target_prompt=target_prompt if plug_and_play_steps == 0 else None,
+                         source_prompt=source_prompt, guidance_scale=guidance_scale, gradient=gradient,
+                         output_type=output_type)
         if translate_or_edit or not reconstruct:
-            images = self.decode(
-                z, unet=target_unet, scheduler=target_scheduler, class_labels=target_class_labels, clip=clip,
-                target_prompt=target_prompt if plug_and_play_steps == 0 else None, source_prompt=source_prompt,
-                guidance_scale=guidance_scale, gradient=gradient,
-                output_type=output_type, callback=counted_from(callback, done),
-            ).images
+            images = self.decode(z, callback=counted_from(callback, done), **as_result).images
+            done += K
         else:
             images = reconstructions
 
+        # 5. the SDEdit baseline (optional): the same x_t0, fresh noise instead of the encoded eps, decoded alike
+        sdedit_images = None
+        if sdedit_baseline:
+            sdedit_images = self.decode(latent.with_fresh_noise(generator), callback=counted_from(callback, done),
+                                        **as_result).images
+
         if not return_dict:
-            return images, reconstructions, latent
-        return CycleDiffusionPipelineOutput(images=images, reconstructions=reconstructions, latent=latent)
+            return images, reconstructions, latent, sdedit_images
+        return CycleDiffusionPipelineOutput(images=images, reconstructions=reconstructions, latent=latent,
+                                            sdedit_images=sdedit_images)

@@ -155,18 +155,22 @@ def test_exact_gradient_matches_a_finite_difference(tiny_clip):
 @pytest.mark.parametrize(
     "run, reconstruct, total",
     [("reconstruct", True, 6), ("reconstruct", False, 6), ("translate", True, 9), ("translate", False, 6),
-     ("plug-and-play", True, 11)],
+     ("plug-and-play", True, 11), ("translate + SDEdit", True, 12)],
 )
 def test_callback_sees_every_step_of_every_stage_with_one_running_index(unet, tiny_clip, run, reconstruct, total):
-    """K = 3 steps (6 x strength 0.5) each for the encoder, the reconstruction and the result, one per Langevin step."""
+    """K = 3 steps (6 x strength 0.5) each for the encoder, the reconstruction, the result and the SDEdit baseline,
+    one per Langevin step."""
     pipe, seen, pnp_steps = pipeline(unet), [], 2 if run == "plug-and-play" else 0
+    sdedit = run.endswith("SDEdit")
     kwargs = {"translate": {"target_unet": tiny_unet(seed=1)},
+              "translate + SDEdit": {"target_unet": tiny_unet(seed=1), "sdedit_baseline": True},
               "plug-and-play": {"clip": ClipJudge(*tiny_clip), "target_prompt": "a red car",
                                 "plug_and_play_steps": pnp_steps}}.get(run, {})
     pipe(smooth_image(), num_inference_steps=STEPS, strength=0.5, reconstruct=reconstruct, generator=gen(0),
          callback=lambda step, t, x_t, x0: seen.append(step), **kwargs)
     assert pipe.total_steps(num_inference_steps=STEPS, strength=0.5, reconstruct=reconstruct,
-                            plug_and_play_steps=pnp_steps, translate_or_edit=run != "reconstruct") == total
+                            plug_and_play_steps=pnp_steps, translate_or_edit=run != "reconstruct",
+                            sdedit_baseline=sdedit) == total
     assert seen == list(range(total))
 
 
@@ -338,3 +342,10 @@ def test_sdedit_baseline_keeps_x_t0_draws_fresh_noise_and_does_not_reconstruct(u
     rebuilt = psnr(pipe.decode(latent, output_type="pt").images, image)
     baseline = psnr(pipe.decode(sdedit, output_type="pt").images, image)
     assert rebuilt > 40 and baseline < rebuilt - 10  # the encoded noise, not x_t0 alone, carries the image back
+    # __call__ decodes the baseline as it decodes the result, with noise drawn after the encoder's
+    generator = gen(0)
+    expected = pipe.decode(pipe.encode(image, num_inference_steps=STEPS, eta=1.0, strength=0.5, generator=generator)
+                           .with_fresh_noise(generator), output_type="pt").images
+    out = pipe(image, num_inference_steps=STEPS, eta=1.0, strength=0.5, sdedit_baseline=True, generator=gen(0),
+               output_type="pt")
+    assert torch.equal(out.sdedit_images, expected) and pipe(image, num_inference_steps=STEPS).sdedit_images is None

@@ -7,11 +7,10 @@ import gradio as gr
 from pipelines import CycleDiffusionPipeline, images, load_clip, load_diffusion, make_scheduler, models
 from pipelines.cycle_diffusion import chain_length
 from pipelines.metrics import clip_similarity, faithfulness
-from pipelines.sampling import counted_from
 
 from .common import (GPU_CONCURRENCY, StepReporter, Stopped, check_budget, check_text, class_names, display,
                      estimate_markdown, evenly, gpu, live, make_generator, model_dropdown, noise_image, offered_model,
-                     preview_slider, seed_input, started, stop_button, take_home, uploaded_path, user_errors)
+                     preview_slider, run_controls, seed_input, started, take_home, uploaded_path, user_errors)
 
 MIN_STEPS, MIN_STRENGTH = 10, 0.1
 MODES = ["reconstruct", "translate", "text edit", "class translation"]
@@ -153,18 +152,16 @@ def run_cycle(image, mode, source_id, target_id, target_prompt, source_prompt, s
                  smallest=cost(mode, MIN_STRENGTH, MIN_STEPS, False, 0, False))
     total = pipe.total_steps(num_inference_steps=settings["num_inference_steps"], strength=settings["strength"],
                              plug_and_play_steps=kwargs.get("plug_and_play_steps", 0),
-                             translate_or_edit=mode != "reconstruct")
-    chain = chain_length(settings["num_inference_steps"], settings["strength"])
-    reporter = StepReporter(progress, total + (chain if sdedit else 0), f"CycleDiffusion: {mode}",
-                            stop=started(request), preview_every=preview_every)
-    generator = make_generator(seed)
+                             translate_or_edit=mode != "reconstruct", sdedit_baseline=bool(sdedit))
+    reporter = StepReporter(progress, total, f"CycleDiffusion: {mode}", stop=started(request),
+                            preview_every=preview_every)
     try:
-        out = pipe(picture, generator=generator, callback=reporter, **settings, **kwargs)
-        baseline = pipe.decode(out.latent.with_fresh_noise(generator), callback=counted_from(reporter, total),
-                               **decoding(kwargs)).images[0] if sdedit else None
+        out = pipe(picture, generator=make_generator(seed), callback=reporter, sdedit_baseline=bool(sdedit),
+                   **settings, **kwargs)
     except Stopped:
         return [(display(picture), "input")] + reporter.stopped_gallery(), "Stopped.", []
     result, reconstruction = out.images[0], out.reconstructions[0]
+    baseline = out.sdedit_images[0] if sdedit else None
     captions = {"translate": target_id, "text edit": f"“{target_prompt}”",
                 "class translation": f"{source_class} → {target_class}"}
     rebuilt = f"G(z | {source_class}) (same class)" if mode == "class translation" else "G1(z) (same model)"
@@ -175,16 +172,6 @@ def run_cycle(image, mode, source_id, target_id, target_prompt, source_prompt, s
         gallery.append((display(baseline), "SDEdit baseline: the same x_t0, fresh noise instead of the encoded ε"))
     metrics = metrics_markdown(picture, reconstruction, result, mode, clip, target_prompt, out.latent, baseline)
     return gallery, metrics, latent_frames(out.latent)
-
-
-def decoding(kwargs: dict) -> dict:
-    """decode()'s arguments for the result of a __call__ with `kwargs`: the same target model, class and text guidance
-    (plug-and-play's Langevin steps move z itself, so the baseline decodes unguided as the result does)."""
-    renamed = {"target_unet": "unet", "target_scheduler": "scheduler", "target_class_labels": "class_labels"}
-    kept = {renamed.get(k, k): v for k, v in kwargs.items() if k not in ("plug_and_play_steps", "step_size", "class_labels")}
-    if kwargs.get("plug_and_play_steps"):
-        kept.pop("target_prompt")
-    return kept
 
 
 LATENT_MAPS = 4  # the noise maps eps_t shown besides x_t0
@@ -274,10 +261,7 @@ def build_tab() -> None:
                     preview_every = preview_slider()
                 sdedit = gr.Checkbox(True, label="Also decode the SDEdit baseline: the same x_t0, fresh noise instead "
                                                  "of the encoded ε (what the inferred noise contributes)")
-                with gr.Row():
-                    run = gr.Button("Run CycleDiffusion", variant="primary")
-                    stop_button()
-                time_estimate = gr.Markdown()
+                run, time_estimate = run_controls("Run CycleDiffusion")
             with gr.Column():
                 gallery = gr.Gallery(label="Input, reconstruction, result, SDEdit baseline", columns=4, height=420)
                 metrics = gr.Markdown()
