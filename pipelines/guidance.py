@@ -113,12 +113,14 @@ class ClassifierGuidancePipelineOutput(BaseOutput):
     """images: the samples; probabilities: (B,K) float32, the classifier's p(k | x_0) of each final sample;
     log_probs (return_log_probs): (steps,B) float32, log p_phi(y | x_t, t) of the target at each step's x_t, read with
     x0_hat of the unguided eps_theta; gradient_maps: {step: (B,H,W) float32} for each of gradient_map_steps, the
-    per-pixel norm over channels of g = grad_{x_t} log p_phi(y | x_t, t) (zero at guidance_scale 0: no gradient)."""
+    per-pixel norm over channels of g = grad_{x_t} log p_phi(y | x_t, t) (zero at guidance_scale 0: no gradient);
+    timesteps: (steps,) the t of each step."""
 
     images: list[PIL.Image.Image] | torch.Tensor
     probabilities: torch.Tensor
     log_probs: torch.Tensor | None = None
     gradient_maps: dict[int, torch.Tensor] | None = None
+    timesteps: torch.Tensor | None = None
 
 
 class ClassifierGuidancePipeline(DiffusionPipeline):
@@ -230,5 +232,5 @@ class ClassifierGuidancePipeline(DiffusionPipeline):
         log_probs = torch.stack(log_probs) if return_log_probs else None
         gradient_maps = gradient_maps if gradient_map_steps else None
         if not return_dict:
-            return images, probabilities, log_probs, gradient_maps
-        return ClassifierGuidancePipelineOutput(images, probabilities, log_probs, gradient_maps)
+            return images, probabilities, log_probs, gradient_maps, scheduler.timesteps
+        return ClassifierGuidancePipelineOutput(images, probabilities, log_probs, gradient_maps, scheduler.timesteps)

@@ -270,6 +270,8 @@ def test_trace_reads_the_target_log_probability_and_the_gradient_without_changin
                      gradient_map_steps=maps) for s in (0.0, 30.0)}
     assert torch.equal(traced[30.0].images, run(pipe, [0, 0], 30.0, sampler="ddpm", gradient="fixed_eps").images)
     assert traced[0.0].log_probs.shape == (STEPS, 2) and set(traced[30.0].gradient_maps) == set(maps)
+    scheduler.set_timesteps(STEPS)
+    assert torch.equal(traced[30.0].timesteps, scheduler.timesteps)  # the t of each step, for the maps' captions
     assert not traced[0.0].gradient_maps[0].any()  # no gradient is taken at s = 0
     # RedVsBlue's gradient with respect to x_t is uniform per channel: |g| = const over the pixels, nonzero
     g = traced[30.0].gradient_maps[0]  # at x_T: later the guided samples saturate RedVsBlue (p = 1, g = 0)

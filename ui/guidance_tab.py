@@ -8,11 +8,10 @@ import pandas as pd
 
 from pipelines import (ClassifierGuidancePipeline, ClipZeroShotClassifier, load_classifier, load_clip, load_diffusion,
                        make_scheduler, models)
-from pipelines.guidance import SAMPLERS as SCHEDULERS
 
 from .common import (GPU_CONCURRENCY, StepReporter, Stopped, check_budget, class_names, display, estimate_markdown,
                      evenly, gpu, heat_image, line_plot, live, make_generator, model_dropdown, offered_model,
-                     parse_prompts, preview_slider, seed_input, started, stop_button, take_home, user_errors)
+                     parse_prompts, preview_slider, run_controls, seed_input, started, take_home, user_errors)
 
 EXPLANATION = r"""
 **Classifier guidance** (Dhariwal & Nichol, NeurIPS 2021) adds the gradient of a classifier's log-probability
@@ -170,8 +169,6 @@ def run_guidance(prompts_text, target, model_id, scale, sampler, gradient, eta, 
                  smallest=cost(classifier_kind, "fixed_eps", MIN_STEPS, 1, False, "", 1, False))
     gallery, rows, maps, stop = [], [], [], started(request)
     map_steps = evenly(int(steps), GRADIENT_MAPS)
-    timesteps = SCHEDULERS[sampler].from_config(pipe.scheduler.config)  # the pipeline's sampler, for the maps' t
-    timesteps.set_timesteps(int(steps))
     for s in scales:
         reporter = StepReporter(progress, int(steps), f"guided sampling, s = {s:g}", stop=stop,
                                 preview_every=preview_every)
@@ -194,7 +191,7 @@ def run_guidance(prompts_text, target, model_id, scale, sampler, gradient, eta, 
         for i, (image, p) in enumerate(zip(out.images, out.probabilities[:, y].tolist())):
             gallery.append((display(image), f"s={s:g}, sample {i + 1}: p(target) = {p:.2f}"))
         rows += trajectory_rows(s, out.log_probs)
-        maps += gradient_frames(out.gradient_maps or {}, timesteps.timesteps, s)
+        maps += gradient_frames(out.gradient_maps or {}, out.timesteps, s)
     return gallery, plot_frame(rows), maps
 
 
@@ -254,10 +251,7 @@ def build_tab() -> None:
                     steps = gr.Slider(MIN_STEPS, 1000, value=50, step=10, label="Sampling steps (DDPM wants more than DDIM)")
                     seed = seed_input()
                     preview_every = preview_slider()
-                with gr.Row():
-                    run = gr.Button("Run classifier guidance", variant="primary")
-                    stop_button()
-                time_estimate = gr.Markdown()
+                run, time_estimate = run_controls("Run classifier guidance")
             with gr.Column():
                 gallery = gr.Gallery(label="Samples with the classifier's probability of the target", columns=4,
                                      height=460)
