@@ -20,8 +20,8 @@ from pipelines.models import asyrp_interval
 from pipelines.sampling import counted_from
 
 from .common import (GPU_CONCURRENCY, StepReporter, Stopped, check_budget, check_text, display, estimate_markdown,
-                     gpu, line_plot, live, make_generator, model_dropdown, offered_model, preview_slider, seed_input,
-                     started, stop_button, take_home, uploaded_path, user_errors)
+                     gpu, line_plot, live, make_generator, model_dropdown, offered_model, preview_slider, run_controls,
+                     seed_input, started, stop_button, take_home, uploaded_path, user_errors)
 
 SOURCES = ["unsupervised (k-th principal direction)", "learn from two texts", "load a direction file"]
 STRIP = [-2.0, -1.0, 1.0, 2.0]
@@ -287,10 +287,7 @@ def build_tab() -> None:
                     steps = gr.Slider(10, 200, value=40, step=10, label="Steps (inversion and sampling; the paper uses 40)")
                     seed = seed_input()
                     preview_every = preview_slider()
-                with gr.Row():
-                    run = gr.Button("Edit", variant="primary")
-                    stop_button()
-                time_estimate = gr.Markdown()
+                run, time_estimate = run_controls("Edit")
             with gr.Column():
                 gallery = gr.Gallery(label="Input, reconstruction, edits", columns=3, height=460)
                 info = gr.Markdown()

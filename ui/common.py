@@ -203,6 +203,14 @@ def stop_button() -> gr.Button:
     return button
 
 
+def run_controls(label: str) -> tuple[gr.Button, gr.Markdown]:
+    """A tab's Run button with its Stop button beside it, and the request's time estimate under them."""
+    with gr.Row():
+        run = gr.Button(label, variant="primary")
+        stop_button()
+    return run, gr.Markdown()
+
+
 PREVIEWS_PER_RUN = 10  # a streamed run shows its predicted clean images about this many times before its result
 _previews: contextvars.ContextVar[queue.Queue | None] = contextvars.ContextVar("previews", default=None)
 

@@ -10,8 +10,8 @@ from pipelines.ilvr import DOWN_FACTORS
 from pipelines.sampling import counted_from
 
 from .common import (GPU_CONCURRENCY, StepReporter, Stopped, check_budget, display, estimate_markdown, gpu, live,
-                     make_generator, model_dropdown, offered_model, preview_slider, seed_input, started, stop_button, take_home,
-                     uploaded_path, user_errors)
+                     make_generator, model_dropdown, offered_model, preview_slider, run_controls, seed_input, started,
+                     take_home, uploaded_path, user_errors)
 
 MIN_STEPS = 10
 
@@ -198,10 +198,7 @@ def build_tab() -> None:
                     split_step = gr.Slider(1, 1000, value=50, step=1, label="Frequency split at step k (capped at the "
                                            "last conditioned step; shown while t > the range)")
                     preview_every = preview_slider()
-                with gr.Row():
-                    run = gr.Button("Run ILVR", variant="primary")
-                    stop_button()
-                time_estimate = gr.Markdown()
+                run, time_estimate = run_controls("Run ILVR")
             with gr.Column():
                 gallery = gr.Gallery(label="Reference, its low-pass φ_N(y), samples", columns=4, height=420)
                 process = gr.Gallery(label="The process, first sample: x_t and predicted x0, then the frequency split",
