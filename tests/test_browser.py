@@ -263,29 +263,35 @@ def decode(png: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
 
 
-PREVIEWS = {  # tab: (its Run button, how to set it up on the bundled model for a long run, its first two previews)
-    "Classifier guidance": ("Run classifier guidance", ("Sampling steps (DDPM wants more than DDIM)", 1000),
+PREVIEWS_EVERY = "Preview every k steps (0 = about 10 times a run)"
+PREVIEWS = {  # tab: (its Run button, model, input, (steps slider, steps), preview every k, its first two previews)
+    "Classifier guidance": ("Run classifier guidance", models.BUNDLED_MODEL, None,
+                            ("Sampling steps (DDPM wants more than DDIM)", 1000), 0,
                             ("step 100 of 1000", "step 200 of 1000")),
-    "CycleDiffusion": ("Run CycleDiffusion", ("Sampling steps", 999),  # encode, reconstruct, translate, SDEdit: 4 x 599
+    "CycleDiffusion": ("Run CycleDiffusion", models.BUNDLED_MODEL, "assets/shapes/red-circle.png",
+                       ("Sampling steps", 999), 0,  # encode, reconstruct, translate, SDEdit: 4 x 599 steps
                        ("step 239 of 2396", "step 478 of 2396")),
-    "Asyrp": ("Edit", ("Steps (inversion and sampling; the paper uses 40)", 200), ("step 40 of 400", "step 80 of 400")),
+    # shapes-16 inverts 200 steps in about a second, too fast to watch: faces-32, with a preview every 100 steps
+    "Asyrp": ("Edit", "faces-32", "assets/faces/frowning.png", ("Steps (inversion and sampling; the paper uses 40)", 200),
+              100, ("step 100 of 400", "step 200 of 400")),
 }
 
 
 @pytest.mark.parametrize("name", list(PREVIEWS))
 def test_every_other_tab_streams_the_forming_image_and_stops_on_request(page, name):
-    button, (steps_label, steps), previews = PREVIEWS[name]
+    button, model_id, image, (steps_label, steps), every, previews = PREVIEWS[name]
     tab = open_tab(page, name)
-    if name != "Classifier guidance":
-        tab.locator("input[type=file]").first.set_input_files("assets/shapes/red-circle.png")
+    if image:
+        tab.locator("input[type=file]").first.set_input_files(image)
     model = "Source model (encodes the input)" if name == "CycleDiffusion" else "Model"
-    choose(page, tab, model, models.BUNDLED_MODEL)
+    choose(page, tab, model, model_id)
     if name == "CycleDiffusion":
         tab.get_by_role("radio", name="class translation").check()
     tab.get_by_text("Advanced").click()
     set_slider(tab, steps_label, steps)
+    set_slider(tab, PREVIEWS_EVERY, every)
     tab.get_by_role("button", name=button).click()
-    for preview in previews:  # the gallery shows the predicted x0 every tenth of the run
+    for preview in previews:  # the gallery shows the predicted x0 every tenth of the run, or every k steps
         tab.get_by_text(re.compile(re.escape(preview) + ": predicted x0")).first.wait_for(timeout=180_000)
     tab.get_by_role("button", name="Stop").click()
     tab.get_by_text(re.compile(r"stopped at step \d+ of \d+: predicted x0")).first.wait_for(timeout=60_000)
