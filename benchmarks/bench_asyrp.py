@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import benchmark_unet, celebahq_scheduler, parse_args, print_table, random_clip_b32, timed  # noqa: E402
 from pipelines import AsyrpPipeline  # noqa: E402
 from pipelines.directions import learn_direction  # noqa: E402
-from pipelines.models import asyrp_interval  # noqa: E402
+from pipelines.registry import asyrp_interval  # noqa: E402
 from pipelines.sampling import eps_theta  # noqa: E402
 
 

@@ -4,6 +4,8 @@ from .cycle_diffusion import CycleDiffusionPipeline, CycleLatent
 from .asyrp import AsyrpPipeline
 from .guidance import ClassifierGuidancePipeline, ClipZeroShotClassifier
 from .ilvr import ILVRPipeline
-from .models import REGISTRY, ModelLoadError, NoiseAwareClassifier, load_classifier, load_clip, load_diffusion, make_scheduler
+from .classifier import NoiseAwareClassifier
+from .loading import ModelLoadError, load_classifier, load_clip, load_diffusion, make_scheduler
+from .registry import REGISTRY
 
 __all__ = ["AsyrpPipeline", "CycleDiffusionPipeline", "ClassifierGuidancePipeline", "ClipZeroShotClassifier", "CycleLatent", "ILVRPipeline", "REGISTRY", "ModelLoadError", "NoiseAwareClassifier", "load_classifier", "load_clip", "load_diffusion", "make_scheduler"]

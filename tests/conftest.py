@@ -120,11 +120,11 @@ def live_app(tmp_path_factory) -> LiveApp:
 def bundled():
     """The bundled model (assets/shapes-16), loaded through the registry like the hub models; tests of what the
     methods mean use it."""
-    from pipelines import models
+    from pipelines import loading, registry
 
-    if not (models.ROOT / models.REGISTRY[models.BUNDLED_MODEL].path / "unet").is_dir():
+    if not (registry.ROOT / registry.REGISTRY["shapes-16"].path / "unet").is_dir():
         pytest.skip("assets/shapes-16 is not trained yet: python -m training.train_shapes")
-    return models.load_diffusion(models.BUNDLED_MODEL)
+    return loading.load_diffusion("shapes-16")
 
 
 def write_published_ddpm(folder, unet: UNet2DModel, scheduler: DDPMScheduler) -> None:

@@ -9,8 +9,8 @@ import torch
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from pipelines import images, models
-from pipelines.models import asyrp_interval
+from pipelines import images
+from pipelines.registry import asyrp_interval
 from training.shapes import measure
 from ui.cycle_tab import class_dropdown_updates
 
@@ -142,7 +142,7 @@ def test_cycle_endpoint_translates_between_the_bundled_models_classes(client, bu
         return c.predict(handle_file("assets/shapes/red-circle.png"), "class translation", source_id, None, "", "",
                          0.5, 1.0, 50, 10, False, 0, 1e-3, 0, source_class, target_class, api_name="/cycle")
 
-    gallery, metrics, _ = cycle(models.BUNDLED_MODEL, "circle", "square")
+    gallery, metrics, _ = cycle("shapes-16", "circle", "square")
     assert [item["caption"] for item in gallery] == [
         "input", "reconstruction G(z | circle) (same class)", "class translation: circle → square", SDEDIT]
     shown, result = measured(gallery[0]), measured(gallery[2])
@@ -153,11 +153,11 @@ def test_cycle_endpoint_translates_between_the_bundled_models_classes(client, bu
     with pytest.raises(Exception, match="has no classes, so it cannot translate between them"):
         cycle(model_dir, "circle", "square")
     with pytest.raises(Exception, match="Pick the target class from shapes-16's classes: circle, square, triangle"):
-        cycle(models.BUNDLED_MODEL, "circle", "hexagon")
+        cycle("shapes-16", "circle", "hexagon")
 
 
 def test_cycle_class_dropdowns_follow_the_source_model():
-    source, target = class_dropdown_updates(models.BUNDLED_MODEL, None, "triangle")
+    source, target = class_dropdown_updates("shapes-16", None, "triangle")
     assert [name for name, _ in source.choices] == ["circle", "square", "triangle"]
     assert (source.value, target.value) == ("circle", "triangle")  # a choice that still applies is kept
     source, target = class_dropdown_updates("google/ddpm-cat-256", "circle", "square")

@@ -14,7 +14,6 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from pipelines import models
 from ui import asyrp_tab
 
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -124,7 +123,7 @@ def ilvr_tab_on_the_bundled_model(page, steps: int):
     """The ILVR tab with a shape as the reference, the bundled model and `steps` sampling steps."""
     tab = open_tab(page, "ILVR")
     tab.locator("input[type=file]").first.set_input_files("assets/shapes/red-circle.png")
-    choose(page, tab, "Model", models.BUNDLED_MODEL)
+    choose(page, tab, "Model", "shapes-16")
     tab.get_by_text("Advanced").click()
     set_slider(tab, "Sampling steps", steps)
     return tab
@@ -167,7 +166,7 @@ SHAPE_PROMPTS = "a red circle\na blue square\na green triangle"
 def test_guidance_tab_runs_shows_progress_and_images(page):
     tab = open_tab(page, "Classifier guidance")
     tab.get_by_label("Label prompts, one per line (CLIP's classes)").fill(SHAPE_PROMPTS)
-    choose(page, tab, "Model", models.BUNDLED_MODEL)
+    choose(page, tab, "Model", "shapes-16")
     # the model's change fills the classifier, then the target: let that chain finish before setting the rest
     playwright_api.expect(tab.get_by_label("Target class y")).to_have_value("circle", timeout=30_000)
     tab.get_by_role("radio", name="DDPM (Algorithm 1: shift the mean)").check()  # the bundled model's clean sampler
@@ -193,7 +192,7 @@ def test_cycle_tab_runs_a_class_translation_shows_progress_and_images(page):
     tab = open_tab(page, "CycleDiffusion")
     tab.locator("input[type=file]").first.set_input_files("assets/shapes/red-circle.png")
     tab.get_by_role("radio", name="class translation").check()
-    choose(page, tab, "Source model (encodes the input)", models.BUNDLED_MODEL)
+    choose(page, tab, "Source model (encodes the input)", "shapes-16")
     tab.get_by_text("Advanced").click()
     set_slider(tab, "Sampling steps", 30)
     # input, reconstruction, translation, SDEdit baseline, then x_t0 and 4 noise maps; encode, reconstruct, translate
@@ -217,7 +216,7 @@ def test_cycle_tab_shows_an_error_for_an_empty_target_text(page):
 def test_asyrp_tab_runs_a_scale_strip_shows_progress_and_images(page):
     tab = open_tab(page, "Asyrp")
     tab.locator("input[type=file]").first.set_input_files("assets/shapes/green-triangle.png")
-    choose(page, tab, "Model", models.BUNDLED_MODEL)
+    choose(page, tab, "Model", "shapes-16")
     tab.get_by_role("radio", name="load a direction file").check()
     tab.locator("input[type=file]").nth(1).set_input_files(asyrp_tab.SIZE_DIRECTION)  # the bundled size direction
     tab.get_by_text("Advanced").click()
@@ -240,7 +239,7 @@ def test_asyrp_tab_shows_an_error_for_a_missing_direction_file(page):
 def test_the_same_seed_gives_the_same_image_in_the_browser_and_through_the_api(page, app_url):
     tab = open_tab(page, "ILVR")
     tab.locator("input[type=file]").first.set_input_files("assets/shapes/yellow-circle.png")
-    choose(page, tab, "Model", models.BUNDLED_MODEL)
+    choose(page, tab, "Model", "shapes-16")
     tab.get_by_text("Advanced").click()
     set_slider(tab, "Sampling steps", 30)
     tab.get_by_label("Seed (same seed + settings = same image)").fill("7")
@@ -251,7 +250,7 @@ def test_the_same_seed_gives_the_same_image_in_the_browser_and_through_the_api(p
     assert len(sources) == 4, sources  # y, phi_N(y), two samples
     in_browser = [decode(page.request.get(src).body()) for src in sources[2:4]]  # the two samples
     client = Client(app_url, verbose=False)
-    request = (handle_file("assets/shapes/yellow-circle.png"), models.BUNDLED_MODEL, 4, 0, 30, 2)
+    request = (handle_file("assets/shapes/yellow-circle.png"), "shapes-16", 4, 0, 30, 2)
     again, _ = client.predict(*request, 7, False, api_name="/ilvr")
     other_seed, _ = client.predict(*request, 8, False, api_name="/ilvr")
     for item, image in zip(again[2:], in_browser):
@@ -265,10 +264,10 @@ def decode(png: bytes) -> np.ndarray:
 
 PREVIEWS_EVERY = "Preview every k steps (0 = about 10 times a run)"
 PREVIEWS = {  # tab: (its Run button, model, input, (steps slider, steps), preview every k, its first two previews)
-    "Classifier guidance": ("Run classifier guidance", models.BUNDLED_MODEL, None,
+    "Classifier guidance": ("Run classifier guidance", "shapes-16", None,
                             ("Sampling steps (DDPM wants more than DDIM)", 1000), 0,
                             ("step 100 of 1000", "step 200 of 1000")),
-    "CycleDiffusion": ("Run CycleDiffusion", models.BUNDLED_MODEL, "assets/shapes/red-circle.png",
+    "CycleDiffusion": ("Run CycleDiffusion", "shapes-16", "assets/shapes/red-circle.png",
                        ("Sampling steps", 999), 0,  # encode, reconstruct, translate, SDEdit: 4 x 599 steps
                        ("step 239 of 2396", "step 478 of 2396")),
     # shapes-16 inverts 200 steps in about a second, too fast to watch: faces-32, with a preview every 100 steps
@@ -316,7 +315,7 @@ def test_a_stroke_drawn_on_the_ilvr_canvas_becomes_the_reference_and_drives_ilvr
     assert 0.01 < dark.mean() < 0.3, dark.mean()  # a stroke, not an empty or a filled canvas
     rows, cols = np.nonzero(dark)
     assert np.corrcoef(rows, cols)[0, 1] > 0.8  # drawn from the upper left to the lower right
-    choose(page, tab, "Model", models.BUNDLED_MODEL)
+    choose(page, tab, "Model", "shapes-16")
     tab.get_by_text("Advanced").click()
     set_slider(tab, "Sampling steps", 20)
     tab.get_by_role("button", name="Run ILVR").click()

@@ -4,7 +4,7 @@ target class goes from its base rate under plain sampling to most samples."""
 import pytest
 import torch
 
-from pipelines import ClassifierGuidancePipeline, models
+from pipelines import ClassifierGuidancePipeline, loading, registry
 from training.faces import CLASSES, measure_batch
 
 SAMPLES, STEPS = 16, 50
@@ -12,11 +12,11 @@ SAMPLES, STEPS = 16, 50
 
 @pytest.fixture(scope="module")
 def pipe():
-    if not (models.ROOT / models.REGISTRY["faces-32"].path / "unet").is_dir():
+    if not (registry.ROOT / registry.REGISTRY["faces-32"].path / "unet").is_dir():
         pytest.skip("assets/faces-32 is not trained yet: python -m training.train_shapes --data faces")
-    model = models.load_diffusion("faces-32")
-    pipe = ClassifierGuidancePipeline(unet=model.unet, scheduler=models.make_scheduler(model, "ddpm"),
-                                      classifier=models.load_classifier("faces-32"))
+    model = loading.load_diffusion("faces-32")
+    pipe = ClassifierGuidancePipeline(unet=model.unet, scheduler=loading.make_scheduler(model, "ddpm"),
+                                      classifier=loading.load_classifier("faces-32"))
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 from test_app import no_progress, shown_image
 
-from pipelines import AsyrpPipeline, CycleDiffusionPipeline, ILVRPipeline, images, models
+from pipelines import AsyrpPipeline, CycleDiffusionPipeline, ILVRPipeline, images, loading
 from pipelines.directions import load_direction
-from pipelines.models import asyrp_interval
+from pipelines.registry import asyrp_interval
 from training.face_directions import (Config, faces_to_edit, largest_channel_change, measure_smile_edits, rises,
                                       smile_pairs)
 from training.faces import make_batch, measure, measure_batch, render
@@ -21,7 +21,7 @@ SMILE_DIRECTION = "assets/faces-32/directions/smile.safetensors"  # training/fac
 
 @pytest.fixture(scope="module")
 def faces_model():
-    return models.load_diffusion(MODEL_ID)
+    return loading.load_diffusion(MODEL_ID)
 
 
 def gen(seed: int) -> torch.Generator:
@@ -35,7 +35,7 @@ def centre_distance(a, b) -> float:
 
 @pytest.fixture(scope="module")
 def ilvr(faces_model):
-    pipe = ILVRPipeline(unet=faces_model.unet, scheduler=models.make_scheduler(faces_model, "ddpm"))
+    pipe = ILVRPipeline(unet=faces_model.unet, scheduler=loading.make_scheduler(faces_model, "ddpm"))
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -89,7 +89,7 @@ def test_ilvr_samples_keep_the_reference_layout_and_colours(ilvr, reference, unc
 def translate(faces_model, x: torch.Tensor, source: torch.Tensor, target: torch.Tensor) -> list:
     """CycleDiffusion class translation of images (B,3,32,32) in [0,1] from their classes source (B,) to target (B,),
     measured."""
-    pipe = CycleDiffusionPipeline(unet=faces_model.unet, scheduler=models.make_scheduler(faces_model, "ddim"))
+    pipe = CycleDiffusionPipeline(unet=faces_model.unet, scheduler=loading.make_scheduler(faces_model, "ddim"))
     pipe.set_progress_bar_config(disable=True)
     out = pipe(x, class_labels=source.tolist(), target_class_labels=target.tolist(), strength=0.5,
                num_inference_steps=20, generator=gen(0), output_type="pt", reconstruct=False).images
@@ -163,7 +163,7 @@ def test_smile_pairs_are_one_face_with_the_mouth_turned_by_the_scale():
 
 @pytest.fixture(scope="module")
 def asyrp(faces_model):
-    pipe = AsyrpPipeline(unet=faces_model.unet, scheduler=models.make_scheduler(faces_model, "ddim"))
+    pipe = AsyrpPipeline(unet=faces_model.unet, scheduler=loading.make_scheduler(faces_model, "ddim"))
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

@@ -188,13 +188,13 @@ def test_missing_classifier_undeclared_classes_and_callback(small_unet, schedule
 
 
 def test_tab_runs_a_sweep_on_local_models(tiny_model_dir, tiny_clip, tmp_path, monkeypatch):
-    from pipelines import models
+    from pipelines import loading
     from ui import guidance_tab
 
     model, tokenizer = tiny_clip
     model.save_pretrained(tmp_path / "clip", safe_serialization=True)
     tokenizer.save_pretrained(tmp_path / "clip")
-    monkeypatch.setattr(models, "_cache", {})
+    monkeypatch.setattr(loading, "cache", loading.ModelCache())
     monkeypatch.setenv("STEER_CLIP_MODEL", str(tmp_path / "clip"))
     monkeypatch.setenv("STEER_MODEL", str(tiny_model_dir))  # the operator's model: the page offers it
     prompts = "a photo of a cat\na photo of a dog"
@@ -213,10 +213,10 @@ def test_tab_runs_a_sweep_on_local_models(tiny_model_dir, tiny_clip, tmp_path, m
 def judged_target(bundled, sampler, scale, per_class, steps=25):
     """Fraction of samples that training.shapes.measure judges the target, per target class (circle, square,
     triangle), guided by the bundled noise-aware classifier; the same x_T for every scale."""
-    from pipelines import models
+    from pipelines import loading
     from training.shapes import measure_batch
 
-    pipe = ClassifierGuidancePipeline(bundled.unet, models.make_scheduler(bundled), models.load_classifier("shapes-16"))
+    pipe = ClassifierGuidancePipeline(bundled.unet, loading.make_scheduler(bundled), loading.load_classifier("shapes-16"))
     pipe.set_progress_bar_config(disable=True)
     labels = [y for y in range(3) for _ in range(per_class)]
     images = pipe(labels, guidance_scale=scale, sampler=sampler, num_inference_steps=steps, gradient="fixed_eps",
@@ -245,14 +245,14 @@ def test_ddpm_guidance_scales_the_step_by_sigma(bundled):
 
 
 def test_tab_offers_the_models_own_classifier_and_refuses_it_for_a_model_without_one(tiny_model_dir, monkeypatch):
-    from pipelines import models
+    from pipelines import loading
     from ui import guidance_tab as tab
 
     kind, _, target = tab.model_controls("shapes-16", tab.FACE_PROMPTS, None)
     assert kind == tab.NOISE_AWARE and target.choices == [(c, c) for c in ("circle", "square", "triangle")]
     kind, prompts, target = tab.model_controls("google/ddpm-celebahq-256", tab.FACE_PROMPTS, "triangle")
     assert kind == tab.CLIP_ZERO_SHOT and prompts.visible and target.value == "a photo of a smiling person"
-    monkeypatch.setattr(models, "_cache", {})
+    monkeypatch.setattr(loading, "cache", loading.ModelCache())
     monkeypatch.setenv("STEER_MODEL", str(tiny_model_dir))  # the operator's model: the page offers it
     args = dict(prompts_text="", target="circle", model_id=str(tiny_model_dir), scale=1.0, sampler="ddim",
                 gradient="fixed_eps", eta=0.0, steps=2, samples=1, seed=0, sweep=False, sweep_scales="",

@@ -7,7 +7,7 @@ import time
 import httpx
 import pytest
 
-from pipelines import models
+from pipelines import loading, timing
 
 ASTRONAUT = os.path.abspath("assets/astronaut.png")
 
@@ -62,7 +62,7 @@ def test_server_paths_sent_as_uploads_are_refused(live_app, api, endpoint, path)
 @pytest.fixture
 def unet_calls(live_app):
     """How many times the served U-Net has been evaluated (a forward hook on the cached model)."""
-    unet = models.load_diffusion(live_app.model_dir).unet
+    unet = loading.load_diffusion(live_app.model_dir).unet
     calls = []
     handle = unet.register_forward_pre_hook(lambda module, args: calls.append(1))
     yield calls
@@ -76,7 +76,7 @@ MODEL_PARAMETERS = [("ilvr", {}), ("guidance", {}), ("asyrp", {}), ("asyrp_learn
 
 @pytest.mark.parametrize("endpoint, changes", MODEL_PARAMETERS)
 def test_a_model_id_that_is_not_offered_gets_one_message_and_loads_nothing(live_app, api, endpoint, changes):
-    loads = dict(models.load_count)
+    loads = dict(loading.cache.load_count)
     image = upload(live_app.url, ASTRONAUT)
     answers = set()
     for model_id in NOT_OFFERED + [live_app.other_model_dir]:  # the last one a real model, named by its path
@@ -86,7 +86,7 @@ def test_a_model_id_that_is_not_offered_gets_one_message_and_loads_nothing(live_
         assert event == "error"
         answers.add(message.replace(f"Value: {model_id} ", "Value: <id> "))  # Gradio's own dropdown check repeats it
     assert len(answers) == 1, answers  # the same answer whatever the id names on the server
-    assert models.load_count == loads
+    assert loading.cache.load_count == loads
 
 
 BAD_ARGUMENTS = [
@@ -112,7 +112,7 @@ BAD_ARGUMENTS = [
 @pytest.mark.parametrize("endpoint, bad", BAD_ARGUMENTS)
 def test_every_endpoint_refuses_a_bad_argument_before_any_u_net_call(live_app, api, unet_calls, endpoint, bad):
     args = dict(valid(live_app, endpoint, upload(live_app.url, ASTRONAUT)), **bad)
-    models.seconds_per_eval(models.load_diffusion(live_app.model_dir))  # the budget's own measurement, done
+    timing.seconds_per_eval(loading.load_diffusion(live_app.model_dir))  # the budget's own measurement, done
     unet_calls.clear()
     event, message = call(live_app.url, api, endpoint, **args)
     assert event == "error" and message != "null"  # a message for the user, not a crash

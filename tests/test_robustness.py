@@ -10,7 +10,7 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from pipelines import models
+from pipelines import loading
 
 rng = np.random.default_rng(0)
 PHOTO = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
@@ -222,8 +222,8 @@ def test_twenty_concurrent_requests_none_lost_one_load_flat_memory(client):
         served += sum(len(gallery) == 3 for gallery, _ in results)
         memory.append(resident_mb())
     print(f"\nload: 3 rounds of 20 concurrent requests, {served} served with their images, "
-          f"{models.load_count[model_dir]} model load(s), RSS after each round (MB): {[round(m) for m in memory]}")
+          f"{loading.cache.load_count[model_dir]} model load(s), RSS after each round (MB): {[round(m) for m in memory]}")
     assert served == 60  # every request got its result
-    assert models.load_count[model_dir] == 1  # 60 requests, one load
+    assert loading.cache.load_count[model_dir] == 1  # 60 requests, one load
     # the first round warms caches (queue, file cache); after it, growth per 20 requests stays small
     assert memory[2] - memory[1] < 100, memory

@@ -4,9 +4,9 @@ measured by training.shapes (no model)."""
 import pytest
 import torch
 
-from pipelines import models
+from pipelines import loading
 from pipelines.asyrp import AsyrpPipeline
-from pipelines.models import asyrp_interval
+from pipelines.registry import asyrp_interval
 from pipelines.directions import DeltaBlock, load_direction
 from training.shape_directions import Config, measure_edits, paired_loss, shapes_to_edit, size_pairs
 from training.shapes import measure_batch, render
@@ -15,7 +15,7 @@ from ui.asyrp_tab import SIZE_DIRECTION
 
 @pytest.fixture(scope="module")
 def pipe(bundled):
-    pipe = AsyrpPipeline(unet=bundled.unet, scheduler=models.make_scheduler(bundled, "ddim"))
+    pipe = AsyrpPipeline(unet=bundled.unet, scheduler=loading.make_scheduler(bundled, "ddim"))
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -53,11 +53,11 @@ def test_one_training_step_lowers_the_paired_loss_through_the_asymmetric_decodin
 
 def test_the_shipped_size_direction_grows_the_measured_size_with_the_scale(pipe):
     """Held-out generator shapes (not the script's), edited at s = -2, -1, 0, 1, 2 with the tab's interval."""
-    direction, meta = load_direction(SIZE_DIRECTION, shape=pipe.h_shape, model_id=models.BUNDLED_MODEL)
+    direction, meta = load_direction(SIZE_DIRECTION, shape=pipe.h_shape, model_id="shapes-16")
     config = Config(t_edit=int(meta["t_edit"]), num_inference_steps=int(meta["num_inference_steps"]))
-    assert config.t_edit == asyrp_interval(models.BUNDLED_MODEL)[0]  # the tab edits over the interval it was learned on
+    assert config.t_edit == asyrp_interval("shapes-16")[0]  # the tab edits over the interval it was learned on
     images = render(shapes_to_edit(8, config, seed=7), 16)
-    result = measure_edits(pipe, direction, images, config, t_boost=asyrp_interval(models.BUNDLED_MODEL)[1])
+    result = measure_edits(pipe, direction, images, config, t_boost=asyrp_interval("shapes-16")[1])
     r = result["mean_r"]
     assert all(a < b for a, b in zip(r, r[1:])), result  # the mean measured size grows with the scale
     assert r[-1] - r[0] >= 0.5, result  # the targets span 2 px; the shipped f_t reaches about 0.8 px (see its card)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from pipelines import models
+from pipelines import NoiseAwareClassifier, loading, registry
 from training.shapes import BACKGROUND, CLASSES, Shapes, make_batch, measure, measure_batch, render, size_range
 
 
@@ -79,12 +79,12 @@ def test_two_shapes_noise_and_blank_images_are_not_clean():
 
 
 def test_noise_aware_classifier_saves_loads_and_ignores_x0_hat(tmp_path, monkeypatch):
-    monkeypatch.setattr(models, "_cache", {})
+    monkeypatch.setattr(loading, "cache", loading.ModelCache())
     torch.manual_seed(0)
-    classifier = models.NoiseAwareClassifier(sample_size=16, num_classes=3, block_out_channels=(16, 32), norm_num_groups=8)
+    classifier = NoiseAwareClassifier(sample_size=16, num_classes=3, block_out_channels=(16, 32), norm_num_groups=8)
     classifier.save_pretrained(tmp_path / "classifier", safe_serialization=True)
-    loaded = models.load_classifier(tmp_path / "classifier")
-    assert loaded is models.load_classifier(tmp_path / "classifier")  # cached
+    loaded = loading.load_classifier(tmp_path / "classifier")
+    assert loaded is loading.load_classifier(tmp_path / "classifier")  # cached
     x_t = torch.randn(4, 3, 16, 16)
     logits = loaded(x_t, 500)
     assert logits.shape == (4, 3) and torch.equal(logits, classifier.eval()(x_t, torch.full((4,), 500)))
@@ -97,21 +97,21 @@ def test_noise_aware_classifier_saves_loads_and_ignores_x0_hat(tmp_path, monkeyp
 
 def test_bundled_model_is_the_default_without_a_gpu(monkeypatch):
     monkeypatch.delenv("STEER_MODEL", raising=False)
-    monkeypatch.setattr(models, "device_and_dtype", lambda: (torch.device("cpu"), torch.float32))
-    models._hub_default_can_serve.cache_clear()
-    assert models.default_model_id() == models.BUNDLED_MODEL
-    assert models.REGISTRY[models.BUNDLED_MODEL].class_names == CLASSES
+    monkeypatch.setattr(registry, "device_and_dtype", lambda: (torch.device("cpu"), torch.float32))
+    registry._hub_default_can_serve.cache_clear()
+    assert registry.default_model_id() == registry.BUNDLED_MODEL
+    assert registry.REGISTRY["shapes-16"].class_names == CLASSES
     monkeypatch.setenv("STEER_MODEL", "google/ddpm-cat-256")
-    assert models.default_model_id() == "google/ddpm-cat-256"  # the environment still decides
-    models._hub_default_can_serve.cache_clear()
+    assert registry.default_model_id() == "google/ddpm-cat-256"  # the environment still decides
+    registry._hub_default_can_serve.cache_clear()
 
 
 def test_bundled_model_resolves_inside_the_repository_or_says_how_to_train_it(monkeypatch, tmp_path):
-    monkeypatch.setattr(models, "ROOT", tmp_path)
-    with pytest.raises(models.ModelLoadError, match="python -m training.train_shapes"):
-        models.resolve(models.BUNDLED_MODEL, "ddpm")
+    monkeypatch.setattr(loading, "ROOT", tmp_path)
+    with pytest.raises(loading.ModelLoadError, match="python -m training.train_shapes"):
+        loading.resolve("shapes-16", "ddpm")
     (tmp_path / "assets" / "shapes-16").mkdir(parents=True)
-    assert models.resolve(models.BUNDLED_MODEL, "ddpm") == tmp_path / "assets" / "shapes-16"
+    assert loading.resolve("shapes-16", "ddpm") == tmp_path / "assets" / "shapes-16"
 
 
 def test_bundled_model_is_the_default_on_a_gpu_without_the_hub(monkeypatch, tmp_path):
@@ -120,21 +120,21 @@ def test_bundled_model_is_the_default_on_a_gpu_without_the_hub(monkeypatch, tmp_
     import huggingface_hub
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))  # an empty cache: no copy of the hub default
-    monkeypatch.setattr(models, "device_and_dtype", lambda: (torch.device("cuda"), torch.float16))
-    models._hub_default_can_serve.cache_clear()
-    assert models.default_model_id() == models.BUNDLED_MODEL
-    (tmp_path / "copies" / models.DEFAULT_MODEL).mkdir(parents=True)
+    monkeypatch.setattr(registry, "device_and_dtype", lambda: (torch.device("cuda"), torch.float16))
+    registry._hub_default_can_serve.cache_clear()
+    assert registry.default_model_id() == registry.BUNDLED_MODEL
+    (tmp_path / "copies" / registry.DEFAULT_MODEL).mkdir(parents=True)
     monkeypatch.setenv("STEER_MODEL_DIR", str(tmp_path / "copies"))
-    models._hub_default_can_serve.cache_clear()
-    assert models.default_model_id() == models.DEFAULT_MODEL  # a local copy serves without the hub
-    models._hub_default_can_serve.cache_clear()
+    registry._hub_default_can_serve.cache_clear()
+    assert registry.default_model_id() == registry.DEFAULT_MODEL  # a local copy serves without the hub
+    registry._hub_default_can_serve.cache_clear()
 
 
 def test_ilvr_with_N4_keeps_the_reference_position_and_colour(bundled):
     from pipelines.ilvr import ILVRPipeline
 
     references, shapes = make_batch(4, 16, seed=7)
-    pipe = ILVRPipeline(unet=bundled.unet, scheduler=models.make_scheduler(bundled))
+    pipe = ILVRPipeline(unet=bundled.unet, scheduler=loading.make_scheduler(bundled))
     pipe.set_progress_bar_config(disable=True)
     errors = {"ilvr": [], "plain": []}
     for reference, center, color in zip(references, shapes.center, shapes.color):

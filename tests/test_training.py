@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from pipelines import models
+from pipelines import loading
 from training import train_shapes
 from training.train_shapes import DATA, PRESETS, Config, Run, make_classifier, make_unet
 
@@ -61,13 +61,13 @@ def test_a_checkpoint_written_before_the_data_switch_resumes(tiny_config):
 
 @pytest.mark.parametrize("data", ["shapes", "faces"])
 def test_the_export_loads_through_the_registry_loader_and_samples_by_class(tiny_config, monkeypatch, data):
-    monkeypatch.setattr(models, "_cache", {})
+    monkeypatch.setattr(loading, "cache", loading.ModelCache())
     size, k = PRESETS[data].image_size, len(DATA[data].CLASSES)
     run = train(Config(**tiny_config, data=data, image_size=size, unet_steps=2, classifier_steps=1))
     out = run.export(train_shapes.ROOT / "export")
-    model = models.load_diffusion(str(out))
+    model = loading.load_diffusion(str(out))
     assert model.unet.config.num_class_embeds == k + 1  # the data set's classes and the null class
-    classifier = models.load_classifier(out / "classifier")
+    classifier = loading.load_classifier(out / "classifier")
     x = torch.randn(3, 3, size, size)
     assert classifier(x, 500).shape == (3, k)
     eps = [model.unet(x, 500, class_labels=torch.full((3,), y)).sample for y in range(k + 1)]

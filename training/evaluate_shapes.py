@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from pipelines.models import load_classifier, load_diffusion, make_scheduler
+from pipelines.loading import load_classifier, load_diffusion, make_scheduler
 from pipelines.sampling import eps_theta, initial_noise
 from training.train_shapes import DATA
 
@@ -102,8 +102,8 @@ pipeline_tag: unconditional-image-generation
   `num_class_embeds` {n_embeds}: labels {labels} = {classes}, label {null} = the null class (unconditional). The weights are the EMA (decay {ema_decay}).
 - `scheduler/`: `DDPMScheduler` as the google/ddpm-* models: 1000 steps, linear betas 1e-4..0.02, clip_sample,
   fixed_small. Sample with fewer steps (`set_timesteps(50..100)`).
-- `classifier/`: `pipelines.models.NoiseAwareClassifier`, {classifier_params:,} parameters, {pool}-pooled,
-  p_phi(y | x_t, t) over the {n_classes} classes, for classifier guidance (`pipelines.models.load_classifier("{name}")`).
+- `classifier/`: `pipelines.NoiseAwareClassifier`, {classifier_params:,} parameters, {pool}-pooled,
+  p_phi(y | x_t, t) over the {n_classes} classes, for classifier guidance (`pipelines.load_classifier("{name}")`).
 - `directions/`: Asyrp h-space directions learned by `{directions_script}`, each with its measured effect
   in [`directions/README.md`](directions/README.md).
 

@@ -28,10 +28,11 @@ from tqdm.auto import tqdm
 
 from pipelines.asyrp import AsyrpPipeline
 from pipelines.directions import DeltaBlock, save_direction
-from pipelines.models import BUNDLED_MODEL, load_diffusion, make_scheduler
+from pipelines.loading import load_diffusion, make_scheduler
 from training.shapes import Shapes, measure_batch, render, sample_shapes
 
 ROOT = Path(__file__).resolve().parent.parent
+MODEL_ID = "shapes-16"  # the bundled model these directions are learned on
 Pairs = Callable[[int, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]  # (n, seed) -> images, targets, scales
 SCALES = (-2.0, -1.0, 0.0, 1.0, 2.0)  # the Asyrp tab's strip at s = 1, with the reconstruction in the middle
 
@@ -214,11 +215,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=Config.seed)
     parser.add_argument("--t-edit", type=int, default=Config.t_edit)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", default=str(ROOT / "assets" / BUNDLED_MODEL / "directions"))
+    parser.add_argument("--out", default=str(ROOT / "assets" / MODEL_ID / "directions"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config = Config(iterations=args.iterations, seed=args.seed, t_edit=args.t_edit)
-    pipe = asyrp_pipeline(BUNDLED_MODEL)
+    pipe = asyrp_pipeline(MODEL_ID)
     f_t, losses, minutes = learn_with_progress_bar(pipe, config, lambda n, seed: size_pairs(n, config, seed))
 
     images = render(shapes_to_edit(config.held_out, config, seed=10**9), 16)
@@ -226,7 +227,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     command = f"python -m training.shape_directions --iterations {config.iterations} --seed {config.seed} --t-edit {config.t_edit}"
-    save_direction(out / "size.safetensors", f_t, model_id=BUNDLED_MODEL, t_edit=config.t_edit, num_inference_steps=config.num_inference_steps,
+    save_direction(out / "size.safetensors", f_t, model_id=MODEL_ID, t_edit=config.t_edit, num_inference_steps=config.num_inference_steps,
                    source="a smaller shape", target="a bigger shape", note=f"learned on generator pairs: {command}")
     record = {"config": asdict(config), "command": command, "minutes": minutes, "losses": losses, "measured": measured}
     (out / "size.json").write_text(json.dumps(record, indent=2))

@@ -1,0 +1,54 @@
+"""How long one U-Net evaluation takes on this device, measured once per model, device, gradient and batch size on
+first use; the time budget and the time estimates read it."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from .devices import device_and_dtype
+from .loading import DiffusionModel
+
+# (model id, device, grad, batch size) -> seconds. Bounded: the offered model ids x 2 x the few batch sizes callers
+# ask for (they round a batch up to 1, 2, 4, 8, 16, ...).
+_seconds: dict[tuple[str, str, bool, int], float] = {}
+
+
+def _time_one_eval(model: DiffusionModel, grad: bool, batch_size: int) -> float:
+    """Seconds of the second of two U-Net calls on x_t (batch_size, C, H, W) at t = 500 (the first one pays for lazy
+    initialisation), with a backward pass to x_t when `grad`; class-conditional models get class 0."""
+    unet = model.unet
+    size = unet.config.sample_size
+    x_t = torch.randn(batch_size, unet.config.in_channels, size, size, device=unet.device, dtype=unet.dtype)
+    labels = {}
+    if unet.config.num_class_embeds:
+        labels["class_labels"] = torch.zeros(batch_size, dtype=torch.long, device=unet.device)
+    for _ in range(2):
+        start = time.perf_counter()
+        with torch.set_grad_enabled(grad):
+            x_t.requires_grad_(grad)
+            eps = unet(x_t, 500, **labels).sample
+            if grad:
+                torch.autograd.grad(eps.float().square().sum(), x_t)
+        if unet.device.type == "cuda":
+            torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def seconds_per_eval(model: DiffusionModel, grad: bool = False, batch_size: int = 1) -> float:
+    """Seconds one U-Net evaluation of a batch of `batch_size` takes on this device, without (`grad=False`) or with a
+    backward pass to x_t (exact guidance gradients, plug-and-play, learning a direction); measured once per model,
+    device and batch size, on first use."""
+    key = (model.model_id, str(model.unet.device), grad, batch_size)
+    if key not in _seconds:
+        _seconds[key] = _time_one_eval(model, grad, batch_size)
+    return _seconds[key]
+
+
+def measured_seconds(model_id: str, grad: bool = False, batch_size: int = 1) -> float | None:
+    """The seconds per U-Net evaluation of `model_id` at `batch_size` (see seconds_per_eval) on this device, if
+    measured yet."""
+    device = str(device_and_dtype()[0])
+    return next((s for (m, d, g, b), s in _seconds.items()
+                 if m == model_id and d.startswith(device) and g == grad and b == batch_size), None)
