@@ -9,8 +9,10 @@ import os
 
 import gradio as gr
 
-from ui import asyrp_tab, common, cycle_tab, guidance_tab, ilvr_tab  # first: ui.common imports spaces before torch
-from pipelines import loading
+from ui import gpu  # first: it imports spaces (on ZeroGPU) before torch
+from ui import asyrp_tab, cycle_tab, guidance_tab, ilvr_tab
+from ui.handler import stop_flags
+from runners import status
 
 TABS = [ilvr_tab, guidance_tab, cycle_tab, asyrp_tab]
 
@@ -26,15 +28,16 @@ All tabs share one copy of each model. The same seed and settings give the same 
 def build_demo() -> gr.Blocks:
     with gr.Blocks(title="Steering diffusion models without retraining") as demo:
         gr.Markdown(INTRO)
-        status = gr.Markdown("Checking the default model…")
+        status_line = gr.Markdown("Checking the default model…")
         for tab in TABS:
             tab.build_tab()
-        demo.load(common.status_markdown, outputs=status, api_visibility="private")
+        demo.load(status.status_markdown, outputs=status_line, api_visibility="private")
+        demo.unload(stop_flags.drop)
     return demo.queue(default_concurrency_limit=2, max_size=int(os.environ.get("STEER_QUEUE_SIZE", "32")))
 
 
 if os.environ.get("SPACES_ZERO_GPU"):  # ZeroGPU runs each GPU function in a worker: load the models once, here
-    loading.preload()
+    status.preload()
 demo = build_demo()
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ the steps of the whole call, `total_steps(...)` of them. Finding and learning di
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Sequence
@@ -36,15 +37,27 @@ def h_space_shape(unet) -> tuple[int, int, int]:
     return (unet.config.block_out_channels[-1], side, side)
 
 
-def delta_h(direction, h: torch.Tensor, t) -> torch.Tensor:
-    """delta_h_t for h (B,C,h,w): a tensor (C,h,w) broadcast to every sample, f_t(h, t) for a module, a list summed."""
+def delta_h(direction, h: torch.Tensor, t, temb: torch.Tensor | None = None) -> torch.Tensor:
+    """delta_h_t for h (B,C,h,w): a tensor (C,h,w) broadcast to every sample, f_t(h, t) for a module (f(h, temb) for
+    one that `reads_temb`, temb (B,D) being the U-Net's time embedding, as the official releases), a list summed."""
     if direction is None:
         return torch.zeros_like(h)
     if isinstance(direction, (list, tuple)):
-        return sum(delta_h(d, h, t) for d in direction)
+        return sum(delta_h(d, h, t, temb) for d in direction)
     if isinstance(direction, torch.Tensor):
         return direction.to(h).expand_as(h)
-    return direction(h, t)
+    return direction(h, temb) if getattr(direction, "reads_temb", False) else direction(h, t)
+
+
+def official_coefficient(direction, num_inference_steps: int) -> float:
+    """c / s of the official scale rule for released f_t (modules with `n_train_step`): c = s * n_train_step /
+    n_test_step, each of k combined directions at 1/sqrt(k), so one s gives one edit at any number of steps.
+    1 for every other direction."""
+    directions = list(direction) if isinstance(direction, (list, tuple)) else [direction]
+    trained = {getattr(d, "n_train_step", None) for d in directions}
+    if trained <= {None}:
+        return 1.0
+    return trained.pop() / num_inference_steps / math.sqrt(len(directions))
 
 
 def is_zero(direction) -> bool:
@@ -65,12 +78,16 @@ def check_direction(direction, shape: tuple[int, int, int]) -> None:
             raise ValueError(f"a direction tensor must have the mid-block's shape {shape} (C,h,w); got {tuple(direction.shape)}")
     elif not isinstance(direction, nn.Module) and direction is not None:
         raise ValueError(f"direction must be None, a tensor of shape {shape}, an f_t module or a list of them; got {type(direction).__name__}")
+    if isinstance(direction, (list, tuple)) and len({getattr(d, "n_train_step", None) for d in direction}) > 1:
+        raise ValueError("released Asyrp directions combine only with each other (their scale is n_train_step / "
+                         "num_inference_steps / sqrt(k)); edit with the others in a second run")
 
 
 @contextmanager
 def edit_h_space(unet, delta_fn):
-    """Inside the block every U-Net call has its mid-block output h replaced by h + delta_fn(h)."""
-    handle = unet.mid_block.register_forward_hook(lambda module, args, h: h + delta_fn(h))
+    """Inside the block every U-Net call has its mid-block output h replaced by h + delta_fn(h, temb), temb (B,D) the
+    time embedding the mid-block receives (UNet2DModel calls mid_block(sample, emb))."""
+    handle = unet.mid_block.register_forward_hook(lambda module, args, h: h + delta_fn(h, args[1]))
     try:
         yield
     finally:
@@ -175,8 +192,8 @@ class AsyrpPipeline(DiffusionPipeline):
         B = x_t.shape[0]
         norms = []
 
-        def shift(h):  # h: (2B,C,h,w); only the first B rows are edited
-            delta = scales.to(h) * delta_h(direction, h[:B], t)
+        def shift(h, temb):  # h: (2B,C,h,w), temb: (2B,D); only the first B rows are edited
+            delta = scales.to(h) * delta_h(direction, h[:B], t, temb[:B])
             norms.append(delta.detach().float().flatten(1).norm(dim=1))
             return torch.cat([delta, torch.zeros_like(delta)])
 
@@ -190,8 +207,10 @@ class AsyrpPipeline(DiffusionPipeline):
         """x_T (B,3,H,W) -> x_0 (B,3,H,W) in [-1,1], row b edited with scales[b] (B,1,1,1) times `direction`:
         the asymmetric reverse process while t >= t_edit, DDIM (eta = 0) down to t_boost, then eta = 1.
         Differentiable in the direction's parameters when autograd is on (pipelines.directions learns through it).
-        delta_h_norms, when given, receives {t: |scales * delta_h_t| (B,)} at every edited step."""
+        delta_h_norms, when given, receives {t: |c * delta_h_t| (B,)} at every edited step, c = scales times the
+        official scale rule for released directions (`official_coefficient`)."""
         editing = not is_zero(direction) and bool(scales.any())
+        scales = scales * official_coefficient(direction, num_inference_steps)
         ddim = self.ddim(num_inference_steps)
         x = x_T
         for step, t in enumerate(self.progress_bar(ddim.timesteps)):

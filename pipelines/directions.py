@@ -22,6 +22,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from .asyrp import AsyrpPipeline, asymmetric_step, check_interval, delta_h, edit_h_space, record_h
+from .asyrp_official import is_pickled, load_official
 from .images import to_model_input
 from .sampling import check_num_inference_steps, eps_theta, initial_noise
 
@@ -74,21 +75,21 @@ def save_direction(path, direction, *, model_id: str, t_edit: int, num_inference
 
 
 def load_direction(path, *, shape: tuple[int, int, int], model_id: str | None = None):
-    """Read a direction file written by save_direction -> (direction, metadata).
+    """Read a direction file -> (direction, metadata): one written by save_direction (safetensors), or an official
+    Asyrp release (.pth), read by pipelines.asyrp_official only when its sha256 is pinned (an OfficialDeltaBlock).
 
-    Refuses anything that is not safetensors (pickled .pt/.pth files can run code when loaded), a direction of
-    another h-space shape, and, when model_id is given, a file made for another model.
+    Refuses any other pickled file (unpickling can run code), a direction of another h-space shape, and, when
+    model_id is given, a file made for another model.
     """
     path = Path(path)
+    if is_pickled(path):
+        return load_official(path, shape=shape, model_id=model_id)
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as err:
-        head = path.read_bytes()[:2] if path.is_file() else b""
-        pickled = head[:1] == b"\x80" or head == b"PK"
-        why = "it looks like a pickled PyTorch file, which we never load because loading it can run code" if pickled else str(err)
-        raise ValueError(f"{path.name} is not a safetensors direction file ({why}). Save directions with save_direction.") from err
+        raise ValueError(f"{path.name} is not a safetensors direction file ({err}). Save directions with save_direction.") from err
     if metadata.get("format") != FORMAT:
         raise ValueError(f"{path.name} is a safetensors file but not an Asyrp direction (no '{FORMAT}' metadata)")
     if model_id is not None and metadata.get("model_id") != model_id:
@@ -182,7 +183,7 @@ def edit_losses(pipe: AsyrpPipeline, x_T, direction, judge, text_delta, *, t_edi
             break
         with torch.no_grad():
             eps = eps_theta(pipe.unet, x, t)
-        with torch.set_grad_enabled(optimizer is not None), edit_h_space(pipe.unet, lambda h: delta_h(direction, h, t)):
+        with torch.set_grad_enabled(optimizer is not None), edit_h_space(pipe.unet, lambda h, temb: delta_h(direction, h, t, temb)):
             eps_edit = eps_theta(pipe.unet, x, t)
         x_prev, p_edit, p_src = asymmetric_step(ddim, eps_edit, eps, t, x)
         with torch.set_grad_enabled(optimizer is not None):

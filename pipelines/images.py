@@ -126,3 +126,14 @@ def upscale_for_display(image: Image.Image, min_side: int = 256) -> Image.Image:
     """Small samples (e.g. 32x32) enlarged with nearest neighbour so a gallery shows pixels, not blur."""
     factor = max(1, min_side // max(image.size))
     return image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
+
+
+def noise_image(z: torch.Tensor) -> Image.Image:
+    """A noise map (3,H,W) of N(0, I) as a picture: -3 sigma black, 0 grey, +3 sigma white."""
+    return postprocess(z[None].float() / 3)[0]
+
+
+def heat_image(m: torch.Tensor) -> Image.Image:
+    """A non-negative map (H,W) as a grey picture, white at its maximum."""
+    m = m.float() / m.max().clamp_min(1e-12)
+    return postprocess((m * 2 - 1).expand(1, 3, *m.shape))[0]

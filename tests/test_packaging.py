@@ -11,7 +11,9 @@ import urllib.request
 from pathlib import Path
 
 import yaml
+from packaging.markers import default_environment
 from packaging.requirements import Requirement
+from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -155,3 +157,32 @@ def test_on_zero_gpu_the_default_model_and_clip_load_at_import_and_never_in_a_ca
     loads = json.loads(out.stdout.strip().splitlines()[-1])
     assert loads["at_import"] == {str(tiny_model_dir): 1, str(tmp_path / "clip"): 1}
     assert loads["after_calls"] == loads["at_import"]  # the GPU functions found both loaded
+
+
+# What ZeroGPU runs: the Hub documentation's "Spaces ZeroGPU" page, section "Supported Versions"
+# (docs/hub/spaces-zerogpu.md in huggingface/hub-docs), checked 2026-11-30. CPU and GPU Spaces take any Python 3.x or
+# 3.x.x ("Spaces Configuration Reference", python_version) and whatever torch requirements.txt installs.
+ZEROGPU_PYTHON = ["3.10.13", "3.12.12"]
+ZEROGPU_TORCH = ["2.8.0", "2.9.1", "2.10.0", "2.11.0"]
+CI_TORCH = "2.13.0"  # .ci/run and the README's commands install it before requirements.txt, on Python 3.11
+
+
+def torch_requirement(python: str) -> Requirement:
+    """The torch line of requirements.txt that pip applies on this Python version (lines may carry markers)."""
+    env = default_environment() | {"python_version": ".".join(python.split(".")[:2]), "python_full_version": python}
+    lines = [l.split("#")[0].strip() for l in (ROOT / "requirements.txt").read_text().splitlines()]
+    torch = [r for r in map(Requirement, filter(None, lines))
+             if r.name == "torch" and (not r.marker or r.marker.evaluate(env))]
+    assert len(torch) == 1, f"exactly one torch requirement must apply on Python {python}: {torch}"
+    return torch[0]
+
+
+def test_the_space_gets_a_python_and_a_torch_that_zerogpu_lists_and_ci_keeps_its_torch():
+    python = front_matter()["python_version"]
+    assert isinstance(python, str) and python in ZEROGPU_PYTHON, python  # quoted: unquoted 3.10 reads as 3.1
+    listed = {Version(v) for v in ZEROGPU_TORCH}
+    near = listed | {Version(f"2.{minor}.{micro}") for minor in range(20) for micro in range(3)}
+    admitted = {v for v in near if torch_requirement(python).specifier.contains(v)}
+    assert admitted and admitted <= listed, sorted(map(str, admitted - listed))  # pip picks among them on the Space
+    # CI and development run Python 3.11 with torch 2.13.0 installed first; requirements.txt must not replace it
+    assert torch_requirement("3.11").specifier.contains(CI_TORCH), torch_requirement("3.11")

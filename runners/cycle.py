@@ -1,0 +1,210 @@
+"""CycleDiffusion: encode an image into a stochastic sampler's latent z, decode z with another model, class or text
+(pipelines.CycleDiffusionPipeline)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from pipelines import CycleDiffusionPipeline, loading, registry
+from pipelines.cycle_diffusion import chain_length
+from pipelines.metrics import clip_similarity, faithfulness
+
+from .budget import Cost, Work, check_budget
+from .common import (Callback, Gallery, Stopped, Tracker, check_text, evenly, make_generator, noise_image, offered_model,
+                     picture, validated)
+
+TAB = "cycle"
+PICTURES, FILES = {"image": "source_id"}, ()
+MODES = ("reconstruct", "translate", "text edit", "class translation")
+MIN_STEPS, MIN_STRENGTH = 10, 0.1
+MAX_GUIDANCE_SCALE = 100  # the page's slider range
+LATENT_MAPS = 4  # the noise maps eps_t shown besides x_t0
+
+
+@dataclass
+class Settings:
+    """Every knob of a CycleDiffusion run (the names are the /cycle endpoint's parameters)."""
+
+    image: str | None = None  # the input image's path
+    mode: str = "class translation"
+    source_id: str | None = None  # the model that encodes the input (None: the default model)
+    target_id: str | None = None  # translate: the model that decodes z
+    target_prompt: str = ""  # text edit: what the edited image should show
+    source_prompt: str = ""  # text edit, optional: what to steer away from
+    strength: float = 0.6  # t0 = strength x T
+    eta: float = 1.0
+    steps: int = 100
+    guidance_scale: float = 10.0  # text edit: CLIP guidance scale s
+    exact_gradient: bool = False
+    pnp_steps: int = 0  # plug-and-play guidance: Langevin steps on z
+    step_size: float = 1e-3  # the Langevin step size lambda
+    seed: int = 0
+    source_class: str | None = None  # class translation
+    target_class: str | None = None
+    sdedit: bool = True  # also decode the SDEdit baseline: the same x_t0, fresh noise
+    preview_every: int = 0
+
+
+@dataclass
+class Result:
+    gallery: Gallery  # the input, its reconstruction, the result, the SDEdit baseline
+    metrics: dict = field(default_factory=dict)  # PSNR/SSIM rows, the latent's statistics, CLIP similarities
+    latent_maps: Gallery = field(default_factory=list)  # x_t0 and eps_t maps: grey 0, black/white -+3 sigma
+    stopped: bool = False
+
+
+def resolution(model_id: str) -> int | None:
+    """The image size of a model: from the registry, or by loading a local model (cached); None if it cannot load."""
+    info = registry.REGISTRY.get(model_id)
+    if info is not None:
+        return info.resolution
+    try:
+        return loading.load_diffusion(model_id).unet.config.sample_size
+    except loading.ModelLoadError:
+        return None
+
+
+def target_choices(source_id: str | None) -> list[str]:
+    """The models that can decode a latent of `source_id`: the others of the same resolution (the hub DDPMs of one
+    resolution share one noise schedule; the pipeline checks the schedule again at run time)."""
+    size = resolution(source_id) if source_id else None
+    return [m for m in registry.diffusion_model_ids() if m != source_id and size is not None and resolution(m) == size]
+
+
+def class_names(model_id: str | None) -> tuple[str, ...]:
+    """The names of a model's class labels (the null class left out); () for an unconditional or unknown model."""
+    info = registry.REGISTRY.get(model_id or "")
+    return info.class_names if info is not None else ()
+
+
+def class_labels(settings: Settings) -> dict[str, int]:
+    """The pipeline's class_labels / target_class_labels indices of the source and target class names."""
+    names = class_names(settings.source_id)
+    if not names:
+        example = next(m for m, info in registry.REGISTRY.items() if info.class_names)
+        raise ValueError(f"{settings.source_id} has no classes, so it cannot translate between them. Class translation "
+                         f"needs a class-conditional model, e.g. {example} ({', '.join(class_names(example))}).")
+    for what, name in (("source", settings.source_class), ("target", settings.target_class)):
+        if name not in names:
+            raise ValueError(f"Pick the {what} class from {settings.source_id}'s classes: {', '.join(names)}; "
+                             f"got {name!r}.")
+    return {"class_labels": names.index(settings.source_class),
+            "target_class_labels": names.index(settings.target_class)}
+
+
+def check_mode(settings: Settings) -> None:
+    """The mode's own settings, before any model work."""
+    if settings.mode not in MODES:
+        raise ValueError(f"Pick a mode: {', '.join(MODES)}.")
+    if settings.mode == "translate":
+        if not settings.target_id:
+            raise ValueError("Pick a target model of the same resolution as the source model.")
+        settings.target_id = offered_model(settings.target_id)
+    settings.target_prompt = check_text(settings.target_prompt, "The target text")
+    settings.source_prompt = check_text(settings.source_prompt, "The source text")
+    if settings.mode == "text edit":
+        if not settings.target_prompt:
+            raise ValueError("Write the target text (what the edited image should show).")
+        if not 0 <= settings.guidance_scale <= MAX_GUIDANCE_SCALE:
+            raise ValueError(f"The CLIP guidance scale s must be from 0 to {MAX_GUIDANCE_SCALE}; "
+                             f"got {settings.guidance_scale}.")
+        if settings.step_size is None:
+            raise ValueError("Write a Langevin step size λ (e.g. 0.001).")
+
+
+def decoding_kwargs(settings: Settings) -> dict:
+    """What the mode asks of the decoding: a target model, target class or text guidance."""
+    if settings.mode == "class translation":
+        return class_labels(settings)
+    if settings.mode == "translate":
+        target = loading.load_diffusion(settings.target_id)
+        return dict(target_unet=target.unet, target_scheduler=loading.make_scheduler(target, "ddim"))
+    if settings.mode == "text edit":
+        return dict(clip=loading.load_clip().judge, target_prompt=settings.target_prompt,
+                    source_prompt=settings.source_prompt or None, guidance_scale=settings.guidance_scale,
+                    gradient="exact" if settings.exact_gradient else "fixed_eps",
+                    plug_and_play_steps=settings.pnp_steps, step_size=settings.step_size)
+    return {}
+
+
+def pipeline(model_id: str) -> CycleDiffusionPipeline:
+    model = loading.load_diffusion(model_id)
+    pipe = CycleDiffusionPipeline(unet=model.unet, scheduler=loading.make_scheduler(model, "ddim"))
+    pipe.set_progress_bar_config(disable=True)  # the Tracker reports progress
+    return pipe
+
+
+def total_steps(settings: Settings, pipe: CycleDiffusionPipeline) -> int:
+    return pipe.total_steps(num_inference_steps=settings.steps, strength=settings.strength,
+                            plug_and_play_steps=settings.pnp_steps if settings.mode == "text edit" else 0,
+                            translate_or_edit=settings.mode != "reconstruct", sdedit_baseline=settings.sdedit)
+
+
+def cost(settings: Settings, pipe: CycleDiffusionPipeline | None = None) -> Cost:
+    """Every step of the pipeline is one U-Net evaluation; back-propagated through the U-Net in an exact
+    CLIP-guided decoding (the result's and the baseline's) and through the whole chain at every Langevin step."""
+    pipe = pipe or pipeline(settings.source_id)
+    steps = total_steps(settings, pipe)
+    if settings.mode != "text edit":
+        return Cost(settings.source_id, (Work(steps),))
+    chain = chain_length(settings.steps, settings.strength)
+    decodings = (1 + int(settings.sdedit)) * chain if settings.exact_gradient and not settings.pnp_steps else 0
+    plain, grad = steps - settings.pnp_steps - decodings, decodings + settings.pnp_steps * chain
+    return Cost(settings.source_id, (Work(plain), Work(grad, grad=True)))
+
+
+def latent_maps(latent) -> list[tuple]:
+    """z = (x_t0, eps_t0, ..., eps_1) of the first image: x_t0 and LATENT_MAPS noise maps spread over the chain."""
+    maps = [(noise_image(latent.x_t0[0]), f"x_t0, t0 = {latent.t0}")]
+    return maps + [(noise_image(latent.eps[k][0]), f"ε at t = {int(latent.timesteps[k])}")
+                   for k in evenly(len(latent.timesteps), LATENT_MAPS)]
+
+
+def metrics(settings: Settings, image, out, clip) -> dict:
+    """Faithfulness (PSNR, SSIM to the input) of each output, the latent's statistics and CLIP's similarities."""
+    rows = {"reconstruction": faithfulness(image, out.reconstructions[0])}
+    if settings.mode != "reconstruct":
+        rows["result"] = faithfulness(image, out.images[0])
+    if settings.sdedit:
+        rows["SDEdit baseline (fresh noise)"] = faithfulness(image, out.sdedit_images[0])
+    found = {"rows": rows, "t0": out.latent.t0, "tensors": 1 + len(out.latent.timesteps),
+             "size": image.size, "z": out.latent.statistics()}
+    if clip is not None:
+        found["clip"] = {"text": settings.target_prompt,
+                         "reconstruction": clip_similarity(clip, out.reconstructions[0], settings.target_prompt),
+                         "edit": clip_similarity(clip, out.images[0], settings.target_prompt)}
+    return found
+
+
+def run(settings: Settings, *, callback: Callback | None = None, stop: threading.Event | None = None) -> Result:
+    """The input, its reconstruction, the result (and the SDEdit baseline), the metrics, and the latent z."""
+    settings = validated(settings, model_field="source_id")
+    check_mode(settings)
+    pipe = pipeline(settings.source_id)
+    image = picture(settings.image, pipe.unet.config.sample_size)
+    kwargs = decoding_kwargs(settings)
+    chain = dict(strength=settings.strength, eta=settings.eta, num_inference_steps=settings.steps)
+    pipe.check_inputs(image=image, output_type="pil", **chain, **kwargs)
+    lightest = Settings(source_id=settings.source_id, mode=settings.mode, strength=MIN_STRENGTH, steps=MIN_STEPS,
+                        sdedit=False)
+    check_budget(loading.load_diffusion(settings.source_id), cost(settings, pipe),
+                 lower="the steps, the strength or the Langevin steps (or turn off the exact CLIP gradient or the "
+                       "SDEdit baseline)", smallest=cost(lightest, pipe))
+    tracker = Tracker(total_steps(settings, pipe), f"CycleDiffusion: {settings.mode}", callback, stop,
+                      settings.preview_every)
+    try:
+        out = pipe(image, generator=make_generator(settings.seed), callback=tracker, sdedit_baseline=settings.sdedit,
+                   **chain, **kwargs)
+    except Stopped:
+        return Result([(image, "input")] + tracker.stopped(), stopped=True)
+    captions = {"translate": settings.target_id, "text edit": f"“{settings.target_prompt}”",
+                "class translation": f"{settings.source_class} → {settings.target_class}"}
+    same = (f"G(z | {settings.source_class}) (same class)" if settings.mode == "class translation"
+            else "G1(z) (same model)")
+    gallery = [(image, "input"), (out.reconstructions[0], f"reconstruction {same}")]
+    if settings.mode != "reconstruct":
+        gallery.append((out.images[0], f"{settings.mode}: {captions[settings.mode]}"))
+    if settings.sdedit:
+        gallery.append((out.sdedit_images[0], "SDEdit baseline: the same x_t0, fresh noise instead of the encoded ε"))
+    return Result(gallery, metrics(settings, image, out, kwargs.get("clip")), latent_maps(out.latent))

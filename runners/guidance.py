@@ -1,0 +1,177 @@
+"""Classifier guidance: a noise-aware classifier, or CLIP zero-shot over label prompts, steers an unconditional model
+(pipelines.ClassifierGuidancePipeline)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from pipelines import ClassifierGuidancePipeline, ClipZeroShotClassifier, loading, registry
+
+from .budget import Cost, Work, check_budget
+from .common import (Callback, Gallery, Stopped, Tracker, evenly, heat_image, make_generator, parse_prompts,
+                     validated)
+
+TAB = "guidance"
+PICTURES, FILES = {}, ()
+NOISE_AWARE = "noise-aware classifier of the model (trained on noisy x_t)"
+CLIP_ZERO_SHOT = "CLIP zero-shot over label prompts"
+CLASSIFIERS = (NOISE_AWARE, CLIP_ZERO_SHOT)
+FACE_PROMPTS = "a photo of a smiling person\na photo of a person with glasses\na photo of a person with a beard"
+MIN_STEPS = 10
+MAX_SCALE = 100  # the page's slider range; a sweep stays in it too
+MAX_SWEEP = 8
+GRADIENT_MAPS = 4  # steps of the first guided run whose gradient norm map is kept
+
+
+@dataclass
+class Settings:
+    """Every knob of a guidance run (the names are the /guidance endpoint's parameters)."""
+
+    prompts_text: str = FACE_PROMPTS  # CLIP's label prompts, one per line
+    target: str | None = None  # a class of the model's classifier, or one of the label prompts
+    model_id: str | None = None
+    scale: float = 10.0
+    sampler: str = "ddim"  # "ddim" (Algorithm 2: shift the noise) or "ddpm" (Algorithm 1: shift the mean)
+    gradient: str = "fixed_eps"  # CLIP's gradient: "fixed_eps" or "exact" (through the U-Net)
+    eta: float = 0.0
+    steps: int = 50
+    samples: int = 2
+    seed: int = 0
+    sweep: bool = False
+    sweep_scales: str = "0, 5, 10, 20"
+    classifier_kind: str = CLIP_ZERO_SHOT
+    compare: bool = True  # also the unguided run from the same seed
+    preview_every: int = 0
+
+
+@dataclass
+class Result:
+    gallery: Gallery  # every run's samples, captioned with p(target)
+    trace: list[dict] = field(default_factory=list)  # p(target | x_t) per step, sample and run ("step", "p", "run")
+    gradient_maps: Gallery = field(default_factory=list)  # |grad log p| maps, white at each one's maximum
+    stopped: bool = False
+
+
+def model_class_names(model_id: str | None) -> tuple[str, ...]:
+    """The classes of the model's own noise-aware classifier; () when the model ships none."""
+    info = registry.REGISTRY.get(model_id or "")
+    return info.class_names if info is not None and info.classifier else ()
+
+
+def default_classifier(model_id: str | None) -> str:
+    return NOISE_AWARE if model_class_names(model_id) else CLIP_ZERO_SHOT
+
+
+def default_sampler(model_id: str | None) -> str:
+    """DDPM for the bundled models, whose deterministic DDIM samples are often not clean (about 5 in 8); else DDIM."""
+    info = registry.REGISTRY.get(model_id or "")
+    return "ddpm" if info is not None and info.path else "ddim"
+
+
+def target_labels(classifier_kind: str, prompts_text: str, model_id: str | None) -> list[str]:
+    """The classes the target is chosen from: the model's class names or the label prompts."""
+    return list(model_class_names(model_id)) if classifier_kind == NOISE_AWARE else parse_prompts(prompts_text)
+
+
+def parse_scales(text: str) -> list[float]:
+    try:
+        scales = [float(part) for part in (text or "").replace(";", ",").split(",") if part.strip()]
+    except ValueError as err:
+        raise ValueError(f"Write the sweep scales as numbers separated by commas, e.g. 0, 5, 10, 20 ({err}).") from err
+    if not 1 <= len(scales) <= MAX_SWEEP:
+        raise ValueError(f"Give from 1 to {MAX_SWEEP} sweep scales, separated by commas, e.g. 0, 5, 10, 20.")
+    if not all(0 <= s <= MAX_SCALE for s in scales):
+        raise ValueError(f"Sweep scales must be from 0 to {MAX_SCALE}, as on the slider; got {text}.")
+    return scales
+
+
+def runs(settings: Settings) -> list[float]:
+    """The scales one request samples at: the sweep's, or the scale (and 0 after it, to compare, unless it is 0)."""
+    if settings.sweep:
+        return parse_scales(settings.sweep_scales)
+    return [settings.scale] + ([0.0] if settings.compare and settings.scale != 0 else [])
+
+
+def make_classifier(settings: Settings):
+    """(classifier(x_t, t, x0_hat) -> logits, the index of the target among its classes), or a ValueError."""
+    if settings.classifier_kind == NOISE_AWARE:
+        labels = model_class_names(settings.model_id)
+        if not labels:
+            ships = ", ".join(name for name, info in registry.REGISTRY.items() if info.classifier)
+            raise ValueError(f"The model {settings.model_id} comes with no noise-aware classifier. Pick "
+                             f"'{CLIP_ZERO_SHOT}', or a model that ships one ({ships}).")
+        if settings.target not in labels:
+            raise ValueError(f"The target {settings.target!r} is not one of the model's classes; "
+                             f"pick one of: {', '.join(labels)}.")
+        return loading.load_classifier(settings.model_id), labels.index(settings.target)
+    if settings.classifier_kind != CLIP_ZERO_SHOT:
+        raise ValueError(f"Pick a classifier: '{NOISE_AWARE}' or '{CLIP_ZERO_SHOT}'.")
+    prompts = parse_prompts(settings.prompts_text)
+    if not prompts:
+        raise ValueError("Write the label prompts, one per line: the target and at least one label it competes with.")
+    if settings.target not in prompts:
+        raise ValueError(f"The target {settings.target!r} is not one of the label prompts; "
+                         f"pick one of: {', '.join(prompts)}.")
+    return ClipZeroShotClassifier(loading.load_clip().judge, prompts), prompts.index(settings.target)
+
+
+def pipeline(model_id: str, classifier=None) -> ClassifierGuidancePipeline:
+    model = loading.load_diffusion(model_id)
+    pipe = ClassifierGuidancePipeline(unet=model.unet, scheduler=loading.make_scheduler(model), classifier=classifier)
+    pipe.set_progress_bar_config(disable=True)  # the Tracker reports progress
+    return pipe
+
+
+def cost(settings: Settings, pipe: ClassifierGuidancePipeline | None = None) -> Cost:
+    """One U-Net evaluation of the batch per step and scale run; back-propagated when CLIP's gradient goes through
+    the U-Net ("exact")."""
+    pipe = pipe or pipeline(settings.model_id)
+    exact = settings.classifier_kind == CLIP_ZERO_SHOT and settings.gradient == "exact"
+    steps = pipe.total_steps(num_inference_steps=settings.steps) * len(runs(settings))
+    return Cost(settings.model_id, (Work(steps, settings.samples, grad=exact),))
+
+
+def trace_rows(s: float, log_probs) -> list[dict]:
+    """The plot's rows of one run: p(target | x_t) of each sample at each step."""
+    return [{"step": step + 1, "p(target | x_t)": p, "run": f"s={s:g}, sample {i + 1}"}
+            for step, row in enumerate(log_probs.exp().tolist()) for i, p in enumerate(row)]
+
+
+def run(settings: Settings, *, callback: Callback | None = None, stop: threading.Event | None = None) -> Result:
+    """The samples of every scale run, p(target | x_t) over the steps for each (with `compare`, the unguided run
+    from the same seed too), and the gradient norm maps of the first guided run."""
+    settings = validated(settings)
+    scales = runs(settings)
+    classifier, y = make_classifier(settings)
+    pipe = pipeline(settings.model_id, classifier)
+    labels = [y] * settings.samples
+    for s in scales:
+        pipe.check_inputs(class_labels=labels, guidance_scale=s, sampler=settings.sampler,
+                          num_inference_steps=settings.steps, eta=settings.eta, gradient=settings.gradient,
+                          output_type="pil")
+    lightest = Settings(model_id=settings.model_id, steps=MIN_STEPS, samples=1, compare=False,
+                        classifier_kind=settings.classifier_kind)
+    check_budget(loading.load_diffusion(settings.model_id), cost(settings, pipe),
+                 lower="the steps, the number of samples or the sweep's scales (or use the fixed-eps gradient, or "
+                       "untick the unguided comparison)", smallest=cost(lightest, pipe))
+    result, map_steps = Result([]), evenly(settings.steps, GRADIENT_MAPS)
+    for s in scales:
+        tracker = Tracker(pipe.total_steps(num_inference_steps=settings.steps), f"guided sampling, s = {s:g}",
+                          callback, stop, settings.preview_every)
+        try:
+            out = pipe(labels, guidance_scale=s, sampler=settings.sampler, num_inference_steps=settings.steps,
+                       eta=settings.eta, gradient=settings.gradient, generator=make_generator(settings.seed),
+                       callback=tracker, return_log_probs=True,
+                       gradient_map_steps=map_steps if s > 0 and not result.gradient_maps else ())
+        except Stopped:
+            result.gallery += [(image, f"s={s:g}, {caption}") for image, caption in tracker.stopped()]
+            result.stopped = True
+            return result
+        for i, (image, p) in enumerate(zip(out.images, out.probabilities[:, y].tolist())):
+            result.gallery.append((image, f"s={s:g}, sample {i + 1}: p(target) = {p:.2f}"))
+        result.trace += trace_rows(s, out.log_probs)
+        result.gradient_maps += [(heat_image(m[0]), f"s={s:g}, step {step + 1} (t={int(out.timesteps[step])}): "
+                                        f"|∇ log p(y|x_t)|, max {m[0].max().item():.3g}")
+                                 for step, m in sorted((out.gradient_maps or {}).items())]
+    return result

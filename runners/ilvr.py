@@ -1,0 +1,157 @@
+"""ILVR: a reference's low frequencies steer an unconditional DDPM (pipelines.ILVRPipeline)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import torch
+
+from pipelines import ILVRPipeline, images, loading
+from pipelines.ilvr import DOWN_FACTORS
+
+from .budget import Cost, Work, check_budget
+from .common import Callback, Gallery, Stopped, Tracker, make_generator, picture, validated
+
+TAB = "ilvr"
+PICTURES = {"reference": "model_id"}  # picture settings -> the setting naming the model whose size they take
+FILES = ()
+MIN_STEPS = 10
+SNAPSHOTS = 6  # steps whose x_t and x0_hat the process view shows
+GRID_RANGES = (0, 250, 500, 750)  # the grid's columns: condition while t > range_t
+GRID_FACTORS = 4  # the grid's rows: the four smallest factors N that leave the reference at least 2 px wide
+
+
+@dataclass
+class Settings:
+    """Every knob of an ILVR run (the names are the /ilvr endpoint's parameters)."""
+
+    reference: str | None = None  # the reference image's path
+    model_id: str | None = None  # None: the default model
+    down_factor: int = 4  # N
+    range_t: int = 0  # condition while t > range_t
+    steps: int = 100
+    samples: int = 2
+    seed: int = 0
+    show_process: bool = False  # x_t and x0_hat at a few steps, and the frequency split of one step
+    split_step: int = 50  # 1-based; capped at the last conditioned step
+    preview_every: int = 0
+
+
+@dataclass
+class GridSettings:
+    """The /ilvr_grid endpoint: one sample from one seed at every factor N and conditioning range."""
+
+    reference: str | None = None
+    model_id: str | None = None
+    steps: int = 100
+    seed: int = 0
+
+
+@dataclass
+class Result:
+    gallery: Gallery  # the reference, its low-pass phi_N(y), the samples
+    process: Gallery = field(default_factory=list)  # x_t and x0_hat at a few steps, then the frequency split
+    stopped: bool = False
+
+
+def pipeline(model_id: str) -> ILVRPipeline:
+    model = loading.load_diffusion(model_id)
+    pipe = ILVRPipeline(unet=model.unet, scheduler=loading.make_scheduler(model))
+    pipe.set_progress_bar_config(disable=True)  # the Tracker reports progress
+    return pipe
+
+
+def split_index(split_step: int, steps: int) -> int:
+    """The 0-based index of the step whose frequency split is shown: step `split_step` of 1..steps, capped at the
+    last step but one (the last step, to t = 0, is never conditioned)."""
+    if split_step < 1:
+        raise ValueError(f"The frequency split's step must be from 1 to the number of steps; got {split_step}.")
+    return max(0, min(split_step, steps - 1) - 1)
+
+
+def cost(settings: Settings, pipe: ILVRPipeline | None = None) -> Cost:
+    """One U-Net evaluation of the whole batch per sampler step."""
+    pipe = pipe or pipeline(settings.model_id)
+    return Cost(settings.model_id, (Work(pipe.total_steps(num_inference_steps=settings.steps), settings.samples),))
+
+
+def check(settings: Settings) -> tuple[ILVRPipeline, torch.Tensor, int | None]:
+    """The pipeline, the reference at the model's size and the split's step index, or a ValueError; before any
+    sampling, and with the request's time measured against the budget."""
+    pipe = pipeline(settings.model_id)
+    reference = picture(settings.reference, pipe.unet.config.sample_size, "a reference image")
+    split = split_index(settings.split_step, settings.steps) if settings.show_process else None
+    pipe.check_inputs(down_factor=settings.down_factor, range_t=settings.range_t,
+                      num_inference_steps=settings.steps, batch_size=settings.samples, output_type="pil",
+                      split_step=split)
+    check_budget(loading.load_diffusion(settings.model_id), cost(settings, pipe),
+                 lower="the sampling steps or the number of samples",
+                 smallest=cost(Settings(model_id=settings.model_id, steps=MIN_STEPS, samples=1), pipe))
+    return pipe, reference, split
+
+
+def frequency_split(split, down_factor: int) -> Gallery:
+    """The refinement of one step as four pictures: what it replaced, what it put in, what it kept, and the sum."""
+    if split is None:
+        return []
+    where = f"step {split.step + 1}, t={split.t}"
+    parts = [(split.proposal_low, f"{where}: φ_N(x'_t-1), the model's low frequencies (replaced)"),
+             (split.reference_low, f"{where}: φ_N(y_t-1), the noised reference's (put in), N={down_factor}"),
+             (split.proposal_high, f"{where}: (I − φ_N)(x'_t-1), the model's high frequencies (kept)"),
+             (split.x_prev, f"{where}: x_t-1 = φ_N(y_t-1) + (I − φ_N)(x'_t-1)")]
+    pictures = images.postprocess(torch.stack([part for part, _ in parts]))
+    return [(image, caption) for image, (_, caption) in zip(pictures, parts)]
+
+
+def run(settings: Settings, *, callback: Callback | None = None, stop: threading.Event | None = None) -> Result:
+    settings = validated(settings)
+    pipe, reference, split = check(settings)
+    tracker = Tracker(pipe.total_steps(num_inference_steps=settings.steps), "ILVR sampling", callback, stop,
+                      settings.preview_every, SNAPSHOTS if settings.show_process else 0)
+    try:
+        out = pipe(reference, down_factor=settings.down_factor, range_t=settings.range_t,
+                   num_inference_steps=settings.steps, batch_size=settings.samples,
+                   generator=make_generator(settings.seed), callback=tracker, split_step=split)
+    except Stopped:
+        return Result([(reference, "reference y")] + tracker.stopped(), tracker.frames, stopped=True)
+    gallery = [(reference, "reference y"), (out.reference_low_pass[0], f"φ_N(y), N={settings.down_factor}")]
+    gallery += [(image, f"sample {i + 1}") for i, image in enumerate(out.images)]
+    return Result(gallery, tracker.frames + frequency_split(out.frequency_split, settings.down_factor))
+
+
+def grid_factors(size: int) -> list[int]:
+    return [n for n in DOWN_FACTORS if size % n == 0 and size // n >= 2][:GRID_FACTORS]
+
+
+def grid_cost(settings: GridSettings, pipe: ILVRPipeline | None = None) -> Cost:
+    """One sample per cell of the grid, one U-Net evaluation per step."""
+    pipe = pipe or pipeline(settings.model_id)
+    cells = len(grid_factors(pipe.unet.config.sample_size)) * len(GRID_RANGES)
+    return Cost(settings.model_id, (Work(cells * pipe.total_steps(num_inference_steps=settings.steps)),))
+
+
+def run_grid(settings: GridSettings, *, callback: Callback | None = None,
+             stop: threading.Event | None = None) -> Result:
+    """One sample from the same seed at every factor N (rows) and conditioning range (columns), as in the paper's
+    figures: a larger N keeps less of the reference, a larger range_t stops conditioning earlier."""
+    settings = validated(settings)
+    pipe = pipeline(settings.model_id)
+    reference = picture(settings.reference, pipe.unet.config.sample_size, "a reference image")
+    cells = [(n, r) for n in grid_factors(pipe.unet.config.sample_size) for r in GRID_RANGES]
+    for n, r in cells:
+        pipe.check_inputs(down_factor=n, range_t=r, num_inference_steps=settings.steps, batch_size=1,
+                          output_type="pil")
+    steps = pipe.total_steps(num_inference_steps=settings.steps)
+    check_budget(loading.load_diffusion(settings.model_id), grid_cost(settings, pipe), lower="the sampling steps",
+                 smallest=grid_cost(GridSettings(model_id=settings.model_id, steps=MIN_STEPS), pipe))
+    tracker = Tracker(len(cells) * steps, "ILVR grid", callback, stop)
+    gallery = []
+    for k, (n, r) in enumerate(cells):
+        try:
+            out = pipe(reference, down_factor=n, range_t=r, num_inference_steps=settings.steps, batch_size=1,
+                       generator=make_generator(settings.seed), callback=tracker.offset(k * steps))
+        except Stopped:
+            return Result(gallery + tracker.stopped(), stopped=True)
+        gallery.append((out.images[0], f"N={n}, condition while t > {r}"))
+    return Result(gallery)

@@ -1,0 +1,105 @@
+"""A result taken home: a JSON of every setting and the seed (format steer-settings/1), with the input pictures
+embedded at the model's size and direction files embedded whole, and a PNG strip of the result's images.
+
+The page writes it under a result and loads it back into its tab; `python -m runners reproduce` runs it.
+A settings file never names a server path: picture and file settings come only from what the file embeds.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from dataclasses import asdict, fields
+from pathlib import Path
+
+from PIL import Image
+
+from pipelines import images, loading
+
+FORMAT = "steer-settings/1"
+MAX_BYTES = 8 * 2**20  # a settings file with its images and direction file
+MAX_EMBEDDED_FILE_BYTES = 4 * 2**20  # a direction file embedded in settings (a 256 px f_t is 2.4 MB)
+PNG_URL = "data:image/png;base64,"
+
+
+def strip(pictures: list[Image.Image]) -> Image.Image:
+    """The pictures side by side, top-aligned on white."""
+    sheet = Image.new("RGB", (sum(p.width for p in pictures), max(p.height for p in pictures)), "white")
+    x = 0
+    for p in pictures:
+        sheet.paste(p.convert("RGB"), (x, 0))
+        x += p.width
+    return sheet
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def document(runner, settings) -> dict:
+    """The settings as a steer-settings/1 document: picture settings embedded at their model's size (`runner.PICTURES`
+    names the setting holding that model), file settings (`runner.FILES`) embedded whole when small enough."""
+    values, embedded = asdict(settings), {}
+    for name, model_field in runner.PICTURES.items():
+        if values.get(name):
+            size = loading.load_diffusion(values[model_field]).unet.config.sample_size
+            picture = images.center_crop_resize(images.open_image(values[name]), size)
+            embedded[name] = PNG_URL + base64.b64encode(_png(picture)).decode()
+        values[name] = None
+    for name in runner.FILES:
+        path = values.get(name)
+        if path and Path(path).stat().st_size <= MAX_EMBEDDED_FILE_BYTES:
+            embedded[name] = {"name": Path(path).name, "base64": base64.b64encode(Path(path).read_bytes()).decode()}
+        values[name] = None
+    return {"format": FORMAT, "tab": runner.TAB, "settings": values, "embedded": embedded}
+
+
+def write(runner, settings, pictures: list[Image.Image], folder: Path) -> tuple[Path, Path]:
+    """`<tab>-result.png` (the pictures side by side) and `<tab>-settings.json` in `folder`."""
+    folder = Path(folder)
+    strip(pictures).save(folder / f"{runner.TAB}-result.png")
+    (folder / f"{runner.TAB}-settings.json").write_text(json.dumps(document(runner, settings), indent=1))
+    return folder / f"{runner.TAB}-result.png", folder / f"{runner.TAB}-settings.json"
+
+
+def read_document(path) -> dict:
+    """A steer-settings/1 document from a file, or a ValueError that says what to load instead."""
+    if Path(path).stat().st_size > MAX_BYTES:
+        raise ValueError(f"That settings file is over {MAX_BYTES // 2**20} MB; load the .json a result's download gave.")
+    try:
+        found = json.loads(Path(path).read_text())
+        assert found["format"] == FORMAT and isinstance(found["settings"], dict) and isinstance(found["tab"], str)
+    except (ValueError, KeyError, TypeError, AssertionError, UnicodeDecodeError) as err:
+        raise ValueError("That is not a settings file of this Space: load the .json that a result's download "
+                         "gave.") from err
+    return found
+
+
+def values(runner, found: dict, folder: Path) -> dict:
+    """The runner's settings a document holds (name -> value; settings it lacks are left out), with its embedded
+    pictures and files written to `folder`. Only plain values are taken."""
+    if found["tab"] != runner.TAB:
+        raise ValueError(f"Those are settings of the {found['tab']!r} tab; load them there.")
+    settings, embedded = dict(found["settings"]), found.get("embedded") or {}
+    settings.update({name: None for name in (*runner.PICTURES, *runner.FILES)})  # never a path the file names
+    for name in runner.PICTURES:
+        data = embedded.get(name)
+        if isinstance(data, str) and data.startswith(PNG_URL):
+            picture = images.open_image(base64.b64decode(data.removeprefix(PNG_URL)))  # judged like an upload
+            settings[name] = str(Path(folder) / f"{name}.png")
+            picture.save(settings[name])
+    for name in runner.FILES:
+        data = embedded.get(name)
+        if isinstance(data, dict):
+            target = Path(folder) / Path(str(data.get("name") or name)).name
+            target.write_bytes(base64.b64decode(data["base64"]))
+            settings[name] = str(target)
+    known = [f.name for f in fields(runner.Settings)]
+    for name in known:
+        value = settings.get(name)
+        if value is not None and not isinstance(value, (str, int, float, bool)):
+            raise ValueError(f"The setting {name!r} in that file is not a plain value.")
+    return {name: settings[name] for name in known if name in settings}

@@ -1,0 +1,30 @@
+"""The status line at the top of the page: the device, and where each offered model stands."""
+
+from __future__ import annotations
+
+from pipelines import loading, registry, timing
+
+
+preload = loading.preload  # ZeroGPU: the default model and CLIP loaded at import, shared with the GPU workers
+
+
+def model_state(model_id: str, kind: str) -> str:
+    state = loading.availability(model_id, kind)
+    seconds = timing.measured_seconds(model_id)
+    return state + (f", {seconds:.3g} s per U-Net evaluation here" if seconds is not None else "")
+
+
+def status_markdown() -> str:
+    """The device, and for every model the page offers whether it is ready, where it would come from (with the
+    download size) and, once it has run, its measured seconds per U-Net evaluation; the default model is loaded."""
+    device, dtype = loading.device_and_dtype()
+    model_id = registry.default_model_id()
+    try:
+        loading.load_diffusion(model_id)
+        state = f"default model **{model_id}** is ready ({model_state(model_id, 'ddpm')})."
+    except loading.ModelLoadError as err:
+        state = f"⚠️ default model **{model_id}** cannot be loaded: {err}"
+    others = [f"{m}: {model_state(m, 'ddpm')}" for m in registry.diffusion_model_ids() if m != model_id]
+    clip_id = registry.default_clip_id()
+    return (f"Running on **{device.type.upper()}** ({str(dtype).removeprefix('torch.')}); {state}  \n"
+            f"CLIP {clip_id}: {model_state(clip_id, 'clip')} · " + " · ".join(others))

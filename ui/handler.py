@@ -1,0 +1,176 @@
+"""The one handler every tab's Run button goes through: settings from the inputs, the runner on the GPU, progress,
+streaming of the predicted clean images, Stop, errors a student understands, and the result rendered by the tab."""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+import queue
+import threading
+from collections import OrderedDict
+from dataclasses import fields
+from typing import Callable
+
+import gradio as gr
+
+from runners import budget, common
+
+from . import gpu
+from .outputs import gallery
+
+
+class StopFlags:
+    """The Stop flag of each visitor's page, dropped when the page goes away (Blocks.unload) and, for pages that
+    never say so, the least recently used dropped beyond `size`: nothing here grows with the number of visitors."""
+
+    def __init__(self, size: int = 1024):
+        self.size, self._flags, self._lock = size, OrderedDict(), threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._flags)
+
+    def flag(self, request: gr.Request | None) -> threading.Event:
+        """The page's flag (a fresh one for a request without a session)."""
+        if request is None or not request.session_hash:
+            return threading.Event()
+        with self._lock:
+            flag = self._flags.pop(request.session_hash, None) or threading.Event()
+            self._flags[request.session_hash] = flag
+            while len(self._flags) > self.size:
+                self._flags.popitem(last=False)
+            return flag
+
+    def started(self, request: gr.Request | None) -> threading.Event:
+        """The page's flag, lowered as its new request starts."""
+        flag = self.flag(request)
+        flag.clear()
+        return flag
+
+    def stop(self, request: gr.Request) -> None:
+        """The Stop buttons: the page's running request ends at its next sampler step."""
+        self.flag(request).set()
+
+    def drop(self, request: gr.Request) -> None:
+        """The page went away: its running request stops, and its flag goes."""
+        with self._lock:
+            flag = self._flags.pop(request.session_hash, None) if request and request.session_hash else None
+        if flag is not None:
+            flag.set()
+
+
+stop_flags = StopFlags()
+_previews: contextvars.ContextVar[queue.Queue | None] = contextvars.ContextVar("previews", default=None)
+
+
+def user_errors(fn: Callable) -> Callable:
+    """The library's ValueError and ModelLoadError as a gr.Error the page shows; the server keeps serving."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except common.ModelLoadError as err:
+            raise gr.Error(str(err), title="Model not available") from err
+        except ValueError as err:
+            raise gr.Error(str(err), title="Invalid input") from err
+
+    return wrapper
+
+
+def progress_callback(progress) -> common.Callback:
+    """A runner's callback: moves the progress bar and, when the request streams, sends each preview to the page."""
+    previews = _previews.get()
+
+    def callback(done: int, total: int, desc: str, preview) -> None:
+        progress((done, total), desc=desc)
+        if preview is not None and previews is not None:
+            previews.put(gallery(preview))
+
+    return callback
+
+
+def unwrapped(value):
+    """An input as the runners take it: an unprocessed upload (a file-data dict) as its path."""
+    return value["path"] if isinstance(value, dict) and "path" in value else value
+
+
+def estimator(settings_class, cost: Callable, model_field: str = "model_id") -> Callable[..., str]:
+    """The time estimate next to a Run button, from the tab's inputs (the settings, in order)."""
+    return lambda *values: budget.estimate_text(settings_class(*map(unwrapped, values)), cost, model_field)
+
+
+def settings_signature(settings_class) -> inspect.Signature:
+    """An endpoint's parameters: the settings' fields, then the request and the progress bar Gradio fills in."""
+    params = [inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=f.default)
+              for f in fields(settings_class)]
+    params += [inspect.Parameter("request", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=gr.Request),
+               inspect.Parameter("progress", inspect.Parameter.KEYWORD_ONLY, default=gr.Progress())]
+    return inspect.Signature(params)
+
+
+def duration(settings_class, cost: Callable) -> Callable[..., float]:
+    """The seconds a ZeroGPU request asks for: its own estimate with a margin, within the budget's limit."""
+
+    def seconds(*values, request=None, progress=None, **named) -> float:
+        try:
+            settings = settings_class(*map(unwrapped, values), **{k: unwrapped(v) for k, v in named.items()})
+            estimate = budget.estimate_seconds(cost(common.validated(settings)))
+        except (ValueError, common.ModelLoadError):  # refused in the call itself, at once
+            return 10.0
+        limit = budget.max_seconds()
+        return limit if estimate is None else min(limit, 10.0 + gpu.DURATION_MARGIN * estimate)
+
+    return seconds
+
+
+def endpoint(name: str, settings_class, run: Callable, render: Callable, cost: Callable) -> Callable:
+    """The function a tab's button calls, named `name`, taking the settings' fields: it runs `run(settings,
+    callback=..., stop=...)` (on the GPU, asking ZeroGPU for `cost`'s estimate) and returns `render(result)`."""
+
+    def call(*values, request: gr.Request | None = None, progress=gr.Progress(), **named):
+        settings = settings_class(*map(unwrapped, values), **{k: unwrapped(v) for k, v in named.items()})
+        return render(run(settings, callback=progress_callback(progress), stop=stop_flags.started(request)))
+
+    call.__name__ = call.__qualname__ = name
+    call.__signature__ = settings_signature(settings_class)
+    call.__annotations__ = {"request": gr.Request}
+    return user_errors(gpu.gpu(call, duration(settings_class, cost)))
+
+
+def live(run: Callable, outputs: int) -> Callable:
+    """A streaming endpoint over an endpoint (whose first output is its gallery): `run` works on a thread while this
+    yields the gallery of its latest predicted clean images every few sampler steps (its other outputs left as they
+    are), then its result. Closing the stream (a cancelled event, a closed page) stops the run at its next step."""
+    finished = object()
+
+    @functools.wraps(run)
+    def stream(*args, **kwargs):
+        request = next((a for a in (*args, *kwargs.values()) if isinstance(a, gr.Request)), None)
+        updates: queue.Queue = queue.Queue()
+
+        def work():
+            _previews.set(updates)
+            try:
+                updates.put((finished, run(*args, **kwargs)))
+            except Exception as err:  # re-raised below, in the request's own thread
+                updates.put((finished, err))
+
+        threading.Thread(target=contextvars.copy_context().run, args=(work,), daemon=True).start()
+        update = None
+        try:
+            while True:
+                update = updates.get()
+                if isinstance(update, tuple) and update[0] is finished:
+                    break
+                yield (update, *[gr.skip()] * (outputs - 1)) if outputs > 1 else update
+        finally:
+            if not (isinstance(update, tuple) and update[0] is finished):  # closed while the run was working
+                stop_flags.flag(request).set()
+        if isinstance(update[1], Exception):
+            raise update[1]
+        yield update[1]
+
+    return stream

@@ -1,0 +1,86 @@
+"""The widgets every tab shares: model menu, seed, preview interval, Run and Stop, plots, take-home files."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+import gradio as gr
+from PIL import Image
+
+from runners import common, settings_file
+
+from .handler import stop_flags, unwrapped, user_errors
+from .outputs import output_folder
+
+LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
+
+
+def explanation(text: str) -> gr.Markdown:
+    return gr.Markdown(text, latex_delimiters=LATEX)
+
+
+def model_dropdown(label: str = "Model") -> gr.Dropdown:
+    return gr.Dropdown(choices=common.model_choices(), value=common.default_model(), label=label)
+
+
+def seed_input() -> gr.Number:
+    return gr.Number(value=0, precision=0, minimum=0, maximum=common.MAX_SEED,
+                     label="Seed (same seed + settings = same image)")
+
+
+def preview_slider() -> gr.Slider:
+    """How often a run streams its predicted clean images: every k sampler steps (0: about PREVIEWS_PER_RUN times)."""
+    return gr.Slider(0, common.MAX_PREVIEW_EVERY, value=0, step=1,
+                     label=f"Preview every k steps (0 = about {common.PREVIEWS_PER_RUN} times a run)")
+
+
+def line_plot(label: str, x: str, y: str) -> gr.LinePlot:
+    """A plot of one line per run ("run" column), filled by a tab's result."""
+    return gr.LinePlot(x=x, y=y, color="run", label=label, x_title=x, y_title=y, height=260)
+
+
+def stop_button() -> gr.Button:
+    """A Stop button: the page's running request ends at its next sampler step and shows what it had."""
+    button = gr.Button("Stop", variant="stop")
+    button.click(stop_flags.stop, None, None, api_visibility="private", queue=False)
+    return button
+
+
+def run_controls(label: str) -> tuple[gr.Button, gr.Markdown]:
+    """A tab's Run button with its Stop button beside it, and the request's time estimate under them."""
+    with gr.Row():
+        run = gr.Button(label, variant="primary")
+        stop_button()
+    return run, gr.Markdown()
+
+
+@user_errors
+def save_result(runner, gallery, values: list):
+    """The result as a PNG strip (the gallery's images side by side) and a JSON of every setting and the seed."""
+    pictures = [Image.open(unwrapped(item[0] if isinstance(item, (tuple, list)) else item)) for item in gallery or []]
+    if not pictures:
+        return None
+    settings = runner.Settings(*[unwrapped(v) for v in values])
+    return [str(path) for path in settings_file.write(runner, settings, pictures, output_folder())]
+
+
+@user_errors
+def load_settings(runner, upload) -> list:
+    """The values of the tab's inputs from a settings file its results downloaded (gr.skip() for what it lacks)."""
+    if not upload:
+        raise gr.Error("Upload a settings file (.json) first.", title="No file")
+    found = settings_file.values(runner, settings_file.read_document(unwrapped(upload)), output_folder())
+    return [found.get(f.name, gr.skip()) for f in fields(runner.Settings)]
+
+
+def take_home(runner, inputs: list, gallery: gr.Gallery, event) -> None:
+    """Under a tab's result: its download (a PNG strip and a JSON of every setting, written when a run ends) and a
+    button that loads such a JSON back into the tab's inputs (`inputs` are the runner's settings, in order)."""
+    with gr.Row():
+        downloads = gr.File(label="Take it home: the result as a PNG strip, its settings and seed as JSON",
+                            file_count="multiple", interactive=False, height=140)
+        upload = gr.UploadButton("Load settings (.json) to reproduce a result", file_types=[".json"])
+    event.success(lambda value, *values: save_result(runner, value, list(values)), [gallery, *inputs], downloads,
+                  api_visibility="private")
+    upload.upload(lambda file: load_settings(runner, file), upload, inputs, api_visibility="private",
+                  preprocess=False)
