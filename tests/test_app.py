@@ -12,7 +12,8 @@ from PIL import Image
 from pipelines import images
 from pipelines.registry import asyrp_interval
 from training.shapes import measure
-from ui.cycle_tab import class_dropdown_updates
+from runners import guidance, ilvr
+from ui.cycle_tab import class_dropdowns
 
 UNSUPERVISED, LEARNED, FROM_FILE = ("unsupervised (k-th principal direction)", "learn from two texts",
                                     "load a direction file")
@@ -157,10 +158,10 @@ def test_cycle_endpoint_translates_between_the_bundled_models_classes(client, bu
 
 
 def test_cycle_class_dropdowns_follow_the_source_model():
-    source, target = class_dropdown_updates("shapes-16", None, "triangle")
+    source, target = class_dropdowns("shapes-16", None, "triangle")
     assert [name for name, _ in source.choices] == ["circle", "square", "triangle"]
     assert (source.value, target.value) == ("circle", "triangle")  # a choice that still applies is kept
-    source, target = class_dropdown_updates("google/ddpm-cat-256", "circle", "square")
+    source, target = class_dropdowns("google/ddpm-cat-256", "circle", "square")
     assert source.choices == [] and (source.value, target.value) == (None, None)
 
 
@@ -223,7 +224,7 @@ def test_guidance_examples_on_the_bundled_model_draw_the_target(bundled):
     for kind, model_id, prompts, target, scale, sampler, steps, samples, seed, sweep, sweep_scales in rows:
         gallery, _, _ = guidance_tab.run_guidance(prompts, target, model_id, scale, sampler, "fixed_eps", 0.0, steps,
                                                   samples, seed, sweep, sweep_scales, kind, False, progress=no_progress)
-        scales = guidance_tab.parse_scales(sweep_scales) if sweep else [scale]
+        scales = guidance.parse_scales(sweep_scales) if sweep else [scale]
         assert len(gallery) == len(scales) * samples
         strongest = gallery[-samples:]  # the largest scale comes last
         assert all(caption.startswith(f"s={max(scales):g}") for _, caption in strongest)
@@ -260,9 +261,10 @@ def test_asyrp_examples_on_the_bundled_model_reconstruct_at_scale_0_and_resize_a
 def test_the_asyrp_timeline_draws_each_stage_as_wide_as_its_range_of_t():
     from ui.asyrp_tab import timeline
 
-    assert re.findall(r"flex:(\d+)", timeline(516, 200)) == ["484", "316", "200"]  # edit, DDIM, quality boosting
-    assert re.findall(r"flex:(\d+)", timeline(500, 0)) == ["500", "500"]  # no boosting below t_boost = 0
-    assert "1000 → 516" in timeline(516, 200) and "200 → 0" in timeline(516, 200)
+    assert re.findall(r"flex:(\d+)", timeline(516, 200, 1000)) == ["484", "316", "200"]  # edit, DDIM, boosting
+    assert re.findall(r"flex:(\d+)", timeline(500, 0, 1000)) == ["500", "500"]  # no boosting below t_boost = 0
+    assert "1000 → 516" in timeline(516, 200, 1000) and "200 → 0" in timeline(516, 200, 1000)
+    assert "2000 → 516" in timeline(516, 200, 2000)  # T is the model's own
 
 
 def test_the_ilvr_grid_runs_every_factor_and_range_from_one_seed(bundled):
@@ -270,10 +272,10 @@ def test_the_ilvr_grid_runs_every_factor_and_range_from_one_seed(bundled):
     from ui import ilvr_tab
 
     gallery = ilvr_tab.run_ilvr_grid("assets/shapes/red-circle.png", "shapes-16", 20, 0, progress=no_progress)
-    factors = ilvr_tab.grid_factors(16)
+    factors = ilvr.grid_factors(16)
     assert factors == [2, 4, 8]  # 16 px: N = 16 would leave the reference one pixel
     assert [caption for _, caption in gallery] == [f"N={n}, condition while t > {r}" for n in factors
-                                                   for r in ilvr_tab.GRID_RANGES]
+                                                   for r in ilvr.GRID_RANGES]
     given = measure(shown_image("assets/shapes/red-circle.png"))
     tight = measure(shown_image(gallery[0][0]))  # N = 2, conditioned at every step: the reference's colour
     assert max(abs(a - b) for a, b in zip(tight.color, given.color)) < 0.15, (tight.color, given.color)

@@ -95,11 +95,12 @@ def test_python_app_py_serves_the_page():
 
 ZERO_GPU = """
 import json, sys, types
-wrapped = []
+wrapped, durations = [], {{}}
 spaces = types.ModuleType("spaces")
 def GPU(duration):
     def decorate(fn):
         wrapped.append(fn.__name__)
+        durations[fn.__name__] = duration
         return fn
     return decorate
 spaces.GPU = GPU
@@ -108,16 +109,28 @@ if {with_spaces}:
 else:
     sys.modules["spaces"] = None  # as if not installed: importing it raises ImportError
 import app
-from ui import common
+from ui import gpu
 endpoints = sorted(d.api_name for d in app.demo.fns.values() if d.api_name and d.api_visibility == "public")
-print(json.dumps(dict(wrapped=sorted(wrapped), endpoints=endpoints, gpu_is_identity=common.gpu(len) is len)))
+limits = sorted({{d.concurrency_limit for d in app.demo.fns.values() if d.concurrency_id == "gpu"}})
+asked = {{}}
+if durations:  # each request asks for its own estimate: a long one for more than a short one
+    from pipelines import registry, timing
+    from ui import ilvr_tab
+    model = registry.default_model_id()
+    ilvr_tab.run_ilvr("assets/astronaut.png", model, 4, 0, 2, 1, 0, False)  # measures the model's seconds per step
+    asked = {{steps: durations["run_ilvr"]("assets/astronaut.png", model, 4, 0, steps, 1, 0, False)
+             for steps in (2, 1000)}}
+print(json.dumps(dict(wrapped=sorted(wrapped), endpoints=endpoints, gpu_is_identity=gpu.gpu(len, None) is len,
+                      limits=limits, asked=asked)))
 """
 
 
-def zero_gpu_run(with_spaces: bool) -> dict:
-    """Import the app in a fresh interpreter with a fake `spaces` package (or none); what got wrapped in spaces.GPU."""
+def zero_gpu_run(with_spaces: bool, **env) -> dict:
+    """Import the app in a fresh interpreter with a fake `spaces` package (or none); what got wrapped in spaces.GPU,
+    the GPU concurrency limits and, with spaces, the durations a short and a long ILVR request ask for."""
     code = ZERO_GPU.format(with_spaces=with_spaces)
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=300, capture_output=True, text=True,
+                         env=os.environ | env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -126,6 +139,17 @@ def test_gpu_work_runs_under_spaces_gpu_when_spaces_is_installed_and_the_app_is_
     assert with_spaces["wrapped"] == ["learn", "run_asyrp", "run_cycle", "run_guidance", "run_ilvr", "run_ilvr_grid"]  # all GPU work
     assert without_spaces["wrapped"] == [] and without_spaces["gpu_is_identity"]
     assert with_spaces["endpoints"] == without_spaces["endpoints"] == ["asyrp", "asyrp_learn", "cycle", "guidance", "ilvr", "ilvr_grid"]
+
+
+def test_on_zero_gpu_each_request_asks_for_its_own_duration_and_several_hold_a_gpu_at_once(tiny_model_dir):
+    env = {"SPACES_ZERO_GPU": "true", "STEER_MODEL": str(tiny_model_dir), "HF_HUB_OFFLINE": "1",
+           "STEER_MAX_SECONDS": "120"}
+    zero = zero_gpu_run(True, **env)
+    short, long = zero["asked"]["2"], zero["asked"]["1000"]
+    assert 0 < short < long <= 120  # the estimate, not a fixed 120 s; never past the limit
+    assert zero["limits"] == [4]  # several ZeroGPU calls at once
+    assert zero_gpu_run(False)["limits"] == [1]  # a dedicated GPU or a CPU: one at a time
+    assert zero_gpu_run(False, STEER_GPU_CONCURRENCY="3")["limits"] == [3]  # the operator's choice
 
 
 ZERO_GPU_LOADS = """

@@ -2,6 +2,7 @@
 split and canvas, the preview interval, and taking a result home (PNG strip + settings) and loading it back."""
 
 import json
+from dataclasses import fields
 
 import gradio as gr
 import numpy as np
@@ -11,10 +12,12 @@ from PIL import Image
 
 from test_app import no_progress, shown_image
 from training.shapes import CLASSES, measure
-from ui import asyrp_tab, common, ilvr_tab
+from runners import asyrp, ilvr
+from runners.common import Tracker
+from ui import asyrp_tab, ilvr_tab, outputs
+from ui.handler import live, progress_callback, user_errors
+from ui.widgets import load_settings, save_result
 
-PICTURE = {"reference": "model_id"}
-DIRECTION_FILES = ("learned_path", "file_path")
 
 
 def pixels(path) -> np.ndarray:
@@ -59,29 +62,30 @@ def test_every_sketch_example_is_a_canvas_and_the_reference_it_composes():
 
 
 def test_a_preview_every_k_steps_streams_at_those_steps():
+    @user_errors
     def run(steps, preview_every, request=None, progress=None):
-        reporter = common.StepReporter(lambda *a, **k: None, steps, "", preview_every=preview_every)
+        reporter = Tracker(steps, "", progress_callback(lambda *a, **k: None), preview_every=preview_every)
         for step in range(steps):
             reporter(step, 1000 - step, torch.zeros(1, 3, 4, 4), torch.zeros(1, 3, 4, 4))
         return ["final"]
 
-    updates = list(common.live(run, outputs=1)(20, 3))
+    updates = list(live(run, outputs=1)(20, 3))
     assert [u[0][1] for u in updates[:-1]] == [f"step {k} of 20: predicted x0" for k in (3, 6, 9, 12, 15, 18)]
-    assert len(list(common.live(run, outputs=1)(20, 0))) == 9 + 1  # automatic: every 20 // 10 = 2 steps, the result
+    assert len(list(live(run, outputs=1)(20, 0))) == 9 + 1  # automatic: every 20 // 10 = 2 steps, the result
     with pytest.raises(gr.Error, match="k must be from 0 \\(automatic\\) to 100"):
-        list(common.live(run, outputs=1)(20, 101))
+        list(live(run, outputs=1)(20, 101))
 
 
 def test_an_ilvr_result_goes_home_as_a_png_strip_and_settings_that_reproduce_it(bundled, tmp_path):
     settings = ["assets/shapes/yellow-circle.png", "shapes-16", 4, 0, 20, 2, 5, False, 50, 0]
     gallery, _ = ilvr_tab.run_ilvr(*settings, progress=no_progress)
-    strip, document = common.save_result("ilvr", ilvr_tab.run_ilvr, gallery, settings, PICTURE, ())
+    strip, document = save_result(ilvr, gallery, settings)
     widths = [Image.open(path).width for path, _ in gallery]
     assert Image.open(strip).size == (sum(widths), max(Image.open(path).height for path, _ in gallery))
     saved = json.loads(open(document).read())
     assert saved["tab"] == "ilvr" and saved["settings"]["seed"] == 5 and saved["settings"]["reference"] is None
     assert saved["embedded"]["reference"].startswith("data:image/png;base64,")  # at the model's size
-    loaded = common.load_settings("ilvr", ilvr_tab.run_ilvr, document, PICTURE, ())
+    loaded = load_settings(ilvr, document)
     assert loaded[1:] == settings[1:]
     assert Image.open(loaded[0]).size == (16, 16)
     again, _ = ilvr_tab.run_ilvr(*loaded, progress=no_progress)
@@ -93,9 +97,8 @@ def test_an_asyrp_result_carries_its_direction_file_home(bundled):
     settings = ["assets/shapes/green-triangle.png", "shapes-16", asyrp_tab.SOURCES[2], 1, None,
                 asyrp_tab.SIZE_DIRECTION, 1.0, False, False, 500, 0, 20, 0, 0]
     gallery, _, _ = asyrp_tab.run_asyrp(*settings, progress=no_progress)
-    pictures = {"image": "model_id"}
-    _, document = common.save_result("asyrp", asyrp_tab.run_asyrp, gallery, settings, pictures, DIRECTION_FILES)
-    loaded = common.load_settings("asyrp", asyrp_tab.run_asyrp, document, pictures, DIRECTION_FILES)
+    _, document = save_result(asyrp, gallery, settings)
+    loaded = load_settings(asyrp, document)
     assert loaded[4] is None and open(loaded[5], "rb").read() == open(asyrp_tab.SIZE_DIRECTION, "rb").read()
     again, _, _ = asyrp_tab.run_asyrp(*loaded, progress=no_progress)
     assert all(np.array_equal(pixels(a), pixels(b)) for (a, _), (b, _) in zip(gallery[1:], again[1:]))
@@ -112,7 +115,7 @@ def test_loading_refuses_what_is_not_this_tabs_settings(tmp_path, content, messa
     path = tmp_path / "settings.json"
     path.write_bytes(content)
     with pytest.raises(gr.Error, match=message):
-        common.load_settings("ilvr", ilvr_tab.run_ilvr, str(path), PICTURE, ())
+        load_settings(ilvr, str(path))
 
 
 def test_a_settings_file_never_names_a_server_file(tmp_path):
@@ -120,9 +123,7 @@ def test_a_settings_file_never_names_a_server_file(tmp_path):
     path = tmp_path / "settings.json"
     settings = {"image": "/etc/passwd", "file_path": "/etc/passwd", "learned_path": "/etc/hostname", "seed": 3}
     path.write_text(json.dumps({"format": "steer-settings/1", "tab": "asyrp", "settings": settings}))
-    loaded = dict(zip(common.run_parameters(asyrp_tab.run_asyrp),
-                      common.load_settings("asyrp", asyrp_tab.run_asyrp, str(path), {"image": "model_id"},
-                                           DIRECTION_FILES)))
+    loaded = dict(zip([f.name for f in fields(asyrp.Settings)], load_settings(asyrp, str(path))))
     assert (loaded["image"], loaded["file_path"], loaded["learned_path"], loaded["seed"]) == (None, None, None, 3)
     assert isinstance(loaded["model_id"], type(gr.skip()))  # not in the file: left as it is
 
@@ -131,11 +132,11 @@ def test_outputs_older_than_their_age_limit_are_removed():
     import os
     import time
 
-    old_file, old_folder = common.OUTPUT_DIR / "old.png", common.output_folder()
+    old_file, old_folder = outputs.OUTPUT_DIR / "old.png", outputs.output_folder()
     old_file.write_bytes(b"")
     (old_folder / "ilvr-settings.json").write_text("{}")
-    past = time.time() - common.OUTPUT_MAX_AGE_S - 1
+    past = time.time() - outputs.OUTPUT_MAX_AGE_S - 1
     for path in (old_file, old_folder):
         os.utime(path, (past, past))
-    fresh = common.output_folder()
+    fresh = outputs.output_folder()
     assert not old_file.exists() and not old_folder.exists() and fresh.is_dir()

@@ -156,7 +156,7 @@ def build_tab() -> None:
             with gr.Column():
                 gallery = gr.Gallery(label="Input, reconstruction, edits", columns=3, height=460)
                 info = gr.Markdown()
-                stages = gr.HTML(lambda: timeline_of(model_id.value, default_edit, default_boost))
+                stages = gr.HTML(timeline_of(model_id.value, default_edit, default_boost))
                 norms = line_plot("|s Δh_t|, the shift added to h at each edited step (t from T down to t_edit)",
                                   "t", "|s Δh_t|")
                 results = gr.Column()
