@@ -339,3 +339,85 @@ def test_a_result_goes_home_and_its_settings_load_back(page, tmp_path):
     chooser.value.set_files(str(path))
     playwright_api.expect(seed).to_have_value("7", timeout=30_000)
     playwright_api.expect(tab.get_by_role("slider", name="Sampling steps")).to_have_value("20")
+
+
+BUNDLED = ("faces-32", "shapes-16")
+
+
+def example_rows(tab_module, model_column: int, table: int = 0):
+    """(table, row index, row) of every example of a tab on a bundled model."""
+    return [(table, i, row) for i, row in enumerate(tab_module.EXAMPLES) if row[model_column] in BUNDLED]
+
+
+def number(tab, label: str):
+    return tab.get_by_label(f"number input for {label}")
+
+
+def example_checks(name: str, row) -> list[tuple[str, str, object]]:
+    """What an example must leave in the tab: (how to find the input, its label, the value it shows)."""
+    if name == "ILVR":
+        reference, model, n, range_t, steps, samples, seed, show = row
+        return [("label", "Model", re.compile("^" + re.escape(model) + " ")),
+                ("label", "Downsampling factor N (larger = looser)", str(n)),
+                ("number", "Number of samples", str(samples))]
+    if name == "Classifier guidance":
+        kind, model, prompts, target, scale, sampler, steps, samples, seed, sweep, scales = row
+        return [("label", "Model", re.compile("^" + re.escape(model) + " ")), ("label", "Target class y", target),
+                ("number", "Guidance scale s (0 = no guidance)", f"{scale:g}"),
+                ("number", "Number of samples", str(samples)),
+                ("label", "Sweep scales (comma-separated)", scales)]
+    if name == "CycleDiffusion":
+        image, mode, source, target_id, target_prompt, source_prompt, strength, eta, steps, seed, src, dst = row
+        return [("label", "Source model (encodes the input)", re.compile("^" + re.escape(source) + " ")),
+                ("label", "Source class (class translation: what the input shows)", src),
+                ("label", "Target class (class translation: what it should become)", dst)]
+    image, model, source, k, direction, scale, strip, steps, seed = row
+    return [("label", "Model", re.compile("^" + re.escape(model) + " ")),
+            ("number", "Scale s (negative reverses the edit)", f"{scale:g}")]
+
+
+def examples_of_every_tab():
+    from ui import asyrp_tab as asyrp, cycle_tab, guidance_tab, ilvr_tab
+
+    return ([("ILVR", *r) for r in example_rows(ilvr_tab, 1)]
+            + [("Classifier guidance", *r) for r in example_rows(guidance_tab, 1)]
+            + [("CycleDiffusion", *r) for r in example_rows(cycle_tab, 2)]
+            + [("Asyrp", *r) for r in example_rows(asyrp, 1)])
+
+
+@pytest.mark.parametrize("attempt", [0, 1])
+def test_every_bundled_example_fills_its_tab_as_written_on_a_fresh_page(browser, app_url, attempt):
+    """The menus an example fills (a model and the classes of that model) race their change handlers on some page
+    loads and not others: every example, on fresh pages, twice over, must leave each input as the row says."""
+    cases = examples_of_every_tab()
+    assert len(cases) >= 16
+    for name, table, index, row in cases[attempt::2] + cases[1 - attempt::2]:
+        page = browser.new_page()
+        try:
+            page.goto(app_url)
+            page.get_by_text("Steering a pretrained diffusion model").wait_for()
+            tab = open_tab(page, name)
+            tab.locator("table[role=grid]").nth(table).locator("tr.tr-body").nth(index).click()
+            for _ in range(2):  # as filled, and still so once every handler has run
+                for how, label, value in example_checks(name, row):
+                    field = number(tab, label) if how == "number" else tab.get_by_label(label, exact=True)
+                    playwright_api.expect(field).to_have_value(value, timeout=15_000)
+                page.wait_for_timeout(1_500)
+        finally:
+            page.close()
+
+
+def test_a_clicked_example_runs_with_its_values(page):
+    """The first faces-32 example of the guidance tab: its target, samples and scale reach the run."""
+    from ui import guidance_tab
+
+    row = guidance_tab.EXAMPLES[0]
+    assert row[1] == "faces-32" and row[3] == "smiling"
+    tab = open_tab(page, "Classifier guidance")
+    tab.locator("table[role=grid]").first.locator("tr.tr-body").first.click()
+    playwright_api.expect(tab.get_by_label("Target class y", exact=True)).to_have_value("smiling", timeout=15_000)
+    tab.get_by_text("Advanced").click()
+    set_slider(tab, "Sampling steps (DDPM wants more than DDIM)", 10)
+    tab.get_by_role("button", name="Run classifier guidance").click()
+    captions = tab.get_by_text(re.compile(r"^s=40, sample \d: p\(target\) = "))
+    playwright_api.expect(captions).to_have_count(4, timeout=120_000)  # the example's 4 samples at its scale 40
