@@ -107,6 +107,7 @@ def load_direction(path, *, shape: tuple[int, int, int], model_id: str | None = 
     return block.eval(), metadata
 
 
+OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
 LPIPS_EDIT, LPIPS_BOOST = 0.33, 1.2  # the paper's thresholds: editing strength and quality deficiency
 PCA_BATCH = 4  # noise images per U-Net call when reading h for principal directions: a 256 px batch of 32 needs ~14 GB
 
@@ -216,17 +217,26 @@ def learn_direction(
     num_inference_steps: int = 40,
     iterations: int = 5,
     lr: float | None = None,
+    optimizer: str = "adam",
+    batch_size: int | None = None,
     clip_weight: float = 1.0,
     l1_weight: float = 3.0,
     x_T: torch.Tensor | None = None,
+    prepare: Callable | None = None,
     progress: Callable[[int, int, float], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ):
     """Learn delta_h from `source` to `target` text on `images` with the paper's loss (CLIP directional + L1).
     kind "global": one tensor delta_h (C,h,w); "implicit": f_t, a DeltaBlock. x_T: the images' latents when already
-    encoded. progress(iteration, iterations, mean directional loss) after each pass; should_stop() ends early."""
+    encoded. optimizer "adam" (lr 0.01 for f_t, 0.5 for delta_h) or "sgd" (the official code's, lr 0.5); each
+    iteration walks [T, t_edit] once per batch of `batch_size` images (None: all at once), stepping at every t.
+    prepare(f_t, optimizer) -> (f_t, optimizer) wraps them for data-parallel learning (accelerate's
+    Accelerator.prepare; f_t only); the unwrapped f_t is returned.
+    progress(iteration, iterations, mean directional loss) after each pass; should_stop() ends early."""
     if kind not in ("global", "implicit"):
         raise ValueError(f"kind {kind!r} is not supported; use 'global' (one delta_h) or 'implicit' (f_t)")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer {optimizer!r} is not supported; use {' or '.join(map(repr, OPTIMIZERS))}")
     if not isinstance(iterations, int) or iterations < 1:
         raise ValueError(f"iterations must be a whole number >= 1; got {iterations!r}")
     check_interval(t_edit, 0, pipe.scheduler.config.num_train_timesteps)
@@ -234,18 +244,20 @@ def learn_direction(
     if x_T is None:
         x_T = pipe.invert(images, num_inference_steps=num_inference_steps)
     delta_text = text_delta(judge, source, target, device)
-    if kind == "global":
-        direction = torch.zeros(pipe.h_shape, device=device, dtype=torch.float32, requires_grad=True)
-        params, lr = [direction], 0.5 if lr is None else lr
-    else:
-        direction = DeltaBlock(pipe.h_shape[0]).to(device)
-        params, lr = list(direction.parameters()), 0.01 if lr is None else lr
+    direction = (torch.zeros(pipe.h_shape, device=device, dtype=torch.float32, requires_grad=True) if kind == "global"
+                 else DeltaBlock(pipe.h_shape[0]).to(device))
+    params = [direction] if kind == "global" else list(direction.parameters())
     pipe.unet.requires_grad_(False)
-    optimizer = torch.optim.Adam(params, lr=lr)
+    lr = (0.5 if kind == "global" or optimizer == "sgd" else 0.01) if lr is None else lr
+    edited, optimizer = direction, OPTIMIZERS[optimizer](params, lr=lr)
+    if prepare is not None:
+        edited, optimizer = prepare(direction, optimizer)
     for iteration in range(iterations):
-        losses = edit_losses(pipe, x_T, direction, judge, delta_text, t_edit=t_edit,
-                             num_inference_steps=num_inference_steps, clip_weight=clip_weight, l1_weight=l1_weight,
-                             optimizer=optimizer, should_stop=should_stop)
+        losses = []
+        for batch in x_T.split(batch_size or len(x_T)):  # (b,3,H,W)
+            losses += edit_losses(pipe, batch, edited, judge, delta_text, t_edit=t_edit,
+                                  num_inference_steps=num_inference_steps, clip_weight=clip_weight,
+                                  l1_weight=l1_weight, optimizer=optimizer, should_stop=should_stop)
         if progress is not None and losses:
             progress(iteration + 1, iterations, sum(losses) / len(losses))
         if should_stop is not None and should_stop():
