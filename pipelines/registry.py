@@ -53,7 +53,9 @@ ASYRP_INTERVALS = {
     "google/ddpm-ema-celebahq-256": (516, 200),
     "google/ddpm-cat-256": (444, 167),
     "google/ddpm-church-256": (370, 293),
+    "google/ddpm-ema-church-256": (370, 293),
     "google/ddpm-bedroom-256": (369, 221),
+    "google/ddpm-ema-bedroom-256": (369, 221),
     "shapes-16": (500, 0),
     "faces-32": (250, 0),
 }
@@ -69,7 +71,9 @@ REGISTRY: dict[str, ModelInfo] = {  # download sizes: 113,673,219 parameters at 
     "google/ddpm-ema-celebahq-256": ModelInfo("ddpm", 256, "faces (CelebA-HQ, EMA weights)", download_mb=455),
     "google/ddpm-cat-256": ModelInfo("ddpm", 256, "cats (LSUN cat)", download_mb=455),
     "google/ddpm-church-256": ModelInfo("ddpm", 256, "churches (LSUN church)", download_mb=455),
+    "google/ddpm-ema-church-256": ModelInfo("ddpm", 256, "churches (LSUN church, EMA weights)", download_mb=455),
     "google/ddpm-bedroom-256": ModelInfo("ddpm", 256, "bedrooms (LSUN bedroom)", download_mb=455),
+    "google/ddpm-ema-bedroom-256": ModelInfo("ddpm", 256, "bedrooms (LSUN bedroom, EMA weights)", download_mb=455),
     "google/ddpm-cifar10-32": ModelInfo("ddpm", 32, "CIFAR-10 objects", "unconditional, 32x32", download_mb=143),
     "openai/clip-vit-base-patch32": ModelInfo("clip", 224, "image-text (CLIP ViT-B/32)", download_mb=605),
     "shapes-16": ModelInfo(

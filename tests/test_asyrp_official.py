@@ -20,7 +20,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from conftest import ddpm_scheduler, tiny_clip_components, tiny_unet
-from pipelines import AsyrpPipeline, asyrp_official, asyrp_released
+from pipelines import AsyrpPipeline, asyrp_official, asyrp_released, registry
 from pipelines.asyrp_released import RELEASED, fetch_released, released_status
 from pipelines.directions import load_direction
 
@@ -192,6 +192,8 @@ def test_the_registry_lists_the_26_releases_at_the_pinned_commit():
     assert (church.source, church.target, church.t_edit) == ("Church", "Red brick wall Church", 370)
     assert "google/ddpm-ema-church-256" in church.model_ids
     assert [d.name for d in asyrp_released.released_for("google/ddpm-ema-bedroom-256")] == ["bedroom_hotel", "bedroom_princess"]
+    for entry in RELEASED.values():  # offered only on registry models, with the dataset's Asyrp interval
+        assert all(m in registry.REGISTRY and registry.asyrp_interval(m)[0] == entry.t_edit for m in entry.model_ids)
 
 
 @pytest.fixture
