@@ -1,8 +1,8 @@
 """Classifier guidance (Dhariwal & Nichol, NeurIPS 2021, Algorithms 1 and 2) for an unconditional diffusion model.
 
-With g = grad_{x_t} log p_phi(y | x_t, t) and scale s (`guidance_scale`), the two transforms of `pipelines.scores`:
-    DDPM (Alg. 1, guided_mean):  x_{t-1} ~ N(mu + s Sigma g, Sigma)
-    DDIM (Alg. 2, guided_eps):   eps_hat = eps_theta(x_t) - sqrt(1 - abar_t) s g, then the DDIM step with eps_hat
+With g = grad_{x_t} log p_phi(y | x_t, t) and scale s (`guidance_scale`), one guided step per algorithm:
+    DDPM (Alg. 1, condition_mean):   x_{t-1} ~ N(mu + s Sigma g, Sigma)
+    DDIM (Alg. 2, condition_score):  eps_hat = eps_theta(x_t) - sqrt(1 - abar_t) s g, then the DDIM step with eps_hat
 
 A classifier is any callable classifier(x_t, t, x0_hat) -> logits (B,K): x_t (B,3,H,W) in [-1,1] at timestep
 t (B,) long, and x0_hat = P_t(eps_theta(x_t)) (B,3,H,W), unclipped. A noise-aware classifier (a torch.nn.Module
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Sequence
 
 import PIL.Image
@@ -24,8 +25,9 @@ from diffusers.utils import BaseOutput
 
 from .clip import ClipJudge
 from .images import check_output_type, postprocess
-from .sampling import Callback, P_t, abar, check_batch_size, check_num_inference_steps, class_label_list, eps_theta, initial_noise
-from .scores import check_gradient, guided_eps, guided_mean, score_gradient
+from .sampling import (Callback, P_t, abar, beta_tilde, check_batch_size, check_num_inference_steps, class_label_list,
+                       eps_theta, initial_noise)
+from .scores import Score, check_gradient, guided_eps, guided_mean, score_gradient
 
 SAMPLERS = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler}
 
@@ -66,8 +68,47 @@ def log_p_y(classifier, t: torch.Tensor, y: torch.Tensor):
 
 
 def Sigma_t(scheduler: DDPMScheduler, t) -> torch.Tensor:
-    """Sigma of the DDPM step x_{t-1} ~ N(mu, Sigma): the variance DDPMScheduler.step samples with (a scalar)."""
-    return scheduler._get_variance(int(t))
+    """Sigma of the DDPM step x_prev ~ N(mu, Sigma), a scalar: the posterior variance beta_tilde_t (variance_type
+    fixed_small) or beta_t = 1 - abar_t / abar_prev (fixed_large), at the sampler's own previous timestep."""
+    abar_t, abar_prev = abar(scheduler, t), abar(scheduler, scheduler.previous_timestep(t))
+    if scheduler.config.variance_type == "fixed_large":
+        return 1 - abar_t / abar_prev
+    return beta_tilde(abar_t, abar_prev)
+
+
+def eps_and_grad(unet, x_t: torch.Tensor, t, log_p: Score, abar_t: torch.Tensor, gradient: str,
+                 scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(eps_theta(x_t), g = grad_{x_t} log p_phi(y | x_t, t)), both (B,3,H,W); at s = 0 no gradient is taken: g = 0."""
+    if scale == 0:
+        return eps_theta(unet, x_t, t), torch.zeros_like(x_t)
+    g, eps = score_gradient(log_p, x_t, lambda x: eps_theta(unet, x, t), abar_t, gradient)
+    return eps, g
+
+
+def condition_mean(scheduler: DDPMScheduler, x_t: torch.Tensor, t, eps: torch.Tensor, g: torch.Tensor, scale: float,
+                   generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Algorithm 1 (DDPM): x_prev ~ N(mu + s Sigma g, Sigma) -> (x_prev, x0_hat), both (B,3,H,W).
+
+    A sample of N(mu, Sigma) moved by s Sigma g is a sample of N(mu + s Sigma g, Sigma).
+    """
+    out = scheduler.step(eps, t, x_t, generator=generator)
+    return guided_mean(out.prev_sample, Sigma_t(scheduler, t), g, scale), out.pred_original_sample
+
+
+def condition_score(scheduler: DDIMScheduler, x_t: torch.Tensor, t, eps: torch.Tensor, g: torch.Tensor, scale: float,
+                    generator: torch.Generator | None, eta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Algorithm 2 (DDIM): eps_hat = eps - sqrt(1 - abar_t) s g, then the DDIM step (noise level eta) with eps_hat
+    -> (x_prev, x0_hat), both (B,3,H,W).
+
+    With clip_sample, eps is re-derived from the clipped x0 (use_clipped_model_output), otherwise the clipped x0 and
+    the shifted eps disagree and strong guidance pushes the wrong way; at s = 0 this is
+    DDIMPipeline(use_clipped_model_output=True), which differs from DDIMPipeline's default whenever the clip is
+    active. One clipping convention for every scale, so the guided and plain runs stay comparable.
+    """
+    eps_hat = guided_eps(eps, g, abar(scheduler, t), scale)
+    clipped = bool(scheduler.config.get("clip_sample", False))
+    out = scheduler.step(eps_hat, t, x_t, eta=eta, use_clipped_model_output=clipped, generator=generator)
+    return out.prev_sample, out.pred_original_sample
 
 
 def check_variance_type(scheduler: DDPMScheduler) -> None:
@@ -101,7 +142,8 @@ def check_guidance_args(class_labels, guidance_scale, sampler, gradient, eta, nu
 
 
 def check_finite(x: torch.Tensor, what: str, step: int, t, scale: float) -> None:
-    if not torch.isfinite(x).all():
+    """Raise when guidance (scale > 0) has made x NaN or infinite."""
+    if scale and not torch.isfinite(x).all():
         raise ValueError(
             f"the {what} became NaN or infinite at step {step} (t={int(t)}) with guidance_scale={scale:g}; "
             f"try a smaller guidance_scale"
@@ -129,6 +171,10 @@ class ClassifierGuidancePipeline(DiffusionPipeline):
     def __init__(self, unet, scheduler, classifier=None):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler, classifier=classifier)
+
+    def total_steps(self, *, num_inference_steps: int) -> int:
+        """The callback's steps in one call: one per sampler step."""
+        return num_inference_steps
 
     def check_inputs(self, *, class_labels, guidance_scale, sampler, num_inference_steps, eta, gradient,
                      output_type) -> list[int]:
@@ -174,16 +220,13 @@ class ClassifierGuidancePipeline(DiffusionPipeline):
         batch_size = len(labels)
         y = torch.tensor(labels, device=device)  # (B,)
 
-        # 1. a fresh scheduler of the sampler's kind from the model's schedule, as DDPMPipeline/DDIMPipeline build it
+        # 1. a fresh scheduler of the sampler's kind from the model's schedule, as DDPMPipeline/DDIMPipeline build it,
+        #    and its guided step: Algorithm 1 (DDPM) or 2 (DDIM)
         scheduler = SAMPLERS[sampler].from_config(self.scheduler.config)
         scheduler.set_timesteps(num_inference_steps)
         if sampler == "ddpm":
             check_variance_type(scheduler)
-        # With clip_sample, Algorithm 2 needs eps re-derived from the clipped x0, otherwise the clipped x0 and the
-        # shifted eps disagree and strong guidance pushes the wrong way; at s = 0 this is
-        # DDIMPipeline(use_clipped_model_output=True), which differs from DDIMPipeline's default whenever the clip is
-        # active. One clipping convention for every scale, so the guided and plain runs stay comparable.
-        use_clipped_model_output = bool(scheduler.config.get("clip_sample", False))
+        guided_step = condition_mean if sampler == "ddpm" else partial(condition_score, eta=eta)
 
         # 2. x_T ~ N(0, I), drawn as DDPMPipeline/DDIMPipeline draw it
         x = initial_noise(self.unet, batch_size, generator, device)
@@ -191,38 +234,22 @@ class ClassifierGuidancePipeline(DiffusionPipeline):
 
         for step, t in enumerate(self.progress_bar(scheduler.timesteps)):
             abar_t = abar(scheduler, t)
-            t_batch = torch.full((batch_size,), int(t), device=device, dtype=torch.long)  # (B,)
-            # 3. eps_theta(x_t) and, when guiding, g = grad_{x_t} log p_phi(y | x_t, t)
-            if guidance_scale == 0:
-                eps, g = eps_theta(self.unet, x, t), None
-            else:
-                g, eps = score_gradient(log_p_y(self.classifier, t_batch, y), x,
-                                        lambda x_: eps_theta(self.unet, x_, t), abar_t, gradient)
-                check_finite(g, "classifier gradient", step, t, guidance_scale)
+            log_p = log_p_y(self.classifier, torch.full((batch_size,), int(t), device=device, dtype=torch.long), y)
+            # 3. eps_theta(x_t) and g = grad_{x_t} log p_phi(y | x_t, t)
+            eps, g = eps_and_grad(self.unet, x, t, log_p, abar_t, gradient, guidance_scale)
+            check_finite(g, "classifier gradient", step, t, guidance_scale)
+            # 4. what the guidance sees at x_t: log p_phi(y | x_t, t) with x0_hat of the unguided eps, and |g| per pixel
             if return_log_probs:
-                log_probs.append(log_p_y(self.classifier, t_batch, y)(x, P_t(x, eps, abar_t)).float().cpu())  # (B,)
+                log_probs.append(log_p(x, P_t(x, eps, abar_t)).float().cpu())  # (B,)
             if step in gradient_map_steps:
-                gradient_maps[step] = (torch.zeros_like(x[:, 0]) if g is None else g.norm(dim=1)).float().cpu()  # (B,H,W)
-            # 4. the guided step
-            if sampler == "ddim":
-                if g is not None:
-                    eps = guided_eps(eps, g, abar_t, guidance_scale)
-                out = scheduler.step(
-                    eps, t, x, eta=eta, use_clipped_model_output=use_clipped_model_output, generator=generator
-                )
-                x = out.prev_sample
-            else:
-                # a sample of N(mu, Sigma) moved by s Sigma g is a sample of N(mu + s Sigma g, Sigma)
-                out = scheduler.step(eps, t, x, generator=generator)
-                x = out.prev_sample
-                if g is not None:
-                    x = guided_mean(x, Sigma_t(scheduler, t), g, guidance_scale)
-            if g is not None:
-                check_finite(x, "sample", step, t, guidance_scale)
+                gradient_maps[step] = g.norm(dim=1).float().cpu()  # (B,H,W)
+            # 5. the guided step
+            x, x0_hat = guided_step(scheduler, x, t, eps, g, guidance_scale, generator)
+            check_finite(x, "sample", step, t, guidance_scale)
             if callback is not None:
-                callback(step, int(t), x, out.pred_original_sample)
+                callback(step, int(t), x, x0_hat)
 
-        # 5. the classifier's verdict on the final samples, at t = 0 where x_0 is its own clean image
+        # 6. the classifier's verdict on the final samples, at t = 0 where x_0 is its own clean image
         zero = torch.zeros(batch_size, device=device, dtype=torch.long)
         logits = self.classifier(x, zero, x).float()
         class_label_list(y, logits.shape[-1])

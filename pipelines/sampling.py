@@ -1,6 +1,8 @@
-"""Pieces every sampler shares: argument checks, the initial noise, eps_theta, abar_t and the previous timestep, P_t, DDIM inversion.
+"""Pieces every sampler shares: argument checks, the initial noise, eps_theta, abar_t and the previous timestep,
+the posterior variance beta_tilde and DDIM's sigma_t, P_t, DDIM inversion.
 
-The schedulers own every schedule formula; what is here only reads `scheduler.alphas_cumprod`.
+The schedulers own every schedule formula; what is here only reads `scheduler.alphas_cumprod`. beta_tilde and sigma_t
+restate the variance the schedulers' steps sample with, which guidance and the DPM-Encoder need and they keep private.
 """
 
 from __future__ import annotations
@@ -88,6 +90,19 @@ def abar(scheduler, t) -> torch.Tensor:
 def prev_timestep(scheduler, t) -> int:
     """The timestep the sampler steps to from t: t - T / num_inference_steps, as DDIMScheduler.step computes it (< 0 after the last)."""
     return int(t) - scheduler.config.num_train_timesteps // scheduler.num_inference_steps
+
+
+def beta_tilde(abar_t: torch.Tensor, abar_prev: torch.Tensor) -> torch.Tensor:
+    """beta_tilde = (1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev), the variance of q(x_prev | x_t, x_0).
+
+    DDPM's fixed_small Sigma_t, and DDIM's sigma_t^2 at eta = 1; a scalar tensor.
+    """
+    return (1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev)
+
+
+def sigma_t(scheduler, t, eta: float) -> torch.Tensor:
+    """sigma_t = eta sqrt(beta_tilde_t), the noise level of DDIMScheduler.step(eta=eta) from t (Song et al. eq. 16)."""
+    return eta * beta_tilde(abar(scheduler, t), abar(scheduler, prev_timestep(scheduler, t))).sqrt()
 
 
 def P_t(x_t: torch.Tensor, eps: torch.Tensor, abar_t: torch.Tensor) -> torch.Tensor:

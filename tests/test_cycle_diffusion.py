@@ -7,9 +7,9 @@ from diffusers import DDIMPipeline, DDPMScheduler, UNet2DModel
 from conftest import ddpm_scheduler, tiny_unet
 from pipelines import CycleDiffusionPipeline, make_scheduler
 from pipelines.clip import ClipJudge
-from pipelines.cycle_diffusion import CycleLatent, encoder_scheduler, sigma_t
+from pipelines.dpm_encoder import CycleLatent, encoder_scheduler
 from pipelines.metrics import psnr
-from pipelines.sampling import abar, eps_theta
+from pipelines.sampling import abar, eps_theta, sigma_t
 from pipelines.scores import clip_text_score, score_gradient
 from training.shapes import CENTROID_DY, make_batch, measure_batch
 
@@ -349,3 +349,15 @@ def test_sdedit_baseline_keeps_x_t0_draws_fresh_noise_and_does_not_reconstruct(u
     out = pipe(image, num_inference_steps=STEPS, eta=1.0, strength=0.5, sdedit_baseline=True, generator=gen(0),
                output_type="pt")
     assert torch.equal(out.sdedit_images, expected) and pipe(image, num_inference_steps=STEPS).sdedit_images is None
+
+
+def test_sigma_t_is_the_noise_level_of_the_ddim_step():
+    """sigma_t from alphas_cumprod alone is the same float as DDIMScheduler's own eta sqrt(variance), at every step,
+    over 500 steps too (where the last step's prev is timestep 0, not the final abar)."""
+    for steps in (1, 6, 50, 999):
+        scheduler = encoder_scheduler(ddpm_scheduler().config)
+        scheduler.set_timesteps(steps)
+        for t in scheduler.timesteps:
+            prev = int(t) - 1000 // steps  # DDIMScheduler.step's previous timestep
+            for eta in (0.3, 1.0):
+                assert torch.equal(sigma_t(scheduler, t, eta), eta * scheduler._get_variance(int(t), prev).sqrt())

@@ -279,3 +279,30 @@ def test_trace_reads_the_target_log_probability_and_the_gradient_without_changin
     # guidance raises log p(target | x_t) along the way, not only at the end; at x_T the two runs are the same image
     assert torch.equal(traced[0.0].log_probs[0], traced[30.0].log_probs[0])
     assert (traced[30.0].log_probs[STEPS // 2:] > traced[0.0].log_probs[STEPS // 2:]).all()
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
+def test_total_steps_counts_the_callbacks_of_a_call(small_unet, scheduler, sampler):
+    pipe = ClassifierGuidancePipeline(small_unet, scheduler, RedVsBlue())
+    for steps in (2, 5):
+        seen = []
+        pipe([0], guidance_scale=1.0, sampler=sampler, num_inference_steps=steps, output_type="pt",
+             generator=torch.Generator().manual_seed(0), callback=lambda step, t, x_t, x0_hat: seen.append(step))
+        assert seen == list(range(pipe.total_steps(num_inference_steps=steps)))
+
+
+@pytest.mark.parametrize("variance_type", ["fixed_small", "fixed_large"])
+@pytest.mark.parametrize("spacing", ["leading", "trailing", "linspace"])
+def test_Sigma_t_is_the_variance_the_ddpm_step_samples_with(variance_type, spacing):
+    """Sigma_t from alphas_cumprod alone equals DDPMScheduler's own variance at every step of several respacings.
+    The scheduler clamps its fixed_small variance to >= 1e-20 for a log it never takes here, so at the last step
+    (beta_tilde = 0 exactly) the two differ by that 1e-20; everywhere else they are the same float."""
+    from pipelines.guidance import Sigma_t
+
+    for steps in (1, 7, 50, 1000):
+        scheduler = DDPMScheduler(variance_type=variance_type, timestep_spacing=spacing)
+        scheduler.set_timesteps(steps)
+        ours = torch.stack([Sigma_t(scheduler, t) for t in scheduler.timesteps])
+        theirs = torch.stack([scheduler._get_variance(int(t)) for t in scheduler.timesteps])
+        assert torch.equal(ours[:-1], theirs[:-1]), (steps, variance_type, spacing)
+        torch.testing.assert_close(ours[-1], theirs[-1], rtol=0, atol=1e-20)
