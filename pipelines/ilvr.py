@@ -85,6 +85,10 @@ class ILVRPipeline(DiffusionPipeline):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler)
 
+    def total_steps(self, *, num_inference_steps: int) -> int:
+        """The callback's steps in one call: one per DDPM step, conditioned or not."""
+        return num_inference_steps
+
     def check_inputs(self, *, down_factor, range_t, num_inference_steps, batch_size, output_type,
                      split_step=None) -> None:
         """Every argument of __call__, before its first U-Net evaluation (a ValueError says what is allowed)."""

@@ -118,3 +118,12 @@ def test_frequency_split_is_the_refinement_of_the_chosen_step(unet):
     assert unconditioned.frequency_split is None  # no refinement at that step
     with pytest.raises(ValueError, match="split_step must be a step index from 0 to 19"):
         pipe(smooth_reference(), split_step=STEPS, **run)
+
+
+def test_total_steps_counts_the_callbacks_of_a_call(unet):
+    pipe = ILVRPipeline(unet=unet, scheduler=ddpm_scheduler())
+    for steps in (3, 7):
+        seen = []
+        pipe(smooth_reference(), num_inference_steps=steps, output_type="pt", generator=torch.Generator().manual_seed(0),
+             callback=lambda step, t, x_t, x0: seen.append(step))
+        assert seen == list(range(pipe.total_steps(num_inference_steps=steps)))
