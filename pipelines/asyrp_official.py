@@ -64,19 +64,18 @@ def other_architecture(name: str, dataset: str) -> str:
             "have; only the CelebA-HQ, LSUN church and LSUN bedroom releases (for the 256 px DDPMs) load")
 
 
-def load_official(path, *, shape: tuple[int, int, int], model_id: str | None = None, pinned=None):
-    """An official release -> (OfficialDeltaBlock, metadata). `pinned` (file name -> sha256, default: the 26
-    releases) lists the only files that are unpickled; every other one is refused before it is opened."""
+def load_official(path, *, shape: tuple[int, int, int], model_id: str | None = None):
+    """An official release -> (OfficialDeltaBlock, metadata). Only the files pinned in asyrp_released.SHA256 are
+    unpickled; every other one is refused before it is opened."""
     path = Path(path)
     other = OTHER_ARCHITECTURE.search(path.name)
     if other:
         raise ValueError(other_architecture(path.name, other[1]))
-    pinned = SHA256 if pinned is None else pinned
-    file_of = {sha: file for file, sha in pinned.items()}
+    file_of = {sha: file for file, sha in SHA256.items()}
     digest = sha256_of(path)
     if digest not in file_of:
         raise ValueError(
-            f"{path.name} is a pickled PyTorch file whose sha256 ({digest[:16]}...) is not one of the {len(pinned)} "
+            f"{path.name} is a pickled PyTorch file whose sha256 ({digest[:16]}...) is not one of the {len(SHA256)} "
             f"pinned Asyrp releases ({REPO} at {COMMIT[:7]}); loading a pickle can run code, so no other one is "
             "read. Save your own directions with save_direction (safetensors)."
         )
