@@ -25,20 +25,7 @@ from .dpm_encoder import (CycleLatent, G, chain_length, check_class_labels, chec
                           check_langevin_args, dpm_encoder, encoder_scheduler, langevin)
 from .images import check_output_type, postprocess, to_model_input
 from .sampling import Callback, counted_from
-from .scores import Score, check_gradient, clip_text_score
-
-
-def check_text_edit(clip: ClipJudge | None, target_prompt: str, source_prompt: str | None) -> None:
-    if clip is None:
-        raise ValueError("a text edit needs a CLIP model: pass clip=ClipJudge(model, tokenizer)")
-    clip.check_prompts([target_prompt] + ([source_prompt] if source_prompt else []))
-
-
-def text_score(clip: ClipJudge | None, target_prompt: str, source_prompt: str | None) -> Score:
-    """CLIP's score of x0_hat toward target_prompt (and away from source_prompt, when given)."""
-    check_text_edit(clip, target_prompt, source_prompt)
-    source = clip.text_embeds([source_prompt]) if source_prompt else None
-    return clip_text_score(clip, clip.text_embeds([target_prompt]), source)
+from .scores import check_gradient, check_text_edit, text_score
 
 
 def image_batch_size(image) -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from pipelines import AsyrpPipeline, loading, registry
+from pipelines import AsyrpPipeline, asyrp_released, loading, registry
 from pipelines.asyrp import check_interval
 from pipelines.directions import (LPIPS_BOOST, LPIPS_EDIT, PCA_BATCH, choose_interval, learn_direction, load_direction, load_lpips,
                                   principal_directions, save_direction)
@@ -21,7 +21,8 @@ from .common import (BoundedCache, Callback, Gallery, Stopped, Tracker, check_te
 
 TAB = "asyrp"
 PICTURES, FILES = {"image": "model_id"}, ("learned_path", "file_path")
-SOURCES = ("unsupervised (k-th principal direction)", "learn from two texts", "load a direction file")
+SOURCES = ("unsupervised (k-th principal direction)", "learn from two texts", "load a direction file",
+           "released by the Asyrp authors")
 KINDS = ("f_t (the paper's implicit function)", "global Δh")
 STRIP = (-2.0, -1.0, 1.0, 2.0)
 MAX_SCALE = 3.0  # the page's slider range is -MAX_SCALE..MAX_SCALE
@@ -50,6 +51,7 @@ class Settings:
     steps: int = 40
     seed: int = 0
     preview_every: int = 0
+    released: list[str] | str | None = None  # released by the Asyrp authors: their names (a list, or comma-separated)
 
 
 @dataclass
@@ -111,6 +113,33 @@ def principal(model_id: str) -> torch.Tensor:
         pipeline(model_id), k=MAX_K, num_samples=PCA_SAMPLES, generator=make_generator(0)))
 
 
+def released_choices(model_id: str | None) -> list[tuple[str, str]]:
+    """The authors' released directions for a model, as (label, name): "smiling (Asyrp authors)"."""
+    return [(f"{d.name.replace('_', ' ')} (Asyrp authors)", d.name)
+            for d in asyrp_released.released_for(model_id or registry.default_model_id())]
+
+
+def released_names(settings: Settings) -> list[str]:
+    """The released directions the settings name, each one made for the settings' model, or a ValueError."""
+    names = settings.released if isinstance(settings.released, list) else (settings.released or "").split(",")
+    names = [name.strip() for name in names if name and name.strip()]
+    offered = [name for _, name in released_choices(settings.model_id)]
+    if not names:
+        raise ValueError(f"Pick one or more released directions; {settings.model_id} has "
+                         f"{', '.join(offered) if offered else 'none (they were made for the 256 px CelebA-HQ, LSUN church and bedroom models)'}.")
+    for name in names:
+        if name not in offered:
+            raise ValueError(f"{name!r} is not a released direction for {settings.model_id}; pick from: "
+                             f"{', '.join(offered) or 'none'}.")
+    return names
+
+
+def released_t_edit(names: list[str]) -> int:
+    """The dataset's t_edit of the released directions (the official per-attribute rule needs the authors' LPIPS
+    curves, which are not shipped: their dataset defaults are the official fallback)."""
+    return max(asyrp_released.RELEASED[name].t_edit for name in names)
+
+
 def check_edit(settings: Settings) -> None:
     if settings.source not in SOURCES:
         raise ValueError(f"Pick where the direction comes from: {', '.join(SOURCES)}.")
@@ -118,12 +147,22 @@ def check_edit(settings: Settings) -> None:
         raise ValueError(f"k must be from 1 to {MAX_K} (the principal directions kept per model); got {settings.k}.")
     if not -MAX_SCALE <= settings.scale <= MAX_SCALE:
         raise ValueError(f"The scale s must be from {-MAX_SCALE:g} to {MAX_SCALE:g}; got {settings.scale}.")
+    if settings.source == SOURCES[3]:
+        released_names(settings)
 
 
 def direction(settings: Settings, pipe: AsyrpPipeline):
     """The direction the settings pick, and a label for it."""
     if settings.source == SOURCES[0]:
         return principal(settings.model_id)[settings.k - 1], f"principal direction {settings.k}"
+    if settings.source == SOURCES[3]:
+        names = released_names(settings)
+        found = [load_direction(asyrp_released.fetch_released(name), shape=pipe.h_shape, model_id=settings.model_id)[0]
+                 for name in names]
+        texts = "; ".join(f"{name}: {asyrp_released.RELEASED[name].source} → {asyrp_released.RELEASED[name].target}"
+                          for name in names)
+        scaled = "s × 40 / steps" + (f" / √{len(names)}" if len(names) > 1 else "")
+        return found, f"released by the Asyrp authors ({texts}; c = {scaled})"
     path = settings.learned_path if settings.source == SOURCES[1] else settings.file_path
     if not path:
         raise ValueError("Learn a direction first (button below the texts)" if settings.source == SOURCES[1]

@@ -7,7 +7,7 @@ import threading
 from dataclasses import dataclass, field
 
 from pipelines import CycleDiffusionPipeline, loading, registry
-from pipelines.cycle_diffusion import chain_length
+from pipelines.dpm_encoder import chain_length
 from pipelines.metrics import clip_similarity, faithfulness
 
 from .budget import Cost, Work, check_budget

@@ -100,6 +100,8 @@ def values(runner, found: dict, folder: Path) -> dict:
     known = [f.name for f in fields(runner.Settings)]
     for name in known:
         value = settings.get(name)
-        if value is not None and not isinstance(value, (str, int, float, bool)):
+        plain = isinstance(value, (str, int, float, bool)) or (
+            isinstance(value, list) and all(isinstance(v, str) for v in value))  # a multiple choice
+        if value is not None and not plain:
             raise ValueError(f"The setting {name!r} in that file is not a plain value.")
     return {name: settings[name] for name in known if name in settings}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipelines import loading, registry, timing
+from pipelines import asyrp_released, loading, registry, timing
 
 
 preload = loading.preload  # ZeroGPU: the default model and CLIP loaded at import, shared with the GPU workers
@@ -26,5 +26,9 @@ def status_markdown() -> str:
         state = f"⚠️ default model **{model_id}** cannot be loaded: {err}"
     others = [f"{m}: {model_state(m, 'ddpm')}" for m in registry.diffusion_model_ids() if m != model_id]
     clip_id = registry.default_clip_id()
+    released = asyrp_released.released_status()
+    ready = sum(state in ("offline copy", "cached") for state in released.values())
     return (f"Running on **{device.type.upper()}** ({str(dtype).removeprefix('torch.')}); {state}  \n"
-            f"CLIP {clip_id}: {model_state(clip_id, 'clip')} · " + " · ".join(others))
+            f"CLIP {clip_id}: {model_state(clip_id, 'clip')} · " + " · ".join(others) +
+            f"  \nAsyrp's released directions: {ready} of {len(released)} ready here (the others download on first "
+            f"use)")

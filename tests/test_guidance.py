@@ -248,10 +248,12 @@ def test_tab_offers_the_models_own_classifier_and_refuses_it_for_a_model_without
     from pipelines import loading
     from ui import guidance_tab as tab
 
-    kind, _, target = tab.model_controls("shapes-16", tab.FACE_PROMPTS, None)
+    kind, _, target, sampler = tab.model_controls("shapes-16", tab.FACE_PROMPTS, None)
     assert kind == tab.NOISE_AWARE and target.choices == [(c, c) for c in ("circle", "square", "triangle")]
-    kind, prompts, target = tab.model_controls("google/ddpm-celebahq-256", tab.FACE_PROMPTS, "triangle")
+    assert sampler == "ddpm"  # the bundled models' DDIM samples are often not clean
+    kind, prompts, target, sampler = tab.model_controls("google/ddpm-celebahq-256", tab.FACE_PROMPTS, "triangle")
     assert kind == tab.CLIP_ZERO_SHOT and prompts.visible and target.value == "a photo of a smiling person"
+    assert sampler == "ddim"
     monkeypatch.setattr(loading, "cache", loading.ModelCache())
     monkeypatch.setenv("STEER_MODEL", str(tiny_model_dir))  # the operator's model: the page offers it
     args = dict(prompts_text="", target="circle", model_id=str(tiny_model_dir), scale=1.0, sampler="ddim",

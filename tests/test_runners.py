@@ -2,6 +2,8 @@
 gave; and nothing in ui/ reaches past the runners to the pipelines."""
 
 import base64
+import dataclasses
+import hashlib
 import io
 import json
 import re
@@ -10,11 +12,17 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
+from diffusers import UNet2DModel
 from PIL import Image
 
-from runners import METHODS
+from conftest import ddpm_scheduler, write_published_ddpm
+from pipelines import asyrp_released, loading
+from runners import METHODS, asyrp
 from runners.__main__ import main
 from test_app import no_progress
+from test_asyrp_official import official_state, write_official
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,8 +84,6 @@ def test_the_command_line_runs_a_method_without_a_file_and_lists_the_methods(tmp
 
 
 def test_a_bad_setting_on_the_command_line_says_what_is_allowed(tmp_path, capsys):
-    import pytest
-
     with pytest.raises(SystemExit, match="down_factor 3 is not allowed"):
         main(["run", "ilvr", "--reference", "assets/faces/drawn-face.png", "--model", "faces-32", "--down-factor", "3",
               "--out", str(tmp_path)])
@@ -92,3 +98,35 @@ def test_no_file_of_the_three_layers_is_over_300_lines():
     for folder in ("ui", "runners", "pipelines"):
         for module in (ROOT / folder).glob("*.py"):
             assert len(module.read_text().splitlines()) <= 300, module
+
+
+def test_a_released_direction_is_picked_by_name_on_the_model_it_was_made_for(tmp_path, monkeypatch):
+    """The authors' smiling f_t (random weights in the official layout, pinned) from the offline copy folder, on a
+    stand-in for google/ddpm-celebahq-256 with the hub models' 512-channel h-space, through the runner by name."""
+    torch.manual_seed(0)
+    unet = UNet2DModel(sample_size=8, layers_per_block=1, block_out_channels=(32, 512), norm_num_groups=32,
+                       down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+                       time_embedding_dim=512, add_attention=False).eval()
+    copies = tmp_path / "copies"
+    write_published_ddpm(copies / "google/ddpm-celebahq-256", unet, ddpm_scheduler())
+    smiling = asyrp_released.RELEASED["smiling"]
+    checkpoint = copies / asyrp_released.REPO / "checkpoint"
+    checkpoint.mkdir(parents=True)
+    digest = hashlib.sha256(write_official(checkpoint / smiling.file, official_state(0))).hexdigest()
+    monkeypatch.setitem(asyrp_released.SHA256, smiling.file, digest)
+    monkeypatch.setitem(asyrp_released.RELEASED, "smiling", dataclasses.replace(smiling, sha256=digest))
+    monkeypatch.setenv("STEER_MODEL_DIR", str(copies))
+    monkeypatch.setattr(loading, "cache", loading.ModelCache())
+
+    assert ("smiling (Asyrp authors)", "smiling") in asyrp.released_choices("google/ddpm-celebahq-256")
+    assert asyrp.released_choices("faces-32") == []
+    settings = asyrp.Settings("assets/astronaut.png", "google/ddpm-celebahq-256", asyrp.SOURCES[3], strip=False,
+                              scale=1.0, t_edit=asyrp.released_t_edit(["smiling"]), t_boost=0, steps=4,
+                              released="smiling")
+    result = asyrp.run(settings)
+    assert [caption for _, caption in result.gallery] == ["input", "reconstruction (scale 0)", "scale +1"]
+    assert "released by the Asyrp authors (smiling: face → smiling face; c = s × 40 / steps)" in result.note
+    assert result.t_edit == 516 and result.delta_h_norms  # CelebA-HQ's t_edit, and steps were edited
+    assert not np.array_equal(pixels(result.gallery[1][0]), pixels(result.gallery[2][0]))
+    with pytest.raises(ValueError, match="'sad' is not a released direction for faces-32; pick from: none"):
+        asyrp.run(asyrp.Settings("assets/faces/frowning.png", "faces-32", asyrp.SOURCES[3], released=["sad"]))

@@ -45,16 +45,28 @@ INTERVAL_NOTE = (
 SIZE_DIRECTION = "assets/shapes-16/directions/size.safetensors"  # training/shape_directions.py: bigger at s > 0
 SMILE_DIRECTION = "assets/faces-32/directions/smile.safetensors"  # training/face_directions.py: smiling at s > 0
 
-# image, model, source, k, direction file, scale, strip, steps, seed
+CELEBAHQ = "google/ddpm-celebahq-256"
+
+# image, model, source, k, direction file, scale, strip, steps, seed, released directions
 EXAMPLES = [
-    ["assets/faces/frowning.png", "faces-32", SOURCES[2], 1, SMILE_DIRECTION, 1.5, True, 20, 0],
-    ["assets/shapes/green-triangle.png", "shapes-16", SOURCES[2], 1, SIZE_DIRECTION, 1.0, True, 40, 0],
-    ["assets/shapes/red-circle.png", "shapes-16", SOURCES[2], 1, SIZE_DIRECTION, 1.0, True, 40, 0],
-    ["assets/shapes/blue-square.png", "shapes-16", SOURCES[0], 2, None, 1.0, True, 40, 0],
-    ["assets/astronaut.png", "google/ddpm-celebahq-256", SOURCES[0], 1, None, 1.0, True, 40, 0],
-    ["assets/astronaut.png", "google/ddpm-celebahq-256", SOURCES[0], 2, None, 1.5, True, 40, 0],
-    ["assets/chelsea.png", "google/ddpm-cat-256", SOURCES[0], 1, None, 1.0, True, 40, 0],
+    ["assets/faces/frowning.png", "faces-32", SOURCES[2], 1, SMILE_DIRECTION, 1.5, True, 20, 0, []],
+    ["assets/shapes/green-triangle.png", "shapes-16", SOURCES[2], 1, SIZE_DIRECTION, 1.0, True, 40, 0, []],
+    ["assets/shapes/red-circle.png", "shapes-16", SOURCES[2], 1, SIZE_DIRECTION, 1.0, True, 40, 0, []],
+    ["assets/shapes/blue-square.png", "shapes-16", SOURCES[0], 2, None, 1.0, True, 40, 0, []],
+    ["assets/astronaut.png", CELEBAHQ, SOURCES[3], 1, None, 0.5, True, 40, 0, ["smiling"]],
+    ["assets/astronaut.png", CELEBAHQ, SOURCES[3], 1, None, 0.5, True, 40, 0, ["young"]],
+    ["assets/astronaut.png", CELEBAHQ, SOURCES[3], 1, None, 0.5, True, 40, 0, ["pixar"]],
+    ["assets/astronaut.png", CELEBAHQ, SOURCES[0], 1, None, 1.0, True, 40, 0, []],
+    ["assets/chelsea.png", "google/ddpm-cat-256", SOURCES[0], 1, None, 1.0, True, 40, 0, []],
 ]
+RELEASED_NOTE = (
+    "**Released by the Asyrp authors** (Kwon, Jeong & Uh, [kwonminki/Asyrp_official](https://github.com/kwonminki/"
+    "Asyrp_official), MIT licence): 26 f_t trained on these same DDPM weights (CelebA-HQ, LSUN church and bedroom), "
+    "downloaded from the authors' repository at a pinned commit on first use and loaded only when their sha256 is the "
+    "pinned one. They are applied as the official code does: h ← h + c · f_t(h, temb) in P_t while t ≥ t_edit, with "
+    "c = s × 40 / steps (so one s gives the same edit at any number of steps) and, for k directions together, each at "
+    "1/√k. t_edit is the dataset's (CelebA-HQ 516, church 370, bedroom 369), set when you pick them."
+)
 
 TIMELINE_STAGES = (  # colour, what happens
     ("#6366f1", "asymmetric reverse process: P_t sees h + s Δh, D_t does not"),
@@ -108,6 +120,35 @@ def interval_sliders(model_id: str):
     return gr.Slider(value=t_edit), gr.Slider(value=t_boost)
 
 
+def released_menu(model_id: str, current=None) -> gr.Dropdown:
+    """The authors' directions for the model, keeping the picked ones that still apply."""
+    choices = asyrp.released_choices(model_id)
+    names = [name for _, name in choices]
+    return gr.Dropdown(choices=choices, value=[name for name in current or [] if name in names], multiselect=True,
+                       allow_custom_value=True, interactive=bool(choices),
+                       label="Released directions (Asyrp authors)" + ("" if choices else ": none for this model"))
+
+
+def model_controls(model_id: str, current):
+    """A newly picked model: its Asyrp interval and its released directions."""
+    return (*interval_sliders(model_id), released_menu(model_id, current))
+
+
+def released_picked(names):
+    """Picking released directions: their source, and their dataset's t_edit."""
+    if not names:
+        return gr.skip(), gr.skip()
+    return SOURCES[3], asyrp.released_t_edit(names)
+
+
+def example_controls(image, model_id, *rest):
+    """An example's interval and released-directions menu, made to match the example as written (the model's
+    interval, or the released directions' t_edit; the menu's choices for the model)."""
+    t_edit, t_boost = interval_sliders(model_id)
+    names = rest[-1]
+    return (asyrp.released_t_edit(names) if names else t_edit), t_boost, released_menu(model_id, names)
+
+
 @user_errors
 def timeline_of(model_id: str, t_edit, t_boost) -> str:
     try:
@@ -139,6 +180,8 @@ def build_tab() -> None:
                     learned_file = gr.File(label="Learned direction (.safetensors, download to reuse)",
                                            interactive=False)
                 direction_file = gr.File(label="Direction file (.safetensors)", file_types=[".safetensors"])
+                released = released_menu(model_id.value)
+                gr.Markdown(RELEASED_NOTE)
                 scale = gr.Slider(-asyrp.MAX_SCALE, asyrp.MAX_SCALE, value=1.0, step=0.1,
                                   label="Scale s (negative reverses the edit)")
                 strip = gr.Checkbox(True, label="Show a strip of scales (-2s, -s, s, 2s) to see the linearity")
@@ -160,9 +203,12 @@ def build_tab() -> None:
                 norms = line_plot("|s Δh_t|, the shift added to h at each edited step (t from T down to t_edit)",
                                   "t", "|s Δh_t|")
                 results = gr.Column()
-        gr.Examples(EXAMPLES, inputs=[image, model_id, source, k, direction_file, scale, strip, steps, seed],
+        gr.Examples(EXAMPLES, inputs=[image, model_id, source, k, direction_file, scale, strip, steps, seed, released],
+                    outputs=[t_edit, t_boost, released], fn=example_controls, run_on_click=True, cache_examples=False,
                     label="Examples (pick one, then Edit)")
-        model_id.change(interval_sliders, model_id, [t_edit, t_boost], api_visibility="private")
+        # the menus follow the user's picks (.input); an example sets them as written, choices included
+        model_id.input(model_controls, [model_id, released], [t_edit, t_boost, released], api_visibility="private")
+        released.input(released_picked, released, [source, t_edit], api_visibility="private")
         gr.on([t_edit.change, t_boost.change], timeline_of, [model_id, t_edit, t_boost], stages,
               api_visibility="private")
         learn_button.click(learn, [image, model_id, source_text, target_text, kind, iterations, t_edit, steps],
@@ -170,7 +216,7 @@ def build_tab() -> None:
                            **concurrency())
         # the runner's settings, in order
         inputs = [image, model_id, source, k, learned_path, direction_file, scale, strip, auto, t_edit, t_boost, steps,
-                  seed, preview_every]
+                  seed, preview_every, released]
         estimate = estimator(asyrp.Settings, asyrp.cost)
         costs = [model_id, source, strip, t_edit, steps]
         gr.on([c.change for c in costs], estimate, inputs, time_estimate, api_visibility="private")
