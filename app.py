@@ -36,7 +36,7 @@ def build_demo() -> gr.Blocks:
     return demo.queue(default_concurrency_limit=2, max_size=int(os.environ.get("STEER_QUEUE_SIZE", "32")))
 
 
-if os.environ.get("SPACES_ZERO_GPU"):  # ZeroGPU runs each GPU function in a worker: load the models once, here
+if gpu.ZERO_GPU:  # ZeroGPU runs each GPU function in a worker: load the models once, here
     status.preload()
 demo = build_demo()
 

@@ -16,14 +16,12 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from diffusers.models.embeddings import Timesteps
-from diffusers.utils.torch_utils import randn_tensor
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
 from .asyrp import AsyrpPipeline, asymmetric_step, check_interval, delta_h, edit_h_space, record_h
 from .asyrp_official import is_pickled, load_official
-from .images import to_model_input
 from .sampling import check_num_inference_steps, eps_theta, initial_noise
 
 FORMAT = "asyrp-direction/1"
@@ -108,7 +106,6 @@ def load_direction(path, *, shape: tuple[int, int, int], model_id: str | None = 
 
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
-LPIPS_EDIT, LPIPS_BOOST = 0.33, 1.2  # the paper's thresholds: editing strength and quality deficiency
 PCA_BATCH = 4  # noise images per U-Net call when reading h for principal directions: a 256 px batch of 32 needs ~14 GB
 
 
@@ -273,35 +270,3 @@ def directional_loss(pipe: AsyrpPipeline, images, judge, source: str, target: st
     losses = edit_losses(pipe, x_T, direction, judge, text_delta(judge, source, target, x_T.device), t_edit=t_edit,
                          num_inference_steps=num_inference_steps)
     return sum(losses) / len(losses)
-
-
-def load_lpips():
-    """LPIPS(x, y) for (B,3,H,W) in [-1,1] -> (B,), or None when the `lpips` package or its weights are unavailable."""
-    try:
-        import lpips
-
-        metric = lpips.LPIPS(net="alex", verbose=False).eval().requires_grad_(False)
-    except Exception:  # not installed, or its backbone weights cannot be downloaded
-        return None
-    return lambda x, y: metric.to(x.device)(x.float(), y.float()).reshape(-1)
-
-
-@torch.no_grad()
-def choose_interval(pipe: AsyrpPipeline, image, lpips, *, num_inference_steps: int = 40,
-                    generator: torch.Generator | None = None) -> tuple[int, int]:
-    """The paper's automatic interval: t_edit = the smallest t with LPIPS(x_0, P_t(x_t)) >= 0.33,
-    t_boost = the smallest t with LPIPS(x_0, x_t) >= 1.2, x_t = q_sample(x_0, t, eps), over the DDIM timesteps.
-    lpips(x, y) -> (B,) on [-1,1] images (see load_lpips)."""
-    x0 = to_model_input(image, pipe.unet.config.sample_size, pipe._execution_device, pipe.unet.dtype)
-    T = pipe.scheduler.config.num_train_timesteps
-    t_edit, t_boost = T, T
-    ddim = pipe.ddim(num_inference_steps)
-    for t in reversed(ddim.timesteps):  # increasing t
-        x_t = ddim.add_noise(x0, randn_tensor(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype), t.reshape(1))
-        p_t = ddim.step(eps_theta(pipe.unet, x_t, t), t, x_t).pred_original_sample
-        if t_edit == T and lpips(x0, p_t).mean() >= LPIPS_EDIT:
-            t_edit = int(t)
-        if t_boost == T and lpips(x0, x_t).mean() >= LPIPS_BOOST:
-            t_boost = int(t)
-    return t_edit, min(t_boost, t_edit)
-

@@ -12,8 +12,8 @@ import torch
 
 from pipelines import AsyrpPipeline, asyrp_released, loading, registry
 from pipelines.asyrp import check_interval
-from pipelines.directions import (LPIPS_BOOST, LPIPS_EDIT, PCA_BATCH, choose_interval, learn_direction, load_direction, load_lpips,
-                                  principal_directions, save_direction)
+from pipelines.directions import PCA_BATCH, learn_direction, load_direction, principal_directions, save_direction
+from pipelines.interval import LPIPS_BOOST, LPIPS_EDIT, choose_interval, load_lpips
 
 from .budget import Cost, Work, check_budget
 from .common import (BoundedCache, Callback, Gallery, Stopped, Tracker, check_text, make_generator, picture,

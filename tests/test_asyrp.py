@@ -9,6 +9,7 @@ from safetensors.torch import save_file
 from conftest import ddpm_scheduler, tiny_unet
 from pipelines import AsyrpPipeline
 from pipelines import directions as find
+from pipelines import interval
 from pipelines.clip import ClipJudge
 from pipelines.directions import DeltaBlock, load_direction, save_direction
 
@@ -200,11 +201,11 @@ def test_automatic_interval_follows_the_lpips_thresholds(pipe):
     T = pipe.scheduler.config.num_train_timesteps
     never = lambda x, y: torch.zeros(x.shape[0])  # noqa: E731
     always = lambda x, y: torch.full((x.shape[0],), 2.0)  # noqa: E731
-    assert find.choose_interval(pipe, image(), never, num_inference_steps=STEPS) == (T, T)  # thresholds never reached: no edit, no boost
-    assert find.choose_interval(pipe, image(), always, num_inference_steps=STEPS) == (0, 0)  # reached at once: the smallest timestep
+    assert interval.choose_interval(pipe, image(), never, num_inference_steps=STEPS) == (T, T)  # thresholds never reached: no edit, no boost
+    assert interval.choose_interval(pipe, image(), always, num_inference_steps=STEPS) == (0, 0)  # reached at once: the smallest timestep
     # a distance that grows with the noise level: x_t drifts from x_0 faster than P_t does, so t_boost <= t_edit
     l1 = lambda x, y: (x - y).abs().mean(dim=(1, 2, 3))  # noqa: E731
-    t_edit, t_boost = find.choose_interval(pipe, image(), l1, num_inference_steps=STEPS, generator=torch.Generator().manual_seed(0))
+    t_edit, t_boost = interval.choose_interval(pipe, image(), l1, num_inference_steps=STEPS, generator=torch.Generator().manual_seed(0))
     assert 0 <= t_boost <= t_edit <= T
 
 
