@@ -130,3 +130,10 @@ def test_a_released_direction_is_picked_by_name_on_the_model_it_was_made_for(tmp
     assert not np.array_equal(pixels(result.gallery[1][0]), pixels(result.gallery[2][0]))
     with pytest.raises(ValueError, match="'sad' is not a released direction for faces-32; pick from: none"):
         asyrp.run(asyrp.Settings("assets/faces/frowning.png", "faces-32", asyrp.SOURCES[3], released=["sad"]))
+
+
+def test_the_page_starts_without_a_warning():
+    """Examples whose menus depend on the model used to warn "not in the list of choices" at every start-up."""
+    started = subprocess.run([sys.executable, "-W", "error::UserWarning", "-c", "import app"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=300)
+    assert started.returncode == 0, started.stderr[-2000:]
