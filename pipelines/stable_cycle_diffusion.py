@@ -28,8 +28,9 @@ from diffusers.utils import BaseOutput, logging
 from diffusers.utils.torch_utils import randn_tensor
 
 from .attention_control import AttentionControl, attention_map_size, check_control, controlled_attention
+from .dpm_encoder import CycleLatent, check_encoder_args, eps_of
 from .images import OUTPUT_TYPES, postprocess
-from .sampling import Callback, abar, prev_timestep
+from .sampling import Callback, abar, prev_timestep, sigma_t
 
 logger = logging.get_logger(__name__)
 
@@ -42,21 +43,15 @@ def ddim_sampler(scheduler) -> DDIMScheduler:
     return DDIMScheduler.from_config(scheduler.config, steps_offset=1)
 
 
-def sigma_t(scheduler: DDIMScheduler, t: int, eta: float) -> torch.Tensor:
-    """sigma_t = eta sqrt((1-abar_prev)/(1-abar_t) (1 - abar_t/abar_prev)), from the scheduler's own variance."""
-    return eta * scheduler._get_variance(t, prev_timestep(scheduler, t)) ** 0.5
-
-
 def q_posterior_sample(scheduler: DDIMScheduler, x_t, x0, t: int, eta: float, generator) -> torch.Tensor:
     """x_prev ~ q(x_prev | x_t, x0) = N(sqrt(abar_prev) x0 + sqrt(1 - abar_prev - sigma_t^2) eps_t, sigma_t^2 I) with
     eps_t = (x_t - sqrt(abar_t) x0) / sqrt(1 - abar_t); x0 itself when the step reaches t <= 0. (B,C,h,w)."""
     prev = prev_timestep(scheduler, t)
     if prev <= 0:
         return x0
-    abar_t, abar_prev, sigma = abar(scheduler, t), abar(scheduler, prev), sigma_t(scheduler, t, eta)
-    eps_t = (x_t - abar_t**0.5 * x0) / (1 - abar_t) ** 0.5
+    abar_prev, sigma = abar(scheduler, prev), sigma_t(scheduler, t, eta)
     n = randn_tensor(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-    return abar_prev**0.5 * x0 + (1 - abar_prev - sigma**2) ** 0.5 * eps_t + sigma * n
+    return abar_prev.sqrt() * x0 + (1 - abar_prev - sigma**2).sqrt() * eps_of(x_t, x0, abar(scheduler, t)) + sigma * n
 
 
 def prompt_list(prompt, what: str = "prompt") -> list[str]:
@@ -72,20 +67,8 @@ def per_image(texts: list[str], n: int) -> list[str]:
     return [text for text in texts for _ in range(n)]
 
 
-def is_number(value, low: float = -math.inf, high: float = math.inf) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high
-
-
-@dataclass
-class StableCycleLatent:
-    """z = (x_{t0}, n_t per step) of the DDIM sampler with this eta and number of steps: decode(z, source_prompt)
-    under the source guidance scale is z0 = E(image) again."""
-
-    x_t0: torch.Tensor  # (B,C,h,w), the chain's start
-    eps: torch.Tensor  # (K,B,C,h,w), the noise of each of the K steps from t0 down
-    timesteps: torch.Tensor  # (K,), t0 first
-    num_inference_steps: int  # the sampler's steps, K of them run
-    eta: float
+def is_number(value, low: float = -math.inf) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= low
 
 
 @dataclass
@@ -96,7 +79,7 @@ class StableCycleDiffusionPipelineOutput(BaseOutput):
 
     images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
     nsfw_content_detected: list[bool] | None
-    latent: StableCycleLatent | None = None
+    latent: CycleLatent | None = None  # z, latents (B,C,h,w) and noise (K,B,C,h,w); no class labels
     attention_maps: list[dict[str, list[tuple[str, torch.Tensor]]]] | None = None
 
 
@@ -138,12 +121,11 @@ class StableCycleDiffusionPipeline(DiffusionPipeline):
         for name, count in (("source_prompt", len(sources)), ("image", 0 if image is None else images)):
             if count not in (1, batch):
                 raise ValueError(f"{name} must be one, or one per prompt ({batch}); got {count}")
-        T = self.scheduler.config.num_train_timesteps
-        if not isinstance(num_inference_steps, int) or not 1 <= num_inference_steps < T:
-            raise ValueError(f"num_inference_steps must be an integer from 1 to {T - 1}; got {num_inference_steps!r}")
-        K = self.total_steps(num_inference_steps=num_inference_steps, strength=strength) if is_number(strength) else 0
-        if not is_number(strength, 0, 1) or K < 1:
-            raise ValueError(f"strength must be in (0, 1] with strength * num_inference_steps >= 1; got {strength!r}")
+        check_encoder_args(num_inference_steps, eta, strength, self.scheduler.config.num_train_timesteps)
+        K = self.total_steps(num_inference_steps=num_inference_steps, strength=strength)
+        if K < 1:
+            raise ValueError(f"strength * num_inference_steps must make at least one step; got {strength} * "
+                             f"{num_inference_steps}")
         if not (is_number(guidance_scale, 0) and is_number(source_guidance_scale, 0)):
             raise ValueError(f"guidance_scale and source_guidance_scale must be numbers >= 0; got {guidance_scale!r} "
                              f"and {source_guidance_scale!r}")
@@ -152,8 +134,6 @@ class StableCycleDiffusionPipeline(DiffusionPipeline):
                              f"runs when guidance_scale > 1; raise guidance_scale or pass source_guidance_scale=1")
         if not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
             raise ValueError(f"num_images_per_prompt must be an integer >= 1; got {num_images_per_prompt!r}")
-        if not is_number(eta, 0, 1) or eta == 0:
-            raise ValueError(f"eta must be in (0, 1]: the encoder needs sigma_t > 0 (the paper uses 0.1); got {eta!r}")
         if self.scheduler.config.set_alpha_to_one:
             raise ValueError("the scheduler has set_alpha_to_one=True, so sigma_t = 0 at the last step; build it with "
                              "set_alpha_to_one=False, as Stable Diffusion's config does")
@@ -274,7 +254,7 @@ class StableCycleDiffusionPipeline(DiffusionPipeline):
     @torch.no_grad()
     def encode(self, image, source_prompt: str | list[str], *, strength: float = 0.8, num_inference_steps: int = 50,
                source_guidance_scale: float = 1.0, eta: float = 0.1, num_images_per_prompt: int = 1, generator=None,
-               clip_skip: int | None = None, callback: Callback = None) -> StableCycleLatent:
+               clip_skip: int | None = None, callback: Callback = None) -> CycleLatent:
         """z ~ DPMEnc(z | z0, G(. | source_prompt)), z0 = E(image), guided when source_guidance_scale > 1; the generator
         is drawn as in __call__, so decode(z, prompt) is __call__'s edit up to float rounding."""
         self.check_inputs(prompt=source_prompt, source_prompt=source_prompt, image=image, strength=strength,
@@ -287,10 +267,10 @@ class StableCycleDiffusionPipeline(DiffusionPipeline):
                                                    strength=strength, generator=generator)
         _, noise = self.chains(timesteps, eta=eta, conds=[c_src], scales=[source_guidance_scale], c_u=c_u, x_src=x_t0,
                                z0=z0, generator=generator, callback=callback)
-        return StableCycleLatent(x_t0, noise, timesteps, num_inference_steps, float(eta))
+        return CycleLatent(x_t0, noise, timesteps, num_inference_steps, float(eta))
 
     @torch.no_grad()
-    def decode(self, latent: StableCycleLatent, prompt: str | list[str], *, guidance_scale: float = 7.5,
+    def decode(self, latent: CycleLatent, prompt: str | list[str], *, guidance_scale: float = 7.5,
                clip_skip: int | None = None, output_type: str = "pil", return_dict: bool = True,
                callback: Callback = None, cross_attention_kwargs=None):
         """G(z | prompt): x_prev = mu(x_t, eps_hat(x_t | prompt)) + sigma_t n_t from x_{t0}, then D; guided when
@@ -353,7 +333,7 @@ class StableCycleDiffusionPipeline(DiffusionPipeline):
                                    scales=[source_guidance_scale, guidance_scale], c_u=c_u, x_src=x_t0, z0=z0, x=x_t0,
                                    generator=generator, control=control, callback=callback,
                                    cross_attention_kwargs=cross_attention_kwargs)
-        latent = StableCycleLatent(x_t0, noise, timesteps, num_inference_steps, float(eta))
+        latent = CycleLatent(x_t0, noise, timesteps, num_inference_steps, float(eta))
 
         # 4. x_0 = D(x), checked and post-processed
         maps = None if control is None else control.word_maps(self.tokenizer)
