@@ -8,7 +8,7 @@ import pytest
 import torch
 from diffusers import (AutoencoderKL, CycleDiffusionPipeline, DDIMScheduler, PNDMScheduler, StableDiffusionPipeline,
                        UNet2DConditionModel)
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from transformers import CLIPImageProcessor, CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from pipelines import StableCycleDiffusionPipeline
 from pipelines.attention_control import AttentionControl, token_alignment
@@ -94,6 +94,30 @@ def test_same_images_as_diffusers(components, pipe, image, settings):
     # room for a math library that splits the batch differently
     assert ours.shape == theirs.shape == (1, 32, 32, 3)
     assert abs(ours - theirs).max() <= 1e-6
+
+
+class FlagFirstImage(torch.nn.Module):
+    """A stand-in for StableDiffusionSafetyChecker (whose weights need a download): flags the first image, blacks it."""
+
+    device = torch.device("cpu")
+
+    def forward(self, images, clip_input):
+        flags = [i == 0 for i in range(len(images))]
+        images[0] = torch.zeros_like(images[0])
+        return images, flags
+
+
+def test_safety_checker_blacks_out_a_flagged_image_as_diffusers_does(components, image):
+    extractor = CLIPImageProcessor(size=32, crop_size=32)
+    checked = dict(components, safety_checker=FlagFirstImage(), feature_extractor=extractor)
+    ours, theirs = StableCycleDiffusionPipeline(**checked), CycleDiffusionPipeline(**checked)
+    for pipe in (ours, theirs):
+        pipe.set_progress_bar_config(disable=True)
+    ours = edit(ours, image, num_images_per_prompt=2, guidance_scale=1.0, output_type="np")
+    theirs = edit(theirs, image, num_images_per_prompt=2, guidance_scale=1.0, output_type="np")
+    assert ours.nsfw_content_detected == theirs.nsfw_content_detected == [True, False]
+    assert ours.images[0].max() == 0 and ours.images[1].max() > 0.5  # the flagged edit is black, the other is kept
+    assert abs(ours.images - theirs.images).max() <= 1e-6
 
 
 def test_batch_of_two_is_two_edits(components, pipe, image):
