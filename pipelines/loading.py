@@ -46,21 +46,21 @@ def download_patterns(repo_files: list[str]) -> list[str]:
     return ["*.json", "*.txt", weights]
 
 
-def _hub_snapshot(model_id: str) -> Path:
-    """The hub repository `model_id` as a local folder: downloaded (configs and one weight format) or, when the hub
-    cannot be reached, the copy in the hub cache."""
+def _hub_snapshot(model_id: str, patterns_of: Callable[[list[str]], list[str]]) -> Path:
+    """The hub repository `model_id` as a local folder: downloaded (what `patterns_of` the repository's file list
+    names) or, when the hub cannot be reached, the copy in the hub cache."""
     from huggingface_hub import HfApi, snapshot_download
 
     try:
-        patterns = download_patterns(HfApi().list_repo_files(model_id))
+        patterns = patterns_of(HfApi().list_repo_files(model_id))
     except Exception:  # offline or unreachable: the hub client raises many kinds of network and HTTP errors
         return Path(snapshot_download(model_id, local_files_only=True))
     return Path(snapshot_download(model_id, allow_patterns=patterns))
 
 
-def resolve(model_id: str, kind: str) -> Path:
+def resolve(model_id: str, kind: str, patterns_of: Callable[[list[str]], list[str]] = download_patterns) -> Path:
     """A local directory holding `model_id`: the id itself if it is a directory, a copy under
-    STEER_MODEL_DIR, or a snapshot from the hub (registry ids only; see `download_patterns`)."""
+    STEER_MODEL_DIR, or a snapshot from the hub of what `patterns_of` names (registry ids only)."""
     if Path(model_id).is_dir():
         return Path(model_id)
     info = REGISTRY.get(model_id)
@@ -80,7 +80,7 @@ def resolve(model_id: str, kind: str) -> Path:
     if local_root and (Path(local_root) / model_id).is_dir():
         return Path(local_root) / model_id
     try:
-        return _hub_snapshot(model_id)
+        return _hub_snapshot(model_id, patterns_of)
     except Exception as err:  # the hub client raises many kinds of network and HTTP errors
         raise ModelLoadError(
             f"Could not load {model_id!r}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}. "

@@ -49,3 +49,13 @@ def clip_similarity(clip: ClipJudge, image, prompt: str) -> float:
     with torch.no_grad():
         x = (_unit_tensor(image) * 2 - 1).to(clip.device, clip.model.dtype)
         return float(clip.similarity(x, clip.text_embeds([prompt])).mean())
+
+
+def directional_clip(clip: ClipJudge, image, edited, source: str, target: str) -> float:
+    """CLIP's directional similarity (StyleGAN-NADA, used by CycleDiffusion's paper): the cosine between the change of
+    the image embedding, E(edited) - E(image), and the change of the text embedding, E(target) - E(source)."""
+    with torch.no_grad():
+        x = torch.cat([_unit_tensor(image), _unit_tensor(edited)]) * 2 - 1  # (2,3,H,W)
+        before, after = clip.image_embeds(x.to(clip.device, clip.model.dtype))
+        texts = clip.text_embeds([source, target])
+        return float(torch.nn.functional.cosine_similarity(after - before, texts[1] - texts[0], dim=0))

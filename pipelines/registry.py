@@ -31,7 +31,7 @@ from .devices import device_and_dtype
 class ModelInfo:
     """One registry entry: what the model is and what it is good for."""
 
-    kind: str  # "ddpm" (a UNet2DModel + DDPMScheduler) or "clip"
+    kind: str  # "ddpm" (a UNet2DModel + DDPMScheduler), "text-to-image" (Stable Diffusion's layout) or "clip"
     resolution: int  # image side in pixels (224 for CLIP's image tower)
     domain: str  # what the model has seen, shown in the UI
     note: str = ""
@@ -76,6 +76,14 @@ REGISTRY: dict[str, ModelInfo] = {  # download sizes: 113,673,219 parameters at 
     "google/ddpm-ema-bedroom-256": ModelInfo("ddpm", 256, "bedrooms (LSUN bedroom, EMA weights)", download_mb=455),
     "google/ddpm-cifar10-32": ModelInfo("ddpm", 32, "CIFAR-10 objects", "unconditional, 32x32", download_mb=143),
     "openai/clip-vit-base-patch32": ModelInfo("clip", 224, "image-text (CLIP ViT-B/32)", download_mb=605),
+    # text-to-image latent models in Stable Diffusion's layout; sizes in fp32 (a GPU takes the fp16 variant, half),
+    # without the safety checker (another 1,216 MB): U-Net 859.5M (bk-sdm-tiny 323.4M), text encoder 123.1M, VAE 83.7M
+    "CompVis/stable-diffusion-v1-4": ModelInfo("text-to-image", 512, "text-to-image (Stable Diffusion 1.4)",
+                                               "latent, 512x512: wants a GPU", download_mb=4265),
+    "stable-diffusion-v1-5/stable-diffusion-v1-5": ModelInfo("text-to-image", 512, "text-to-image (Stable Diffusion 1.5)",
+                                                             "latent, 512x512: wants a GPU", download_mb=4265),
+    "nota-ai/bk-sdm-tiny": ModelInfo("text-to-image", 512, "text-to-image (BK-SDM-Tiny, a distilled SD 1.4)",
+                                     "latent, 0.33B U-Net: the one a CPU can run, slowly", download_mb=2121),
     "shapes-16": ModelInfo(
         "ddpm", 16, "coloured shapes (circle, square, triangle)",
         "class-conditional, 16x16, bundled: runs offline on a CPU", path="assets/shapes-16",
@@ -134,6 +142,11 @@ def _hub_default_can_serve() -> bool:
 def default_clip_id() -> str:
     """STEER_CLIP_MODEL if set, else DEFAULT_CLIP."""
     return os.environ.get("STEER_CLIP_MODEL", DEFAULT_CLIP)
+
+
+def text_to_image_model_ids() -> list[str]:
+    """The text-to-image models the app offers (CycleDiffusion's text edit)."""
+    return [name for name, info in REGISTRY.items() if info.kind == "text-to-image"]
 
 
 def diffusion_model_ids() -> list[str]:

@@ -16,7 +16,6 @@ source_guidance_scale when guidance_scale <= 1 (refused here). With vae=None (pi
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,10 +26,11 @@ from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils import BaseOutput, logging
 from diffusers.utils.torch_utils import randn_tensor
 
-from .attention_control import AttentionControl, attention_map_size, check_control, controlled_attention
-from .dpm_encoder import CycleLatent, check_encoder_args, eps_of
+from .attention_control import AttentionControl, attention_map_size, controlled_attention
+from .dpm_encoder import CycleLatent, eps_of
 from .images import OUTPUT_TYPES, postprocess
 from .sampling import Callback, abar, prev_timestep, sigma_t
+from .text_edit_checks import check_edit_inputs, is_number, per_image, prompt_list
 
 logger = logging.get_logger(__name__)
 
@@ -52,23 +52,6 @@ def q_posterior_sample(scheduler: DDIMScheduler, x_t, x0, t: int, eta: float, ge
     abar_prev, sigma = abar(scheduler, prev), sigma_t(scheduler, t, eta)
     n = randn_tensor(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     return abar_prev.sqrt() * x0 + (1 - abar_prev - sigma**2).sqrt() * eps_of(x_t, x0, abar(scheduler, t)) + sigma * n
-
-
-def prompt_list(prompt, what: str = "prompt") -> list[str]:
-    if isinstance(prompt, str):
-        return [prompt]
-    if isinstance(prompt, (list, tuple)) and prompt and all(isinstance(p, str) for p in prompt):
-        return list(prompt)
-    raise ValueError(f"{what} must be a string or a non-empty list of strings (one per image); got {prompt!r}")
-
-
-def per_image(texts: list[str], n: int) -> list[str]:
-    """Each text once for each of its n images, in the order of the batch."""
-    return [text for text in texts for _ in range(n)]
-
-
-def is_number(value, low: float = -math.inf) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= low
 
 
 @dataclass
@@ -108,45 +91,9 @@ class StableCycleDiffusionPipeline(DiffusionPipeline):
         """K, the callback's steps in a call of __call__, encode or decode: int(strength * steps), as diffusers counts."""
         return min(int(num_inference_steps * strength), num_inference_steps)
 
-    def check_inputs(self, *, prompt=None, source_prompt=None, image=None, strength=0.8, num_inference_steps=50,
-                     guidance_scale=7.5, source_guidance_scale=1.0, num_images_per_prompt=1, eta=0.1, generator=None,
-                     prompt_embeds=None, output_type="pil", cross_attention_control=None, cross_replace_steps=0.8,
-                     self_replace_steps=0.4, reweight=None, attention_map_step=None) -> None:
-        """Every argument of __call__ (encode: its own), before the first U-Net evaluation."""
-        if (prompt is None) == (prompt_embeds is None):
-            raise ValueError("pass exactly one of prompt (the text of the edit) and prompt_embeds (its embeddings)")
-        batch = len(prompt_list(prompt)) if prompt_embeds is None else prompt_embeds.shape[0]
-        sources = prompt_list(source_prompt, "source_prompt (the text of the input image)")
-        images = len(image) if isinstance(image, list) else image.shape[0] if getattr(image, "ndim", 3) == 4 else 1
-        for name, count in (("source_prompt", len(sources)), ("image", 0 if image is None else images)):
-            if count not in (1, batch):
-                raise ValueError(f"{name} must be one, or one per prompt ({batch}); got {count}")
-        check_encoder_args(num_inference_steps, eta, strength, self.scheduler.config.num_train_timesteps)
-        K = self.total_steps(num_inference_steps=num_inference_steps, strength=strength)
-        if K < 1:
-            raise ValueError(f"strength * num_inference_steps must make at least one step; got {strength} * "
-                             f"{num_inference_steps}")
-        if not (is_number(guidance_scale, 0) and is_number(source_guidance_scale, 0)):
-            raise ValueError(f"guidance_scale and source_guidance_scale must be numbers >= 0; got {guidance_scale!r} "
-                             f"and {source_guidance_scale!r}")
-        if guidance_scale <= 1 < source_guidance_scale:
-            raise ValueError(f"source_guidance_scale {source_guidance_scale} needs classifier-free guidance, which "
-                             f"runs when guidance_scale > 1; raise guidance_scale or pass source_guidance_scale=1")
-        if not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
-            raise ValueError(f"num_images_per_prompt must be an integer >= 1; got {num_images_per_prompt!r}")
-        if self.scheduler.config.set_alpha_to_one:
-            raise ValueError("the scheduler has set_alpha_to_one=True, so sigma_t = 0 at the last step; build it with "
-                             "set_alpha_to_one=False, as Stable Diffusion's config does")
-        if output_type not in ("latent", *OUTPUT_TYPES):
-            raise ValueError(f"output_type must be one of {('latent', *OUTPUT_TYPES)}; got {output_type!r}")
-        if isinstance(generator, list) and len(generator) != batch * num_images_per_prompt:
-            raise ValueError(f"a list of generators needs one per image ({batch * num_images_per_prompt})")
-        if cross_attention_control is not None or reweight is not None or attention_map_step is not None:
-            if prompt is None:
-                raise ValueError("cross-attention control and maps work on words: pass prompt, not prompt_embeds")
-            check_control(self.tokenizer, sources * (batch // len(sources)), prompt_list(prompt),
-                          cross_attention_control, reweight, cross_replace_steps, self_replace_steps,
-                          attention_map_step, K)
+    def check_inputs(self, **kwargs) -> None:
+        """Every argument of __call__ (encode: its own), before the first U-Net evaluation (check_edit_inputs)."""
+        check_edit_inputs(self, **kwargs)
 
     def encode_text(self, prompts: list[str], clip_skip: int | None = None) -> torch.Tensor:
         """The text encoder's hidden states (N, L, D), L = tokenizer.model_max_length; with clip_skip, those that many

@@ -18,13 +18,16 @@ _seconds: dict[tuple[str, str, bool, int], float] = {}
 def _time_one_eval(model: DiffusionModel, grad: bool, batch_size: int) -> float:
     """Seconds of the faster of two U-Net calls on x_t (batch_size, C, H, W) at t = 500 (the first one pays for lazy
     initialisation, the faster one is the less disturbed by other work on the machine), with a backward pass to x_t
-    when `grad`; class-conditional models get class 0."""
+    when `grad`; class-conditional models get class 0, text-to-image ones an all-zero text embedding."""
     unet = model.unet
     size = unet.config.sample_size
     x_t = torch.randn(batch_size, unet.config.in_channels, size, size, device=unet.device, dtype=unet.dtype)
     labels = {}
-    if unet.config.num_class_embeds:
+    if getattr(unet.config, "num_class_embeds", None):
         labels["class_labels"] = torch.zeros(batch_size, dtype=torch.long, device=unet.device)
+    if getattr(unet.config, "cross_attention_dim", None):  # a text-to-image U-Net: a 77-token text condition
+        labels["encoder_hidden_states"] = torch.zeros(batch_size, 77, unet.config.cross_attention_dim,
+                                                      device=unet.device, dtype=unet.dtype)
     best = float("inf")
     for _ in range(2):
         start = time.perf_counter()

@@ -87,14 +87,15 @@ def picture(path, size: int, what: str = "an image") -> Image.Image:
     return images.center_crop_resize(images.open_image(path), size)
 
 
-def validated(settings, model_field: str = "model_id"):
+def validated(settings, model_field: str | None = "model_id"):
     """`settings` with every field cast to the type of its dataclass default, the seed and the preview interval
-    checked, and the model (None: the default) one the page offers; a ValueError before any model work."""
+    checked, and the model in `model_field` (None: the default) one the page offers; a ValueError before any model
+    work."""
     settings = coerced(settings)
     for name, check in (("seed", check_seed), ("preview_every", check_preview_every)):
         if hasattr(settings, name):
             setattr(settings, name, check(getattr(settings, name)))
-    if hasattr(settings, model_field):
+    if model_field is not None and hasattr(settings, model_field):
         setattr(settings, model_field, offered_model(getattr(settings, model_field) or registry.default_model_id()))
     return settings
 
