@@ -239,7 +239,7 @@ def test_asyrp_examples_on_the_bundled_model_reconstruct_at_scale_0_and_resize_a
 
     rows = [row for row in asyrp_tab.EXAMPLES if row[1] == "shapes-16"]
     assert any(row[4] == asyrp_tab.SIZE_DIRECTION for row in rows)
-    for image, model_id, source, k, direction_file, scale, strip, steps, seed in rows:
+    for image, model_id, source, k, direction_file, scale, strip, steps, seed, _released in rows:
         t_edit, t_boost = asyrp_interval(model_id)
         gallery, info, _ = asyrp_tab.run_asyrp(image, model_id, source, k, None, direction_file, scale, strip, False, t_edit,
                                               t_boost, steps, seed, progress=no_progress)

@@ -188,7 +188,7 @@ def test_asyrp_example_turns_a_frown_into_a_smile_along_the_smile_direction(asyr
     rows = [row for row in asyrp_tab.EXAMPLES if row[1] == MODEL_ID]
     assert rows == asyrp_tab.EXAMPLES[:len(rows)] and all(row[4] == SMILE_DIRECTION for row in rows)
     _, meta = load_direction(SMILE_DIRECTION, shape=asyrp.h_shape, model_id=MODEL_ID)
-    for image, model_id, source, k, direction_file, scale, strip, steps, seed in rows:
+    for image, model_id, source, k, direction_file, scale, strip, steps, seed, _released in rows:
         t_edit, t_boost = asyrp_interval(model_id)  # what the tab's sliders show for this model
         assert (t_edit, int(steps)) == (int(meta["t_edit"]), int(meta["num_inference_steps"])), "edit as it was learned"
         gallery, info, _ = asyrp_tab.run_asyrp(image, model_id, source, k, None, direction_file, scale, strip, False,
