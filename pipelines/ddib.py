@@ -1,0 +1,94 @@
+"""DDIB, dual diffusion implicit bridges (Su, Song, Meng & Ermon, ICLR 2023): the deterministic baseline of
+CycleDiffusion's translation. The source model G1 encodes the image by DDIM inversion (eta = 0) up to x_{t0}, the
+target model G2 decodes x_{t0} by DDIM (eta = 0):
+    x_t    = sqrt(abar_t) P_s(eps_1(x_s, t | c)) + sqrt(1 - abar_t) eps_1(x_s, t | c)         s -> t, up to t0
+    x_prev = sqrt(abar_prev) P_t(eps_2(x_t, t | c')) + sqrt(1 - abar_prev) eps_2(x_t, t | c')  t0 -> 0
+P unclipped on both sides, so that one model and one class give the image back up to the inversion's error. t0 is
+CycleDiffusion's: the first of the last round(strength * num_inference_steps) timesteps of its sampler, so the two
+translations start from the same noise level; DDIB's x_{t0} is found by the model, CycleDiffusion's by q_sample,
+and the noise below t0 is the model's own prediction here, the encoded eps_t there.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import DDIMScheduler, ImagePipelineOutput
+
+from .dpm_encoder import chain_length, check_class_labels, check_compatible, encoder_scheduler
+from .images import check_output_type, postprocess, to_model_input
+from .sampling import Callback, P_t, abar, check_num_inference_steps, eps_theta, prev_timestep
+
+
+def ddib_scheduler(config, num_inference_steps: int) -> DDIMScheduler:
+    """CycleDiffusion's sampler (its timesteps) made deterministic and invertible: P unclipped, abar = 1 after the
+    last step, so that the decoding ends on P_t itself."""
+    ddim = DDIMScheduler.from_config(encoder_scheduler(config).config, clip_sample=False, set_alpha_to_one=True)
+    ddim.set_timesteps(num_inference_steps)
+    return ddim
+
+
+def check_strength(strength) -> None:
+    if not isinstance(strength, (int, float)) or not 0 < strength <= 1:
+        raise ValueError(f"strength must be in (0, 1] (1 inverts to pure noise, smaller keeps more); got {strength!r}")
+
+
+def invert_to_t0(unet, ddim: DDIMScheduler, x0: torch.Tensor, timesteps: torch.Tensor, c: torch.Tensor | None,
+                 callback: Callback = None) -> torch.Tensor:
+    """x_0 (B,3,H,W) in [-1,1] -> x_{t0} by DDIM inversion over `timesteps` (decreasing, t0 first), eps_theta(. | c)
+    evaluated at the lower level x_s with the higher timestep t, as diffusers' DDIMInverseScheduler."""
+    x = x0
+    for step, t in enumerate(reversed(timesteps)):
+        abar_s, abar_t = abar(ddim, prev_timestep(ddim, t)), abar(ddim, t)
+        eps = eps_theta(unet, x, t, c)
+        x0_hat = P_t(x, eps, abar_s)
+        x = abar_t.sqrt() * x0_hat + (1 - abar_t).sqrt() * eps
+        if callback is not None:
+            callback(step, int(t), x, x0_hat)
+    return x
+
+
+def ddim_decode(unet, ddim: DDIMScheduler, x_t0: torch.Tensor, timesteps: torch.Tensor, c: torch.Tensor | None,
+                callback: Callback = None, offset: int = 0) -> torch.Tensor:
+    """x_{t0} (B,3,H,W) -> x_0 in [-1,1] by DDIM with eta = 0 over `timesteps` (t0 first), eps_theta(. | c)."""
+    x = x_t0
+    for step, t in enumerate(timesteps):
+        out = ddim.step(eps_theta(unet, x, t, c), t, x, eta=0.0)
+        x = out.prev_sample
+        if callback is not None:
+            callback(offset + step, int(t), x, out.pred_original_sample)
+    return x
+
+
+@torch.no_grad()
+def ddib(source_unet, source_scheduler, image, *, target_unet=None, target_scheduler=None, class_labels=None,
+         target_class_labels=None, strength: float, num_inference_steps: int, callback: Callback = None,
+         output_type: str = "pil", return_dict: bool = True):
+    """Translate `image` (PIL, path or (B,3,H,W) in [0,1]) by DDIB: inversion with source_unet under class_labels c
+    up to t0, decoding with target_unet (None: the source model) under target_class_labels c' (None: c with the
+    source model, the null class with another). callback(step, t, x_t, x0_hat) sees the inversion's K steps, then
+    the decoding's K, K = round(strength * num_inference_steps). Returns an ImagePipelineOutput (images,) or, with
+    return_dict=False, the tuple (images,), images as `output_type` ("pil", "np" or "pt", in [0,1])."""
+    check_strength(strength)
+    check_num_inference_steps(num_inference_steps, source_scheduler)
+    check_output_type(output_type)
+    target_unet = source_unet if target_unet is None else target_unet
+    target_scheduler = source_scheduler if target_scheduler is None else target_scheduler
+    check_compatible(source_unet, source_scheduler.config, target_unet, target_scheduler.config)
+    x0 = to_model_input(image, source_unet.config.sample_size, source_unet.device, source_unet.dtype)  # (B,3,H,W)
+    c = check_class_labels(source_unet, class_labels, x0.shape[0])  # (B,) or None
+    c_target = check_class_labels(target_unet, target_class_labels, x0.shape[0])
+    if c_target is None and target_unet is source_unet:
+        c_target = c
+
+    # 1. x_{t0} = DDIM inversion of x_0 with the source model, over the last K timesteps
+    ddim = ddib_scheduler(source_scheduler.config, num_inference_steps)
+    timesteps = ddim.timesteps[num_inference_steps - chain_length(num_inference_steps, strength):]  # (K,), t0 first
+    x_t0 = invert_to_t0(source_unet, ddim, x0, timesteps, c, callback)
+
+    # 2. x_0' = DDIM decoding of x_{t0} with the target model
+    x = ddim_decode(target_unet, ddib_scheduler(target_scheduler.config, num_inference_steps), x_t0, timesteps,
+                    c_target, callback, offset=len(timesteps))
+    images = postprocess(x, output_type)
+    if not return_dict:
+        return (images,)
+    return ImagePipelineOutput(images=images)
