@@ -1,0 +1,141 @@
+"""The captioned faces and the text-to-image training of faces-text-32, on tiny models (no trained weights needed)."""
+
+import json
+import random
+from dataclasses import replace
+
+import pytest
+import torch
+from test_faces import one_thread  # noqa: F401 (autouse: one torch thread, as the training runs)
+from transformers import CLIPTokenizer
+
+from training import captions, faces
+from training import train_faces_text as text
+
+TINY = text.Config(name="tiny", batch_size=8, steps=4, warmup=1, checkpoint_every=2, block_out_channels=(16, 32),
+                   heads=2, text_width=32, text_layers=1)
+
+
+@pytest.fixture(scope="module")
+def drawn():
+    """200 generator faces (B,3,32,32) and their attributes."""
+    return faces.make_batch(200, 32, seed=3)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    return CLIPTokenizer.from_pretrained(captions.write_tokenizer(tmp_path_factory.mktemp("tokenizer")))
+
+
+def said(caption: str) -> dict[str, str]:
+    """The attributes a caption names, read back from its words."""
+    words = caption.replace(",", " ,").split()
+    pairs = set(zip(words, words[1:]))
+
+    def one(names, noun):
+        found = [n for n in names if (n, noun) in pairs]
+        assert len(found) == 1, (caption, noun, found)
+        return found[0]
+
+    mouths = [m for m, noun in zip(captions.MOUTHS, ("frown", "smile")) if m in words or noun in words]
+    assert len(mouths) == 1, caption
+    bald = "bald" in words or ("no", "hair") in pairs
+    no_glasses = ("no", "glasses") in pairs or ("without", "glasses") in pairs
+    assert "glasses" in words, caption
+    return dict(mouth=mouths[0], glasses="no glasses" if no_glasses else "glasses",
+                hair="bald" if bald else one(captions.HAIR_NAMES, "hair"),
+                skin=one(captions.SKIN_NAMES, "skin"), background=one(captions.BACKGROUND_NAMES, "background"))
+
+
+def test_every_word_is_one_token(tokenizer):
+    ids = [tokenizer(word).input_ids for word in captions.VOCAB]
+    assert all(len(i) == 3 for i in ids)  # <|startoftext|> word <|endoftext|>
+    assert len({i[1] for i in ids}) == len(captions.VOCAB)
+    assert tokenizer.unk_token_id not in {i[1] for i in ids} - {tokenizer.eos_token_id}
+
+
+def test_captions_tokenize_one_id_per_word_and_round_trip(drawn, tokenizer):
+    rng = random.Random(0)
+    for caption in captions.captions(drawn[1], rng):
+        words = caption.replace(",", " ,").split()
+        ids = tokenizer(caption).input_ids
+        assert len(ids) == len(words) + 2 and ids[0] == tokenizer.bos_token_id and ids[-1] == tokenizer.eos_token_id
+        assert tokenizer.convert_ids_to_tokens(ids[1:-1]) == [w + "</w>" for w in words]
+    padded = tokenizer([""], padding="max_length", max_length=captions.MAX_LENGTH).input_ids[0]
+    assert len(padded) == 77 and padded[0] == tokenizer.bos_token_id and set(padded[1:]) == {tokenizer.eos_token_id}
+
+
+def test_captions_name_every_attribute_in_several_templates(drawn):
+    rng = random.Random(1)
+    batch = drawn[1]
+    texts = captions.captions(batch, rng)
+    assert all(said(c) == captions.attributes(batch, i) for i, c in enumerate(texts))
+    assert len({c.split()[0] for c in texts}) >= 5  # templates and orders vary: "a", "blue", "grey", ...
+    assert set(" ".join(texts).replace(",", " ,").split()) == set(captions.VOCAB)
+
+
+def test_measured_faces_agree_with_their_captions(drawn):
+    """The data is right: what measure reads from each drawn face is what its caption says."""
+    images, batch = drawn
+    for i in range(64):
+        assert captions.read_attributes(images[i]) == captions.attributes(batch, i)
+
+
+def test_training_lowers_the_loss(tmp_path):
+    torch.manual_seed(0)
+    run = text.Run(replace(TINY, steps=30, checkpoint_every=30), tmp_path)
+    scheduler = text.make_noise_scheduler()
+    x_t, t, eps, prompts = text.noisy_batch(run.config, 10_000, scheduler)  # a batch training never sees
+
+    def held_out_loss() -> float:
+        with torch.no_grad():
+            context = text.encode(run.tokenizer, run.text_encoder, prompts)
+            return torch.nn.functional.mse_loss(run.unet(x_t, t, context).sample, eps).item()
+
+    before = held_out_loss()
+    run.train(log_every=100)
+    # a random U-Net's eps is far from N(0, I) (loss ~1.1 here); 30 steps bring it below 0.6 (0.45 when written)
+    assert held_out_loss() < 0.6 < before
+
+
+def test_a_resumed_run_is_the_uninterrupted_run(tmp_path):
+    whole = text.Run(TINY, tmp_path / "whole")
+    whole.train()
+    half = text.Run(replace(TINY, steps=2), tmp_path / "half")
+    half.train()
+    resumed = text.Run(TINY, tmp_path / "half")
+    assert resumed.step == 2
+    resumed.train()
+    for a, b in zip(whole.parameters(), resumed.parameters()):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="another config"):
+        text.Run(replace(TINY, heads=4), tmp_path / "half")
+
+
+def test_export_is_a_stable_diffusion_layout_without_vae(tmp_path):
+    run = text.Run(TINY, tmp_path / "run")
+    out = run.export(tmp_path / "model")
+    index = json.loads((out / "model_index.json").read_text())
+    assert index["vae"] == [None, None] and index["unet"] == ["diffusers", "UNet2DConditionModel"]
+    for part in ("unet", "text_encoder"):
+        assert list((out / part).glob("*.safetensors")) and not list((out / part).glob("*.bin"))
+    unet, text_encoder, tokenizer, scheduler = model = text.load(out)
+    assert unet.config.cross_attention_dim == text_encoder.config.hidden_size == TINY.text_width
+    assert tokenizer.model_max_length == text_encoder.config.max_position_embeddings == 77
+    assert type(scheduler).__name__ == "DDIMScheduler" and scheduler.config.clip_sample
+    images = text.sample(model, ["a smiling face", ""], 3.0, 4, torch.Generator().manual_seed(0))
+    assert images.shape == (2, 3, 32, 32) and 0 <= images.min() and images.max() <= 1
+
+
+def test_guidance_scale_one_is_the_conditional_model(tmp_path):
+    """eps_u + 1 (eps_c - eps_u) = eps_c: w = 1 samples the conditional model alone."""
+    model = text.load(text.Run(TINY, tmp_path / "run").export(tmp_path / "model"))
+    unet, text_encoder, tokenizer, scheduler = model
+    prompts = ["a frowning face with glasses", "blue background, a smiling face"]
+    guided = text.sample(model, prompts, 1.0, 3, torch.Generator().manual_seed(1))
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        context = text.encode(tokenizer, text_encoder, prompts)
+        for t in scheduler.timesteps:
+            x = scheduler.step(unet(x, t, context).sample, t, x).prev_sample
+    torch.testing.assert_close(guided, (x / 2 + 0.5).clamp(0, 1), atol=1e-5, rtol=0)  # float sums in another order

@@ -1,0 +1,266 @@
+"""Train the bundled text-to-image model faces-text-32: a pixel-space model of the Stable Diffusion family on captioned
+cartoon faces, so that text edits and cross-attention maps run offline on a CPU.
+
+    python -m training.train_faces_text --steps 12000       # trains, or resumes from runs/faces-text-32/checkpoint.pt
+    python -m training.train_faces_text --export-only        # exports the checkpoint as it stands
+    python -m training.train_faces_text --measure --per-caption 4 --captions 64   # the card's figures
+
+Data: batch i is training.faces.make_batch(B, 32, seed * 1_000_003 + i) with captions drawn by
+training.captions from random.Random of the same seed, so a resumed run sees exactly the batches an uninterrupted
+one would. A caption is replaced by the empty string with probability p_uncond (classifier-free training).
+The U-Net (UNet2DConditionModel, cross-attention to the text at 16 and 8 px) and the text encoder (a small
+CLIPTextModel) learn together ||eps - eps_theta(sqrt(abar_t) x_0 + sqrt(1-abar_t) eps, t, tau(caption))||^2 with t
+uniform over the 1000 steps of the hub DDPMs' schedule and x_0 (B,3,32,32) in [-1,1]: no VAE, the pixels are the
+latents. EMA weights of both are shipped in the Stable Diffusion layout (unet/, text_encoder/, tokenizer/,
+scheduler/, model_index.json) as safetensors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+from diffusers import DDIMScheduler, UNet2DConditionModel
+from diffusers.training_utils import EMAModel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+from training import captions, faces
+from training.train_shapes import ROOT, lr_at, make_noise_scheduler
+
+
+@dataclass
+class Config:
+    name: str = "faces-text-32"
+    image_size: int = 32
+    seed: int = 0
+    batch_size: int = 32
+    steps: int = 12000
+    lr: float = 1e-3
+    warmup: int = 200
+    p_uncond: float = 0.1
+    ema_decay: float = 0.999
+    checkpoint_every: int = 250
+    block_out_channels: tuple[int, ...] = (32, 64, 64)  # 32, 16, 8 px; cross-attention at 16 and 8 px
+    heads: int = 4  # attention heads in the U-Net's transformer blocks
+    text_width: int = 64  # the text encoder's hidden size, also the U-Net's cross_attention_dim
+    text_layers: int = 2
+
+
+def make_unet(config: Config) -> UNet2DConditionModel:
+    """One level per block_out_channels, cross-attention to the caption in all but the first (and the middle)."""
+    levels = len(config.block_out_channels)
+    return UNet2DConditionModel(
+        sample_size=config.image_size, in_channels=3, out_channels=3, layers_per_block=1,
+        block_out_channels=config.block_out_channels,
+        down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (levels - 1),
+        up_block_types=("CrossAttnUpBlock2D",) * (levels - 1) + ("UpBlock2D",),
+        cross_attention_dim=config.text_width, attention_head_dim=config.heads, norm_num_groups=16,
+    )
+
+
+def make_text_encoder(config: Config, vocab_size: int) -> CLIPTextModel:
+    """A CLIPTextModel over the caption vocabulary, 77 positions as Stable Diffusion's, causal as CLIP's."""
+    return CLIPTextModel(CLIPTextConfig(
+        vocab_size=vocab_size, hidden_size=config.text_width, intermediate_size=4 * config.text_width,
+        num_hidden_layers=config.text_layers, num_attention_heads=config.heads,
+        max_position_embeddings=captions.MAX_LENGTH, bos_token_id=0, eos_token_id=1, pad_token_id=1))
+
+
+def make_scheduler() -> DDIMScheduler:
+    """The training schedule (linear betas 1e-4..0.02, 1000 steps, clip_sample) as the DDIM sampler that the
+    Stable Diffusion pipelines step."""
+    return DDIMScheduler.from_config(make_noise_scheduler().config)
+
+
+def load_tokenizer(folder: Path) -> CLIPTokenizer:
+    return CLIPTokenizer.from_pretrained(captions.write_tokenizer(folder))
+
+
+def encode(tokenizer: CLIPTokenizer, text_encoder: CLIPTextModel, prompts: list[str]) -> torch.Tensor:
+    """tau(prompts): the text encoder's last hidden states over the padded tokens, (B, 77, text_width)."""
+    ids = tokenizer(prompts, padding="max_length", max_length=captions.MAX_LENGTH, return_tensors="pt").input_ids
+    return text_encoder(ids).last_hidden_state
+
+
+def noisy_batch(config: Config, step: int, scheduler) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
+    """(x_t (B,3,H,W), t (B,), eps (B,3,H,W), prompts) for training step `step`, a caption dropped to "" with
+    probability p_uncond."""
+    seed = config.seed * 1_000_003 + step
+    images, drawn = faces.make_batch(config.batch_size, config.image_size, seed)
+    rng = random.Random(seed)
+    prompts = [c if rng.random() >= config.p_uncond else "" for c in captions.captions(drawn, rng)]
+    g = torch.Generator().manual_seed(seed)
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (config.batch_size,), generator=g)
+    eps = torch.randn(images.shape, generator=g)
+    return scheduler.add_noise(images * 2 - 1, eps, t), t, eps, prompts
+
+
+class Run:
+    """Models, optimiser and progress of one training run, saved to and restored from <folder>/checkpoint.pt
+    (default runs/<name>/)."""
+
+    def __init__(self, config: Config, folder: Path | None = None):
+        self.config = config
+        self.dir = Path(folder or ROOT / "runs" / config.name)
+        self.tokenizer = load_tokenizer(self.dir / "tokenizer")
+        torch.manual_seed(config.seed)
+        self.unet = make_unet(config)
+        self.text_encoder = make_text_encoder(config, len(self.tokenizer))
+        self.ema = EMAModel(self.parameters(), decay=config.ema_decay)
+        self.opt = torch.optim.AdamW(self.parameters(), lr=config.lr, weight_decay=0.0)
+        self.step, self.seconds = 0, 0.0
+        self.checkpoint = self.dir / "checkpoint.pt"
+        if self.checkpoint.exists():
+            state = torch.load(self.checkpoint, weights_only=False)
+            if {**state["config"], "steps": config.steps} != asdict(config):
+                raise ValueError(f"{self.checkpoint} was written with another config: {state['config']}")
+            self.unet.load_state_dict(state["unet"])
+            self.text_encoder.load_state_dict(state["text_encoder"])
+            self.ema.load_state_dict(state["ema"])
+            self.opt.load_state_dict(state["opt"])
+            self.step, self.seconds = state["step"], state["seconds"]
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return [*self.unet.parameters(), *self.text_encoder.parameters()]
+
+    def save(self) -> None:
+        state = dict(config=asdict(self.config), unet=self.unet.state_dict(), ema=self.ema.state_dict(),
+                     text_encoder=self.text_encoder.state_dict(), opt=self.opt.state_dict(), step=self.step,
+                     seconds=self.seconds)
+        tmp = self.checkpoint.with_suffix(".tmp")
+        torch.save(state, tmp)
+        tmp.replace(self.checkpoint)
+
+    def train_step(self, scheduler) -> float:
+        """One AdamW step on the eps loss of batch self.step; the loss."""
+        x_t, t, eps, prompts = noisy_batch(self.config, self.step, scheduler)
+        loss = torch.nn.functional.mse_loss(
+            self.unet(x_t, t, encode(self.tokenizer, self.text_encoder, prompts)).sample, eps)
+        for group in self.opt.param_groups:
+            group["lr"] = lr_at(self.step, self.config)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.parameters(), 1.0)
+        self.opt.step()
+        self.ema.step(self.parameters())
+        self.step += 1
+        return loss.item()
+
+    def train(self, log_every: int = 50) -> None:
+        """Train up to config.steps, a line of (step, running loss, seconds per step) every log_every steps."""
+        scheduler, running = make_noise_scheduler(), None
+        self.unet.train(), self.text_encoder.train()
+        while self.step < self.config.steps:
+            began = time.perf_counter()
+            loss = self.train_step(scheduler)
+            self.seconds += time.perf_counter() - began
+            running = loss if running is None else 0.98 * running + 0.02 * loss
+            if self.step % log_every == 0:
+                print(f"step {self.step} loss {running:.4f} {self.seconds / self.step:.3f} s/step", flush=True)
+            if self.step % self.config.checkpoint_every == 0 or self.step == self.config.steps:
+                self.save()
+        self.unet.eval(), self.text_encoder.eval()
+
+    def export(self, out: Path) -> Path:
+        """The EMA weights in the Stable Diffusion layout (no vae), and training.json (config, steps, minutes)."""
+        unet, text_encoder = make_unet(self.config), make_text_encoder(self.config, len(self.tokenizer))
+        self.ema.copy_to([*unet.parameters(), *text_encoder.parameters()])
+        out = Path(out)
+        unet.save_pretrained(out / "unet", safe_serialization=True)
+        text_encoder.save_pretrained(out / "text_encoder", safe_serialization=True)
+        self.tokenizer.save_pretrained(out / "tokenizer")
+        make_scheduler().save_pretrained(out / "scheduler")
+        (out / "model_index.json").write_text(json.dumps(model_index(), indent=2) + "\n")
+        record = dict(config=asdict(self.config), steps=self.step, minutes=round(self.seconds / 60, 1),
+                      command=f"python -m training.train_faces_text --steps {self.step}")
+        (out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
+        return out
+
+
+def model_index() -> dict:
+    """model_index.json of a Stable Diffusion repository whose vae is absent: the pixels are the latents."""
+    import diffusers
+
+    return {"_class_name": "StableDiffusionPipeline", "_diffusers_version": diffusers.__version__,
+            "feature_extractor": [None, None], "requires_safety_checker": False, "safety_checker": [None, None],
+            "scheduler": ["diffusers", "DDIMScheduler"], "text_encoder": ["transformers", "CLIPTextModel"],
+            "tokenizer": ["transformers", "CLIPTokenizer"], "unet": ["diffusers", "UNet2DConditionModel"],
+            "vae": [None, None]}
+
+
+def load(folder: Path) -> tuple[UNet2DConditionModel, CLIPTextModel, CLIPTokenizer, DDIMScheduler]:
+    """The exported model's components from its Stable Diffusion layout, in eval mode."""
+    return (UNet2DConditionModel.from_pretrained(folder, subfolder="unet").eval(),
+            CLIPTextModel.from_pretrained(folder, subfolder="text_encoder").eval(),
+            CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer"),
+            DDIMScheduler.from_pretrained(folder, subfolder="scheduler"))
+
+
+@torch.no_grad()
+def sample(model: tuple, prompts: list[str], guidance_scale: float, steps: int,
+           generator: torch.Generator) -> torch.Tensor:
+    """DDIM (eta 0) with classifier-free guidance, eps = eps(x, "") + w (eps(x, prompt) - eps(x, "")):
+    one image per prompt, (B,3,H,W) in [0,1]."""
+    unet, text_encoder, tokenizer, scheduler = model
+    context = encode(tokenizer, text_encoder, [""] * len(prompts) + prompts)  # (2B, 77, D)
+    size = unet.config.sample_size
+    x = torch.randn(len(prompts), 3, size, size, generator=generator)
+    scheduler.set_timesteps(steps)
+    for t in scheduler.timesteps:
+        eps_u, eps_c = unet(torch.cat([x, x]), t, context).sample.chunk(2)
+        x = scheduler.step(eps_u + guidance_scale * (eps_c - eps_u), t, x).prev_sample
+    return (x / 2 + 0.5).clamp(0, 1)
+
+
+def measure_model(folder: Path, n_captions: int, per_caption: int, guidance_scale: float, steps: int,
+                  seed: int) -> dict[str, float]:
+    """Shares of samples whose measured attributes match their caption's, per attribute and all at once, and the
+    share of well-formed faces: n_captions captions of seeded generator faces, per_caption samples each."""
+    model = load(folder)
+    drawn = faces.sample_faces(n_captions, model[0].config.sample_size, torch.Generator().manual_seed(seed))
+    rng = random.Random(seed)
+    wanted = [captions.attributes(drawn, i) for i in range(n_captions)] * per_caption
+    prompts = [captions.caption(named, rng) for named in wanted]
+    images = torch.cat([sample(model, prompts[i:i + 64], guidance_scale, steps, torch.Generator().manual_seed(seed + i))
+                        for i in range(0, len(prompts), 64)])
+    seen = [captions.read_attributes(image) for image in images]
+    shares = {k: sum(s[k] == w[k] for s, w in zip(seen, wanted)) / len(seen) for k in wanted[0]}
+    shares["all"] = sum(s == w for s, w in zip(seen, wanted)) / len(seen)
+    shares["well formed"] = sum(faces.measure(image).well_formed for image in images) / len(images)
+    return shares
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=Config.steps)
+    parser.add_argument("--seed", type=int, default=Config.seed)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--out", type=Path, default=ROOT / "assets" / Config.name)
+    parser.add_argument("--export-only", action="store_true", help="only export the checkpoint as it stands")
+    parser.add_argument("--measure", action="store_true", help="measure the exported model in --out")
+    parser.add_argument("--captions", type=int, default=64, help="--measure: captions of seeded faces")
+    parser.add_argument("--per-caption", type=int, default=4, help="--measure: samples per caption")
+    parser.add_argument("--guidance-scale", type=float, default=3.0, help="--measure: classifier-free guidance w")
+    parser.add_argument("--sample-steps", type=int, default=50, help="--measure: DDIM steps")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.measure:
+        began = time.perf_counter()
+        shares = measure_model(args.out, args.captions, args.per_caption, args.guidance_scale, args.sample_steps,
+                               args.seed)
+        print(json.dumps({k: round(100 * v, 1) for k, v in shares.items()}, indent=2))
+        print(f"{args.captions * args.per_caption} samples measured in {time.perf_counter() - began:.1f} s")
+        return
+    run = Run(replace(Config(), steps=args.steps, seed=args.seed))
+    if not args.export_only:
+        run.train()
+    print(f"exported {run.step} steps ({run.seconds / 60:.1f} min of training) to {run.export(args.out)}")
+
+
+if __name__ == "__main__":
+    main()
