@@ -1,6 +1,8 @@
 """What the process views cost, each against the same call without it, in one run on the hub models' architecture
 (random weights): ILVR's frequency split, guidance's p(target | x_t) trace and gradient maps, Asyrp's |s delta_h_t|,
-and CycleDiffusion's SDEdit baseline (one more decoding: about 1/3 more for a translation).
+CycleDiffusion's SDEdit baseline (one more decoding: about 1/3 more for a translation) and DDIB baseline, and the
+h-space views of runners/hspace.py next to the Asyrp edit of the same two images they run on (homogeneity and
+robustness decode three more times, the linear combination a 3x3 grid, consistency only records delta_h_t).
 
     python benchmarks/bench_views.py --size 256 --steps 10 --repeats 3        # on a GPU
     python benchmarks/bench_views.py                                            # CPU default: 256px, 2 steps, 1 repeat
@@ -19,7 +21,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import benchmark_unet, celebahq_scheduler, parse_args, print_table, random_clip_b32, timed  # noqa: E402
 from pipelines import AsyrpPipeline, ClassifierGuidancePipeline, CycleDiffusionPipeline, ILVRPipeline  # noqa: E402
+from pipelines.ddib import ddib  # noqa: E402
 from pipelines.guidance import ClipZeroShotClassifier  # noqa: E402
+from pipelines.hspace_probes import (NoisyDirection, RecordedDirection, combination, cosine_matrix,  # noqa: E402
+                                     first_row_shift, noise_shift, shifted_pipeline)
 from pipelines.images import to_unit  # noqa: E402
 
 
@@ -71,6 +76,43 @@ def main() -> None:
     rows.append(compare("Asyrp |s delta_h_t|", asyrp_plain, lambda: asyrp(**edit, **seeded()), repeats,
                         lambda out: f"{len(out.delta_h_norms)} x {tuple(next(iter(out.delta_h_norms.values())).shape)}"))
 
+    two = torch.rand(2, 3, args.size, args.size, generator=torch.Generator().manual_seed(1))
+    pair = dict(x_T=asyrp.invert(two, num_inference_steps=steps), t_edit=0, t_boost=0)
+    second = torch.randn(asyrp.h_shape, generator=torch.Generator().manual_seed(1)) * 0.1
+
+    def beside_the_edit(view):  # the edit of two images, then what the view runs besides it
+        def run():
+            out = asyrp(**pair, direction=direction, **seeded())
+            return type("Out", (), {"images": out.images, "view": view()})
+        return run
+
+    def decodings(*pipes_and_directions):
+        return [tuple(p(**pair, direction=d, scale=s, **seeded()).images.shape) for p, d, s in pipes_and_directions]
+
+    noise = NoisyDirection(direction, 1.0, torch.Generator().manual_seed(0), steps)
+    views = {
+        "h-space homogeneity": lambda: decodings((asyrp, None, 0.0),
+                                                 (shifted_pipeline(asyrp, first_row_shift), direction, 1.0)),
+        "h-space robustness (1 norm)": lambda: decodings(
+            (asyrp, None, 0.0), (asyrp, noise, 1.0),
+            (shifted_pipeline(asyrp, noise_shift(1.0, torch.Generator().manual_seed(0))), direction, 1.0)),
+        "h-space linear combination 3x3": lambda: tuple(asyrp(
+            x_T=pair["x_T"][:1].expand(9, -1, -1, -1), t_edit=0, t_boost=0, **seeded(),
+            direction=combination([direction, second], [(a, b) for a in (-1, 0, 1) for b in (-1, 0, 1)], steps)
+        ).images.shape),
+    }
+    for name, view in views.items():
+        rows.append(compare(name, lambda: asyrp(**pair, direction=direction, **seeded()), beside_the_edit(view),
+                            repeats, lambda out: str(out.view)))
+
+    def recorded():
+        f = RecordedDirection(direction, steps)
+        out = asyrp(**pair, direction=f, **seeded())
+        return type("Out", (), {"images": out.images, "cosine": cosine_matrix(f.record)})
+
+    rows.append(compare("h-space consistency", lambda: asyrp(**pair, direction=direction, **seeded()), recorded,
+                        repeats, lambda out: f"cosine {tuple(out.cosine.shape)}"))
+
     cycle = CycleDiffusionPipeline(unet=unet, scheduler=scheduler).to(args.device)
     cycle.set_progress_bar_config(disable=True)
 
@@ -84,6 +126,15 @@ def main() -> None:
         return type("Out", (), {"images": out.images, "baseline": baseline})
 
     rows.append(compare("CycleDiffusion SDEdit baseline", translate, with_sdedit, repeats,
+                        lambda out: f"baseline {tuple(out.baseline.shape)}"))
+
+    def with_ddib():
+        out = translate()
+        baseline = ddib(unet, scheduler, image, target_unet=unet, strength=1.0, num_inference_steps=steps,
+                        output_type="pt").images
+        return type("Out", (), {"images": out.images, "baseline": baseline})
+
+    rows.append(compare("CycleDiffusion DDIB baseline", translate, with_ddib, repeats,
                         lambda out: f"baseline {tuple(out.baseline.shape)}"))
     print(f"{args.size}px, {steps} steps, {args.device}, {unet.dtype}, best of {repeats}")
     print_table(rows)
