@@ -10,11 +10,11 @@ import os
 import gradio as gr
 
 from ui import gpu  # first: it imports spaces (on ZeroGPU) before torch
-from ui import asyrp_tab, cycle_tab, guidance_tab, ilvr_tab
+from ui import asyrp_tab, cycle_tab, cycle_text, guidance_tab, ilvr_tab
 from ui.handler import stop_flags
 from runners import status
 
-TABS = [ilvr_tab, guidance_tab, cycle_tab, asyrp_tab]
+TABS = [ilvr_tab, guidance_tab, cycle_tab, cycle_text, asyrp_tab]
 
 INTRO = """
 # Steering a pretrained diffusion model

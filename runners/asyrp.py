@@ -179,6 +179,7 @@ def scales(settings: Settings) -> list[float]:
 def cost(settings: Settings, pipe: AsyrpPipeline | None = None, image=None) -> Cost:
     """The inversion (unless kept), then every scale in one batch: one U-Net evaluation per step and a second per
     edited step; the principal directions read h of PCA_SAMPLES noise images, once per model."""
+    settings = validated(settings)
     pipe = pipe or pipeline(settings.model_id)
     inverted = image is not None and inversion_key(settings.model_id, image, settings.steps) in inversions
     timesteps = pipe.ddim(settings.steps).timesteps
@@ -234,6 +235,7 @@ def run(settings: Settings, *, callback: Callback | None = None, stop: threading
 
 def learn_cost(settings: LearnSettings, inverted: bool = False) -> Cost:
     """The inversion (unless kept), then every pass back-propagates through the steps of the asymmetric decoding."""
+    settings = validated(settings)
     return Cost(settings.model_id, (Work(0 if inverted else settings.steps),
                                     Work(settings.iterations * settings.steps, grad=True)))
 

@@ -15,7 +15,6 @@ from typing import Callable
 
 from pipelines import loading, registry, timing
 
-from .common import validated
 
 ZERO_GPU_MAX_SECONDS = 120  # the longest duration one ZeroGPU call is granted here
 
@@ -112,10 +111,10 @@ def estimate_text(settings, cost: Callable, model_field: str = "model_id") -> st
     """The estimate shown next to a Run button ("About 40 s on this CPU") from what is measured: nothing is loaded,
     timed or downloaded for it; "" while the settings are being typed (not valid yet)."""
     model_id = getattr(settings, model_field, None) or registry.default_model_id()
-    if not loading.cache.loaded("ddpm", model_id):
+    if not any(loading.cache.loaded(kind, model_id) for kind in ("ddpm", "text-to-image")):
         return f"Time: measured on the first run of {model_id}."
     try:
-        found = cost(validated(settings))
+        found = cost(settings)
     except ValueError:
         return ""
     seconds = estimate_seconds(found)

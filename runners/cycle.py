@@ -144,6 +144,7 @@ def total_steps(settings: Settings, pipe: CycleDiffusionPipeline) -> int:
 def cost(settings: Settings, pipe: CycleDiffusionPipeline | None = None) -> Cost:
     """Every step of the pipeline is one U-Net evaluation; back-propagated through the U-Net in an exact
     CLIP-guided decoding (the result's and the baseline's) and through the whole chain at every Langevin step."""
+    settings = validated(settings, model_field="source_id")
     pipe = pipe or pipeline(settings.source_id)
     steps = total_steps(settings, pipe)
     if settings.mode != "text edit":

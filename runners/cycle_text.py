@@ -5,7 +5,7 @@ DPM-Encoder, decode the same latent under a target prompt, optionally with cross
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from pipelines import loading, registry
 from pipelines.metrics import clip_similarity, directional_clip, faithfulness
@@ -63,10 +63,15 @@ def offered() -> list[str]:
     return registry.text_to_image_model_ids()
 
 
+def default_model() -> str:
+    """Stable Diffusion 1.4 on a GPU; BK-SDM-Tiny, the one a CPU can run, elsewhere."""
+    return "CompVis/stable-diffusion-v1-4" if loading.device_and_dtype()[0].type == "cuda" else "nota-ai/bk-sdm-tiny"
+
+
 def check(settings: Settings) -> Settings:
     """The settings of a text edit, before any model work: a ValueError says what is allowed."""
     settings = validated(settings, model_field=None)
-    settings.model_id = settings.model_id or offered()[0]
+    settings.model_id = settings.model_id or default_model()
     if settings.model_id not in offered():
         raise ValueError(f"Unknown text-to-image model; use one of: {', '.join(offered())}.")
     settings.source_prompt = check_text(settings.source_prompt, "The source prompt")
@@ -97,6 +102,7 @@ def cost(settings: Settings, pipe=None) -> Cost:
     """Per step of the chain, one U-Net evaluation of the source and the target chain together, each doubled under
     classifier-free guidance (a batch of four); the SDEdit baseline decodes the target alone. (The VAE's encode and
     decode are not counted: a few U-Net steps' worth.)"""
+    settings = check(settings)
     pipe = pipe or load_text_to_image(settings.model_id)
     steps = pipe.total_steps(num_inference_steps=settings.steps, strength=settings.strength)
     guided = 2 if settings.guidance_scale > 1 else 1
@@ -135,7 +141,7 @@ def run(settings: Settings, *, callback: Callback | None = None, stop: threading
     image = picture(settings.image, size, "a photo to edit")
     kwargs = pipe_kwargs(settings, pipe)
     pipe.check_inputs(image=image, **kwargs)
-    lightest = Settings(model_id=settings.model_id, strength=MIN_STRENGTH, steps=MIN_STEPS, sdedit=False)
+    lightest = replace(settings, strength=MIN_STRENGTH, steps=MIN_STEPS, sdedit=False)
     timed = loading.DiffusionModel(settings.model_id, pipe.unet, pipe.scheduler.config)  # what the budget times
     check_budget(timed, cost(settings, pipe), lower="the steps or the strength (or untick the SDEdit baseline)",
                  smallest=cost(lightest, pipe))

@@ -126,6 +126,7 @@ def pipeline(model_id: str, classifier=None) -> ClassifierGuidancePipeline:
 def cost(settings: Settings, pipe: ClassifierGuidancePipeline | None = None) -> Cost:
     """One U-Net evaluation of the batch per step and scale run; back-propagated when CLIP's gradient goes through
     the U-Net ("exact")."""
+    settings = validated(settings)
     pipe = pipe or pipeline(settings.model_id)
     exact = settings.classifier_kind == CLIP_ZERO_SHOT and settings.gradient == "exact"
     steps = pipe.total_steps(num_inference_steps=settings.steps) * len(runs(settings))

@@ -72,6 +72,7 @@ def split_index(split_step: int, steps: int) -> int:
 
 def cost(settings: Settings, pipe: ILVRPipeline | None = None) -> Cost:
     """One U-Net evaluation of the whole batch per sampler step."""
+    settings = validated(settings)
     pipe = pipe or pipeline(settings.model_id)
     return Cost(settings.model_id, (Work(pipe.total_steps(num_inference_steps=settings.steps), settings.samples),))
 
@@ -126,6 +127,7 @@ def grid_factors(size: int) -> list[int]:
 
 def grid_cost(settings: GridSettings, pipe: ILVRPipeline | None = None) -> Cost:
     """One sample per cell of the grid, one U-Net evaluation per step."""
+    settings = validated(settings)
     pipe = pipe or pipeline(settings.model_id)
     cells = len(grid_factors(pipe.unet.config.sample_size)) * len(GRID_RANGES)
     return Cost(settings.model_id, (Work(cells * pipe.total_steps(num_inference_steps=settings.steps)),))

@@ -103,7 +103,12 @@ def live_app(tmp_path_factory) -> LiveApp:
     tokenizer.model_max_length = 77  # as openai/clip-vit-base-patch32's tokenizer: long prompts are truncated
     clip_model.save_pretrained(clip_dir)
     tokenizer.save_pretrained(clip_dir)
+    from test_stable_cycle_diffusion import sd_components
+    from test_text_to_image import write_published
+
+    write_published(root / "copies" / "nota-ai/bk-sdm-tiny", sd_components(root), "both")  # text-to-image, tiny
     mp = pytest.MonkeyPatch()
+    mp.setenv("STEER_SAFETY_CHECKER", "0")
     mp.setenv("STEER_MODEL", str(model_dir))
     mp.setenv("STEER_CLIP_MODEL", str(clip_dir))
     mp.setenv("STEER_MODEL_DIR", str(root / "copies"))

@@ -421,3 +421,17 @@ def test_a_clicked_example_runs_with_its_values(page):
     tab.get_by_role("button", name="Run classifier guidance").click()
     captions = tab.get_by_text(re.compile(r"^s=40, sample \d: p\(target\) = "))
     playwright_api.expect(captions).to_have_count(4, timeout=120_000)  # the example's 4 samples at its scale 40
+
+
+def test_the_text_edit_tab_edits_by_changing_the_prompt_and_shows_each_words_attention(page):
+    tab = open_tab(page, "Text edit (Stable Diffusion)")
+    tab.locator("input[type=file]").first.set_input_files("assets/chelsea.png")
+    tab.get_by_label("Source prompt (what the photo shows)").fill("a photo of a cat")
+    tab.get_by_label("Target prompt (what the edit should show)").fill("a photo of a dog")
+    tab.get_by_text("Advanced").click()
+    set_slider(tab, "Sampling steps", 10)
+    # input, edit, SDEdit baseline; then the 5 + 5 word maps and x_t0 with 3 noise maps; 8 steps, twice
+    run_and_watch(page, tab, "Edit with text", images=3 + 10 + 4, screenshot="text-edit", total=16)
+    assert tab.get_by_text("edit: “a photo of a dog”").count() >= 1
+    assert tab.get_by_text("source: “cat”").count() >= 1 and tab.get_by_text("target: “dog”").count() >= 1
+    page.get_by_text("PSNR to input (dB)").first.wait_for(timeout=30_000)

@@ -117,7 +117,7 @@ def duration(settings_class, cost: Callable) -> Callable[..., float]:
     def seconds(*values, request=None, progress=None, **named) -> float:
         try:
             settings = settings_class(*map(unwrapped, values), **{k: unwrapped(v) for k, v in named.items()})
-            estimate = budget.estimate_seconds(cost(common.validated(settings)))
+            estimate = budget.estimate_seconds(cost(settings))
         except (ValueError, common.ModelLoadError):  # refused in the call itself, at once
             return 10.0
         limit = budget.max_seconds()

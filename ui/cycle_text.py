@@ -1,0 +1,116 @@
+"""The text edit tab: CycleDiffusion's zero-shot editing on a text-to-image model (runners.cycle_text)."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from runners import cycle_text
+
+from .gpu import concurrency
+from .handler import endpoint, estimator, live
+from .outputs import gallery as shown
+from .widgets import explanation, preview_slider, run_controls, seed_input, take_home
+
+EXPLANATION = r"""
+**The paper's headline: edit a photo by changing its text.** A text-to-image model (Stable Diffusion) is a
+stochastic sampler too: the DPM-Encoder encodes your photo under a **source prompt** into
+$z = (x_{t_0}, \epsilon_{t_0}, \dots, \epsilon_1)$, and the *same* $z$ is decoded under a **target prompt**. What the
+two prompts share stays; the words that differ change. **Cross-attention control** (prompt-to-prompt) keeps the layout
+more tightly: for the first steps the target's words attend where the source's did — *replace* for a word swap (the
+same number of words), *refine* when the target adds words; one target word can be **reweighted**. The maps below
+show where each word attends at the chosen step (averaged over heads and layers); the SDEdit baseline decodes the same
+$x_{t_0}$ with fresh noise. Stable Diffusion wants a GPU; on a CPU pick BK-SDM-Tiny with few steps.
+"""
+
+# image, model, source prompt, target prompt, strength, steps, guidance, control, seed
+EXAMPLES = [
+    ["assets/chelsea.png", "nota-ai/bk-sdm-tiny", "a photo of a cat", "a photo of a dog", 0.8, 50, 2.0, "replace", 0],
+    ["assets/chelsea.png", "CompVis/stable-diffusion-v1-4", "a photo of a cat", "a photo of a tiger", 0.8, 100, 2.0,
+     "replace", 0],
+    ["assets/chelsea.png", "CompVis/stable-diffusion-v1-4", "a photo of an orange cat", "a photo of a black cat", 0.8,
+     100, 2.0, "replace", 1],
+    ["assets/chelsea.png", "CompVis/stable-diffusion-v1-4", "a photo of a cat", "a photo of a cat wearing sunglasses",
+     0.8, 100, 2.0, "refine", 0],
+    ["assets/astronaut.png", "CompVis/stable-diffusion-v1-4", "a photo of a woman", "a photo of a man", 0.7, 100, 2.0,
+     "replace", 0],
+    ["assets/astronaut.png", "stable-diffusion-v1-5/stable-diffusion-v1-5", "a photo of a woman",
+     "a photo of a smiling woman", 0.7, 100, 2.0, "refine", 0],
+]
+
+
+def metrics_markdown(result: cycle_text.Result) -> str:
+    if not result.metrics:
+        return "Stopped." if result.stopped else result.note
+    lines = ["| | PSNR to input (dB) | SSIM to input | CLIP to the target | directional CLIP |", "| --- | --- | --- | --- | --- |"]
+    clip = result.metrics.get("clip", {})
+    for name, row in result.metrics["rows"].items():
+        scores = clip.get(name)
+        extra = f"{scores['similarity']:.3f} | {scores['directional']:.3f}" if scores else "— | —"
+        lines.append(f"| {name} | {row['psnr']:.1f} | {row['ssim']:.4f} | {extra} |")
+    if not clip:
+        lines.append("\nCLIP is not available here: no CLIP scores.")
+    return result.note + "\n\n" + "\n".join(lines)
+
+
+def render(result: cycle_text.Result):
+    """The gallery, the metrics, the per-word attention maps and the latent z."""
+    return shown(result.gallery), metrics_markdown(result), shown(result.attention), shown(result.latent_maps)
+
+
+run_cycle_text = endpoint("run_cycle_text", cycle_text.Settings, cycle_text.run, render, cycle_text.cost)
+
+
+def build_tab() -> None:
+    with gr.Tab("Text edit (Stable Diffusion)"):
+        explanation(EXPLANATION)
+        with gr.Row():
+            with gr.Column():
+                image = gr.Image(type="filepath", label="Photo to edit", height=320)
+                model_id = gr.Dropdown(cycle_text.offered(), value=cycle_text.default_model(),
+                                       label="Text-to-image model")
+                source_prompt = gr.Textbox(label="Source prompt (what the photo shows)", placeholder="a photo of a cat")
+                prompt = gr.Textbox(label="Target prompt (what the edit should show)", placeholder="a photo of a dog")
+                control = gr.Radio(list(cycle_text.CONTROLS), value="replace",
+                                   label="Cross-attention control (replace: a word swap; refine: the target adds words)")
+                strength = gr.Slider(cycle_text.MIN_STRENGTH, 1.0, value=0.8, step=0.05,
+                                     label="Strength (start t0 = strength × T; lower = more faithful)")
+                with gr.Accordion("Advanced", open=False):
+                    guidance_scale = gr.Slider(0, cycle_text.MAX_GUIDANCE_SCALE, value=2.0, step=0.5,
+                                               label="Target guidance scale (classifier-free; ≤ 1 = off)")
+                    source_guidance_scale = gr.Slider(0, cycle_text.MAX_GUIDANCE_SCALE, value=1.0, step=0.5,
+                                                      label="Source guidance scale (the encoder's; > 1 needs the target's > 1)")
+                    eta = gr.Slider(0.05, 1.0, value=0.1, step=0.05, label="η (noise of the sampler; must be > 0)")
+                    steps = gr.Slider(cycle_text.MIN_STEPS, 200, value=50, step=1, label="Sampling steps")
+                    cross_replace = gr.Slider(0, 1, value=0.8, step=0.05,
+                                              label="Cross-attention follows the source for this share of the steps")
+                    self_replace = gr.Slider(0, 1, value=0.4, step=0.05,
+                                             label="Self-attention follows the source for this share of the steps")
+                    reweight_word = gr.Textbox(label="Reweight one target word (optional)", placeholder="dog")
+                    reweight_scale = gr.Slider(-2, 5, value=1.0, step=0.1, label="… by this factor")
+                    attention_step = gr.Slider(1, 200, value=1, step=1, label="Attention maps at step k of the chain")
+                    seed = seed_input()
+                    preview_every = preview_slider()
+                sdedit = gr.Checkbox(True, label="Also decode the SDEdit baseline: the same x_t0, fresh noise")
+                run, time_estimate = run_controls("Edit with text")
+            with gr.Column():
+                gallery = gr.Gallery(label="Input, edit, SDEdit baseline", columns=3, height=420)
+                metrics = gr.Markdown()
+                attention = gr.Gallery(label="Where each word attends (source words, then target words; white = most)",
+                                       columns=8, height=260)
+                latent_view = gr.Gallery(label="The latent z: x_t0 and noise maps ε_t (3 of the latent's channels)",
+                                         columns=1 + cycle_text.LATENT_MAPS, height=200)
+                results = gr.Column()
+        gr.Examples(EXAMPLES, inputs=[image, model_id, source_prompt, prompt, strength, steps, guidance_scale, control, seed],
+                    label="Examples (pick one, then Edit with text; Stable Diffusion wants a GPU)")
+        # the runner's settings, in order
+        inputs = [image, model_id, source_prompt, prompt, strength, steps, guidance_scale, source_guidance_scale, eta,
+                  control, cross_replace, self_replace, reweight_word, reweight_scale, attention_step, seed, sdedit,
+                  preview_every]
+        estimate = estimator(cycle_text.Settings, cycle_text.cost)
+        gr.on([c.change for c in (model_id, strength, steps, guidance_scale, sdedit)], estimate, inputs, time_estimate,
+              api_visibility="private")
+        event = run.click(live(run_cycle_text, 4), inputs, [gallery, metrics, attention, latent_view],
+                          api_name="cycle_text", preprocess=False, **concurrency())
+        event.then(estimate, inputs, time_estimate, api_visibility="private")
+        with results:
+            take_home(cycle_text, inputs, gallery, event)
