@@ -7,6 +7,7 @@ import threading
 from dataclasses import dataclass, field
 
 from pipelines import CycleDiffusionPipeline, loading, registry
+from pipelines.ddib import ddib
 from pipelines.dpm_encoder import chain_length
 from pipelines.metrics import clip_similarity, faithfulness
 
@@ -44,6 +45,7 @@ class Settings:
     target_class: str | None = None
     sdedit: bool = True  # also decode the SDEdit baseline: the same x_t0, fresh noise
     preview_every: int = 0
+    ddib: bool = False  # also the DDIB baseline: deterministic DDIM inversion to t0, decoded with the target
 
 
 @dataclass
@@ -135,10 +137,18 @@ def pipeline(model_id: str) -> CycleDiffusionPipeline:
     return pipe
 
 
+def with_ddib(settings: Settings) -> bool:
+    """The DDIB baseline decodes with a model or a class (deterministic DDIM has no CLIP guidance here)."""
+    return settings.ddib and settings.mode in ("translate", "class translation")
+
+
 def total_steps(settings: Settings, pipe: CycleDiffusionPipeline) -> int:
+    """The pipeline's steps, and DDIB's inversion and decoding (one chain each) when asked."""
+    chain = chain_length(settings.steps, settings.strength)
     return pipe.total_steps(num_inference_steps=settings.steps, strength=settings.strength,
                             plug_and_play_steps=settings.pnp_steps if settings.mode == "text edit" else 0,
-                            translate_or_edit=settings.mode != "reconstruct", sdedit_baseline=settings.sdedit)
+                            translate_or_edit=settings.mode != "reconstruct",
+                            sdedit_baseline=settings.sdedit) + 2 * chain * with_ddib(settings)
 
 
 def cost(settings: Settings, pipe: CycleDiffusionPipeline | None = None) -> Cost:
@@ -162,13 +172,15 @@ def latent_maps(latent) -> list[tuple]:
                    for k in evenly(len(latent.timesteps), LATENT_MAPS)]
 
 
-def metrics(settings: Settings, image, out, clip) -> dict:
+def metrics(settings: Settings, image, out, clip, deterministic=None) -> dict:
     """Faithfulness (PSNR, SSIM to the input) of each output, the latent's statistics and CLIP's similarities."""
     rows = {"reconstruction": faithfulness(image, out.reconstructions[0])}
     if settings.mode != "reconstruct":
         rows["result"] = faithfulness(image, out.images[0])
     if settings.sdedit:
         rows["SDEdit baseline (fresh noise)"] = faithfulness(image, out.sdedit_images[0])
+    if deterministic is not None:
+        rows["DDIB baseline (deterministic)"] = faithfulness(image, deterministic)
     found = {"rows": rows, "t0": out.latent.t0, "tensors": 1 + len(out.latent.timesteps),
              "size": image.size, "z": out.latent.statistics()}
     if clip is not None:
@@ -197,6 +209,7 @@ def run(settings: Settings, *, callback: Callback | None = None, stop: threading
     try:
         out = pipe(image, generator=make_generator(settings.seed), callback=tracker, sdedit_baseline=settings.sdedit,
                    **chain, **kwargs)
+        deterministic = ddib_baseline(settings, pipe, image, kwargs, tracker.offset(tracker.step))
     except Stopped:
         return Result([(image, "input")] + tracker.stopped(), stopped=True)
     captions = {"translate": settings.target_id, "text edit": f"“{settings.target_prompt}”",
@@ -208,4 +221,16 @@ def run(settings: Settings, *, callback: Callback | None = None, stop: threading
         gallery.append((out.images[0], f"{settings.mode}: {captions[settings.mode]}"))
     if settings.sdedit:
         gallery.append((out.sdedit_images[0], "SDEdit baseline: the same x_t0, fresh noise instead of the encoded ε"))
-    return Result(gallery, metrics(settings, image, out, kwargs.get("clip")), latent_maps(out.latent))
+    if deterministic is not None:
+        gallery.append((deterministic, "DDIB baseline: deterministic DDIM inversion to t0, then decoding"))
+    return Result(gallery, metrics(settings, image, out, kwargs.get("clip"), deterministic), latent_maps(out.latent))
+
+
+def ddib_baseline(settings: Settings, pipe: CycleDiffusionPipeline, image, kwargs: dict, callback):
+    """DDIB's translation of the image (Su et al. 2023): what a deterministic latent gives, beside the stochastic."""
+    if not with_ddib(settings):
+        return None
+    return ddib(pipe.unet, pipe.scheduler, image, target_unet=kwargs.get("target_unet"),
+                target_scheduler=kwargs.get("target_scheduler"), class_labels=kwargs.get("class_labels"),
+                target_class_labels=kwargs.get("target_class_labels"), strength=settings.strength,
+                num_inference_steps=settings.steps, callback=callback).images[0]

@@ -151,6 +151,8 @@ def build_tab() -> None:
                     preview_every = preview_slider()
                 sdedit = gr.Checkbox(True, label="Also decode the SDEdit baseline: the same x_t0, fresh noise instead "
                                                  "of the encoded ε (what the inferred noise contributes)")
+                ddib = gr.Checkbox(False, label="Also decode the DDIB baseline: deterministic DDIM inversion to t0, then "
+                                                "decoding with the target (translations; what the stochastic latent adds)")
                 run, time_estimate = run_controls("Run CycleDiffusion")
             with gr.Column():
                 gallery = gr.Gallery(label="Input, reconstruction, result, SDEdit baseline", columns=4, height=420)
@@ -167,9 +169,9 @@ def build_tab() -> None:
                     label="Examples (pick one, then Run)")
         # the runner's settings, in order
         inputs = [image, mode, source_id, target_id, target_prompt, source_prompt, strength, eta, steps, guidance_scale,
-                  exact_gradient, pnp_steps, step_size, seed, source_class, target_class, sdedit, preview_every]
+                  exact_gradient, pnp_steps, step_size, seed, source_class, target_class, sdedit, preview_every, ddib]
         estimate = estimator(cycle.Settings, cycle.cost, model_field="source_id")
-        costs = [source_id, mode, strength, steps, exact_gradient, pnp_steps, sdedit]
+        costs = [source_id, mode, strength, steps, exact_gradient, pnp_steps, sdedit, ddib]
         gr.on([c.change for c in costs], estimate, inputs, time_estimate, api_visibility="private")
         event = run.click(live(run_cycle, 3), inputs, [gallery, metrics, latent_view], api_name="cycle",
                           preprocess=False, **concurrency())
