@@ -80,7 +80,8 @@ def image_paths(settings: Settings) -> tuple:
     found = sorted((registry.ROOT / folder).glob("*.png")) if folder else []
     paths = tuple(settings.images) or tuple(map(str, found))
     if not paths:
-        raise ValueError(f"Upload a few images for {settings.model_id} (there are no bundled examples for it).")
+        raise ValueError(f"{settings.model_id} has no bundled example images for these views: pick "
+                         f"{' or '.join(DEFAULT_IMAGES)}, or pass the images to the API (its images setting).")
     if len(paths) > MAX_IMAGES:
         raise ValueError(f"{len(paths)} images; the views take at most {MAX_IMAGES}.")
     return paths

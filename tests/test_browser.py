@@ -371,7 +371,7 @@ def example_checks(name: str, row) -> list[tuple[str, str, object]]:
         return [("label", "Source model (encodes the input)", re.compile("^" + re.escape(source) + " ")),
                 ("label", "Source class (class translation: what the input shows)", src),
                 ("label", "Target class (class translation: what it should become)", dst)]
-    image, model, source, k, direction, scale, strip, steps, seed = row
+    image, model, source, k, direction, scale, strip, steps, seed, released = row
     return [("label", "Model", re.compile("^" + re.escape(model) + " ")),
             ("number", "Scale s (negative reverses the edit)", f"{scale:g}")]
 
@@ -435,3 +435,16 @@ def test_the_text_edit_tab_edits_by_changing_the_prompt_and_shows_each_words_att
     assert tab.get_by_text("edit: “a photo of a dog”").count() >= 1
     assert tab.get_by_text("source: “cat”").count() >= 1 and tab.get_by_text("target: “dog”").count() >= 1
     page.get_by_text("PSNR to input (dB)").first.wait_for(timeout=30_000)
+
+
+@pytest.mark.parametrize("view, button, pictures", [
+    ("homogeneity", "Homogeneity", 4 * 4),  # 4 example faces: input, reconstruction, Δh, Δε
+    ("robustness", "Robustness", 4 * 7),  # reconstruction, then h and ε noise at three norms
+])
+def test_the_h_space_panel_shows_each_claim_with_its_numbers(page, view, button, pictures):
+    tab = open_tab(page, "Asyrp")
+    choose(page, tab, "Model", "faces-32")
+    tab.get_by_text("h-space properties: the paper's claims").click()
+    tab.get_by_role("button", name=re.compile("^" + button + ":")).click()
+    tab.locator("button.thumbnail-item img, .gallery img").nth(pictures - 1).wait_for(timeout=180_000)
+    playwright_api.expect(tab.get_by_text("measured", exact=True).first).to_be_visible(timeout=30_000)

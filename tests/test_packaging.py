@@ -56,7 +56,7 @@ def test_readme_has_exactly_two_setup_commands_and_ci_runs_the_test_one():
 
 
 def test_readme_documents_every_environment_variable_the_code_reads():
-    sources = [*ROOT.glob("*.py"), *ROOT.glob("pipelines/*.py"), *ROOT.glob("ui/*.py")]
+    sources = [*ROOT.glob("*.py"), *ROOT.glob("pipelines/*.py"), *ROOT.glob("ui/*.py"), *ROOT.glob("runners/*.py")]
     pattern = r"(?:environ(?:\.get)?[\[(]|getenv\()\s*[\"'](\w+)[\"']"
     read = {name for source in sources for name in re.findall(pattern, source.read_text())}
     assert read, "expected the app to read some environment variables"
@@ -136,11 +136,13 @@ def zero_gpu_run(with_spaces: bool, **env) -> dict:
 
 def test_gpu_work_runs_under_spaces_gpu_when_spaces_is_installed_and_the_app_is_unchanged_without_it():
     with_spaces, without_spaces = zero_gpu_run(True), zero_gpu_run(False)
-    assert with_spaces["wrapped"] == ["learn", "run_asyrp", "run_cycle", "run_cycle_text", "run_guidance", "run_ilvr",
-                                      "run_ilvr_grid"]  # all GPU work
+    assert with_spaces["wrapped"] == ["learn", "run_asyrp", "run_consistency", "run_cycle", "run_cycle_text",
+                                      "run_guidance", "run_homogeneity", "run_ilvr", "run_ilvr_grid",
+                                      "run_linear_combination", "run_robustness"]  # all GPU work
     assert without_spaces["wrapped"] == [] and without_spaces["gpu_is_identity"]
-    assert with_spaces["endpoints"] == without_spaces["endpoints"] == ["asyrp", "asyrp_learn", "cycle", "cycle_text",
-                                                                       "guidance", "ilvr", "ilvr_grid"]
+    assert with_spaces["endpoints"] == without_spaces["endpoints"] == [
+        "asyrp", "asyrp_learn", "cycle", "cycle_text", "guidance", "hspace_consistency", "hspace_homogeneity",
+        "hspace_linear_combination", "hspace_robustness", "ilvr", "ilvr_grid"]
 
 
 def test_on_zero_gpu_each_request_asks_for_its_own_duration_and_several_hold_a_gpu_at_once(tiny_model_dir):

@@ -11,6 +11,7 @@ from runners.common import ModelLoadError
 
 from .gpu import concurrency
 from .handler import endpoint, estimator, live, user_errors
+from .hspace_panel import build_panel
 from .outputs import gallery as shown, output_folder
 from .widgets import (explanation, line_plot, model_dropdown, preview_slider, run_controls, seed_input, stop_button,
                       take_home)
@@ -226,3 +227,4 @@ def build_tab() -> None:
         event.then(timeline_of, [model_id, t_edit, t_boost], stages, api_visibility="private")
         with results:
             take_home(asyrp, inputs, gallery, event)
+        build_panel(model_id, seed)

@@ -106,19 +106,28 @@ def settings_signature(settings_class) -> inspect.Signature:
     """An endpoint's parameters: the settings' fields, then the request and the progress bar Gradio fills in."""
     params = [inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=f.default)
               for f in fields(settings_class)]
-    params += [inspect.Parameter("request", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=gr.Request),
-               inspect.Parameter("progress", inspect.Parameter.KEYWORD_ONLY, default=gr.Progress())]
+    params += [inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=gr.Request),
+               inspect.Parameter("progress", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=gr.Progress())]
     return inspect.Signature(params)
+
+
+def call_arguments(settings_class, args: tuple, named: dict):
+    """(settings, request, progress) from an endpoint's arguments as Gradio passes them: the settings' fields, then
+    the request and the progress bar (positional, or by name)."""
+    n = len(fields(settings_class))
+    request, progress = (*args[n:], None, None)[:2]
+    request, progress = named.pop("request", request), named.pop("progress", progress)
+    settings = settings_class(*map(unwrapped, args[:n]), **{k: unwrapped(v) for k, v in named.items()})
+    return settings, request, progress if progress is not None else gr.Progress()
 
 
 def duration(settings_class, cost: Callable) -> Callable[..., float]:
     """The seconds a ZeroGPU request asks for: its own estimate with a margin, within the budget's limit."""
 
-    def seconds(*values, request=None, progress=None, **named) -> float:
+    def seconds(*args, **named) -> float:
         try:
-            settings = settings_class(*map(unwrapped, values), **{k: unwrapped(v) for k, v in named.items()})
-            estimate = budget.estimate_seconds(cost(settings))
-        except (ValueError, common.ModelLoadError):  # refused in the call itself, at once
+            estimate = budget.estimate_seconds(cost(call_arguments(settings_class, args, named)[0]))
+        except (TypeError, ValueError, common.ModelLoadError):  # refused in the call itself, at once
             return 10.0
         limit = budget.max_seconds()
         return limit if estimate is None else min(limit, 10.0 + gpu.DURATION_MARGIN * estimate)
@@ -130,8 +139,8 @@ def endpoint(name: str, settings_class, run: Callable, render: Callable, cost: C
     """The function a tab's button calls, named `name`, taking the settings' fields: it runs `run(settings,
     callback=..., stop=...)` (on the GPU, asking ZeroGPU for `cost`'s estimate) and returns `render(result)`."""
 
-    def call(*values, request: gr.Request | None = None, progress=gr.Progress(), **named):
-        settings = settings_class(*map(unwrapped, values), **{k: unwrapped(v) for k, v in named.items()})
+    def call(*args, **named):
+        settings, request, progress = call_arguments(settings_class, args, named)
         return render(run(settings, callback=progress_callback(progress), stop=stop_flags.started(request)))
 
     call.__name__ = call.__qualname__ = name
