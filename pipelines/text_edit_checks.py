@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from .attention_control import check_control
+from .clip import token_count
 from .dpm_encoder import check_encoder_args
 from .images import OUTPUT_TYPES
 
@@ -37,6 +38,10 @@ def check_edit_inputs(pipe, *, prompt=None, source_prompt=None, image=None, stre
     batch = len(prompt_list(prompt)) if prompt_embeds is None else prompt_embeds.shape[0]
     sources = prompt_list(source_prompt, "source_prompt (the text of the input image)")
     images = len(image) if isinstance(image, list) else image.shape[0] if getattr(image, "ndim", 3) == 4 else 1
+    for text in (prompt_list(prompt) if prompt is not None else []) + sources:
+        if (n := token_count(pipe.tokenizer, text)) > pipe.tokenizer.model_max_length:
+            raise ValueError(f"the prompt “{text[:40]}…” is {n} tokens long; the text encoder reads at most "
+                             f"{pipe.tokenizer.model_max_length} (start and end included): shorten it, it is never cut")
     for name, count in (("source_prompt", len(sources)), ("image", 0 if image is None else images)):
         if count not in (1, batch):
             raise ValueError(f"{name} must be one, or one per prompt ({batch}); got {count}")

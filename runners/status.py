@@ -3,9 +3,21 @@
 from __future__ import annotations
 
 from pipelines import asyrp_released, loading, registry, timing
+from pipelines.text_to_image import load_text_to_image
+
+from . import cycle_text
 
 
-preload = loading.preload  # ZeroGPU: the default model and CLIP loaded at import, shared with the GPU workers
+def preload() -> dict[str, str]:
+    """ZeroGPU: the default model, CLIP and the default text-to-image model loaded at import, shared with the GPU
+    workers; the ids that could not be loaded, with why (they say it again on first use)."""
+    failed = loading.preload()
+    model_id = cycle_text.default_model()
+    try:
+        load_text_to_image(model_id)
+    except loading.ModelLoadError as err:
+        failed[model_id] = str(err)
+    return failed
 
 
 def model_state(model_id: str, kind: str) -> str:

@@ -440,6 +440,8 @@ def test_the_text_edit_tab_edits_by_changing_the_prompt_and_shows_each_words_att
 @pytest.mark.parametrize("view, button, pictures", [
     ("homogeneity", "Homogeneity", 4 * 4),  # 4 example faces: input, reconstruction, Δh, Δε
     ("robustness", "Robustness", 4 * 7),  # reconstruction, then h and ε noise at three norms
+    ("linear_combination", "Linear combination", 3 * 3),  # (s1, s2) on a 3 x 3 grid
+    ("consistency", "Consistency across timesteps", 1 + 4),  # the cosine heat map, then the four edits
 ])
 def test_the_h_space_panel_shows_each_claim_with_its_numbers(page, view, button, pictures):
     tab = open_tab(page, "Asyrp")

@@ -106,6 +106,7 @@ def test_a_text_edit_through_the_runner_shows_the_edit_the_baseline_and_each_wor
     (dict(control="swap"), "Pick a cross-attention control: none, replace, refine"),
     (dict(model_id="google/ddpm-cat-256"), "Unknown text-to-image model; use one of: CompVis/stable-diffusion-v1-4"),
     (dict(control="replace", prompt="a red fluffy dog"), "replace"),
+    (dict(prompt="a photo of a dog " * 4), "is 22 tokens long; the text encoder reads at most 16"),  # never cut
 ])
 def test_bad_text_edits_are_refused_with_what_to_write(copies, changes, message):
     settings = dict(image="assets/chelsea.png", model_id="nota-ai/bk-sdm-tiny", source_prompt="a photo of a cat",
