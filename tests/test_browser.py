@@ -451,3 +451,16 @@ def test_the_h_space_panel_shows_each_claim_with_its_numbers(page, view, button,
     tab.get_by_role("button", name=re.compile("^" + button + ":")).click()
     tab.locator("button.thumbnail-item img, .gallery img").nth(pictures - 1).wait_for(timeout=180_000)
     playwright_api.expect(tab.get_by_text("measured", exact=True).first).to_be_visible(timeout=30_000)
+
+
+def test_the_ddib_baseline_sits_beside_sdedit_in_the_cycle_tab(page):
+    tab = open_tab(page, "CycleDiffusion")
+    tab.locator("input[type=file]").first.set_input_files("assets/shapes/red-circle.png")
+    tab.get_by_role("radio", name="class translation").check()
+    choose(page, tab, "Source model (encodes the input)", "shapes-16")
+    tab.get_by_label("Also decode the DDIB baseline: deterministic DDIM inversion to t0").check()
+    tab.get_by_text("Advanced").click()
+    set_slider(tab, "Sampling steps", 20)
+    tab.get_by_role("button", name="Run CycleDiffusion").click()
+    tab.get_by_text("DDIB baseline: deterministic DDIM inversion to t0, then decoding").first.wait_for(timeout=120_000)
+    page.get_by_text("DDIB baseline (deterministic)").first.wait_for(timeout=30_000)  # its PSNR / SSIM row
