@@ -5,9 +5,9 @@ from the pipeline's own step counts, and `run(settings, callback=..., stop=...) 
 shows. The page, the API, a settings file and the command line (`python -m runners`) all go through them.
 """
 
-from . import asyrp, cycle, guidance, ilvr
+from . import asyrp, cycle, cycle_text, guidance, ilvr
 from .common import Stopped
 
-METHODS = {runner.TAB: runner for runner in (ilvr, guidance, cycle, asyrp)}
+METHODS = {runner.TAB: runner for runner in (ilvr, guidance, cycle, cycle_text, asyrp)}
 
-__all__ = ["METHODS", "Stopped", "asyrp", "cycle", "guidance", "ilvr"]
+__all__ = ["METHODS", "Stopped", "asyrp", "cycle", "cycle_text", "guidance", "ilvr"]

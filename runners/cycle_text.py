@@ -86,6 +86,12 @@ def check(settings: Settings) -> Settings:
     return settings
 
 
+def picture_size(model_id: str) -> int:
+    """The side of the model's images: its latents' times the VAE's factor (512 for Stable Diffusion)."""
+    pipe = load_text_to_image(model_id)
+    return pipe.unet.config.sample_size * pipe.vae_scale_factor
+
+
 def pipe_kwargs(settings: Settings, pipe) -> dict:
     """__call__'s arguments for the settings."""
     steps = pipe.total_steps(num_inference_steps=settings.steps, strength=settings.strength)
@@ -137,8 +143,7 @@ def metrics(settings: Settings, image, edited, baseline) -> dict:
 def run(settings: Settings, *, callback: Callback | None = None, stop: threading.Event | None = None) -> Result:
     settings = check(settings)
     pipe = load_text_to_image(settings.model_id)
-    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
-    image = picture(settings.image, size, "a photo to edit")
+    image = picture(settings.image, picture_size(settings.model_id), "a photo to edit")
     kwargs = pipe_kwargs(settings, pipe)
     pipe.check_inputs(image=image, **kwargs)
     lightest = replace(settings, strength=MIN_STRENGTH, steps=MIN_STEPS, sdedit=False)

@@ -39,13 +39,18 @@ def _png(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
+def diffusion_picture_size(model_id: str) -> int:
+    """The side of a pixel DDPM's images."""
+    return loading.load_diffusion(model_id).unet.config.sample_size
+
+
 def document(runner, settings) -> dict:
     """The settings as a steer-settings/1 document: picture settings embedded at their model's size (`runner.PICTURES`
     names the setting holding that model), file settings (`runner.FILES`) embedded whole when small enough."""
     values, embedded = asdict(settings), {}
     for name, model_field in runner.PICTURES.items():
         if values.get(name):
-            size = loading.load_diffusion(values[model_field]).unet.config.sample_size
+            size = getattr(runner, "picture_size", diffusion_picture_size)(values[model_field])
             picture = images.center_crop_resize(images.open_image(values[name]), size)
             embedded[name] = PNG_URL + base64.b64encode(_png(picture)).decode()
         values[name] = None

@@ -10,10 +10,13 @@ import numpy as np
 import pytest
 import torch
 from diffusers import PNDMScheduler
+from PIL import Image
 
 from pipelines import loading
 from pipelines.text_to_image import load_text_to_image, text_to_image_patterns
 from runners import cycle_text
+from runners.__main__ import main
+from runners.settings_file import write
 from test_stable_cycle_diffusion import sd_components
 
 # CompVis/stable-diffusion-v1-4's file list on main (the weights of each component in four forms, flax and onnx
@@ -113,3 +116,13 @@ def test_bad_text_edits_are_refused_with_what_to_write(copies, changes, message)
                     prompt="a photo of a dog", steps=5) | changes
     with pytest.raises(ValueError, match=message):
         cycle_text.run(cycle_text.Settings(**settings))
+
+
+def test_a_text_edit_goes_home_and_reproduces_from_the_command_line(copies, tmp_path):
+    settings = cycle_text.Settings("assets/chelsea.png", "nota-ai/bk-sdm-tiny", "a photo of a cat", "a photo of a dog",
+                                   steps=5, sdedit=False, seed=2)
+    result = cycle_text.run(settings)
+    _, document = write(cycle_text, settings, [image for image, _ in result.gallery], tmp_path)
+    assert main(["reproduce", str(document), "--out", str(tmp_path / "out")]) == 0
+    edit = sorted((tmp_path / "out").glob("01-*.png"))[0]
+    assert np.array_equal(np.asarray(result.gallery[1][0]), np.asarray(Image.open(edit)))  # the page's edit, bit for bit
