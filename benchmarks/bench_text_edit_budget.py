@@ -11,13 +11,12 @@ and decodes twice. At strength 0.8, a request of n steps runs 0.8 n of them.
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 from diffusers import UNet2DConditionModel
 
 from benchmarks.bench_stable_cycle import BK_SDM_TINY_UNET, SD14_UNET, components
-from benchmarks.common import print_table
+from benchmarks.common import print_table, timed
 
 STRENGTH = 0.8
 
@@ -25,12 +24,7 @@ STRENGTH = 0.8
 def seconds(fn, repeats: int = 2) -> float:
     """The faster of `repeats` runs after one warm-up."""
     fn()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
+    return timed(fn, repeats)
 
 
 @torch.no_grad()

@@ -189,13 +189,21 @@ def test_guidance_tab_shows_an_error_for_empty_prompts(page):
     page.get_by_text("Write the label prompts").first.wait_for(timeout=30_000)
 
 
-def test_cycle_tab_runs_a_class_translation_shows_progress_and_images(page):
+def cycle_tab_translating_a_shape(page, steps: int, ddib: bool = False):
+    """The CycleDiffusion tab set to translate the red circle's class on shapes-16 in `steps` steps."""
     tab = open_tab(page, "CycleDiffusion")
     tab.locator("input[type=file]").first.set_input_files("assets/shapes/red-circle.png")
     tab.get_by_role("radio", name="class translation").check()
     choose(page, tab, "Source model (encodes the input)", "shapes-16")
+    if ddib:
+        tab.get_by_label("Also decode the DDIB baseline: deterministic DDIM inversion to t0").check()
     tab.get_by_text("Advanced").click()
-    set_slider(tab, "Sampling steps", 30)
+    set_slider(tab, "Sampling steps", steps)
+    return tab
+
+
+def test_cycle_tab_runs_a_class_translation_shows_progress_and_images(page):
+    tab = cycle_tab_translating_a_shape(page, 30)
     # input, reconstruction, translation, SDEdit baseline, then x_t0 and 4 noise maps; encode, reconstruct, translate
     # and the baseline take strength 0.6 x 30 steps each
     descriptions = run_and_watch(page, tab, "Run CycleDiffusion", images=4 + 5, screenshot="cycle", total=72)
@@ -454,13 +462,7 @@ def test_the_h_space_panel_shows_each_claim_with_its_numbers(page, view, button,
 
 
 def test_the_ddib_baseline_sits_beside_sdedit_in_the_cycle_tab(page):
-    tab = open_tab(page, "CycleDiffusion")
-    tab.locator("input[type=file]").first.set_input_files("assets/shapes/red-circle.png")
-    tab.get_by_role("radio", name="class translation").check()
-    choose(page, tab, "Source model (encodes the input)", "shapes-16")
-    tab.get_by_label("Also decode the DDIB baseline: deterministic DDIM inversion to t0").check()
-    tab.get_by_text("Advanced").click()
-    set_slider(tab, "Sampling steps", 20)
+    tab = cycle_tab_translating_a_shape(page, 20, ddib=True)
     tab.get_by_role("button", name="Run CycleDiffusion").click()
     tab.get_by_text("DDIB baseline: deterministic DDIM inversion to t0, then decoding").first.wait_for(timeout=120_000)
     page.get_by_text("DDIB baseline (deterministic)").first.wait_for(timeout=30_000)  # its PSNR / SSIM row
