@@ -67,7 +67,7 @@ def resolve(model_id: str, kind: str, patterns_of: Callable[[list[str]], list[st
     if info is not None and info.path:
         if not (ROOT / info.path).is_dir():
             raise ModelLoadError(f"The bundled model {model_id!r} is missing from {info.path}; "
-                                 "train it with `python -m training.train_shapes`.")
+                                 "the README's section on the bundled models says how to train it.")
         return ROOT / info.path
     if info is None:
         known = ", ".join(n for n, i in REGISTRY.items() if i.kind == kind)

@@ -84,6 +84,9 @@ REGISTRY: dict[str, ModelInfo] = {  # download sizes: 113,673,219 parameters at 
                                                              "latent, 512x512: wants a GPU", download_mb=4265),
     "nota-ai/bk-sdm-tiny": ModelInfo("text-to-image", 512, "text-to-image (BK-SDM-Tiny, a distilled SD 1.4)",
                                      "latent, 0.33B U-Net: the one a CPU can run, slowly", download_mb=2121),
+    "faces-text-32": ModelInfo("text-to-image", 32, "captioned cartoon faces (text-to-image, 32x32)",
+                               "pixel space (no VAE), bundled: runs offline on a CPU in seconds",
+                               path="assets/faces-text-32"),
     "shapes-16": ModelInfo(
         "ddpm", 16, "coloured shapes (circle, square, triangle)",
         "class-conditional, 16x16, bundled: runs offline on a CPU", path="assets/shapes-16",

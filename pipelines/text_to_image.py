@@ -7,11 +7,13 @@ repository has it (`*.fp16.safetensors`), else `.safetensors`, else the pickled 
 only that), read through torch's restricted loader like every `.bin` here (loading.WEIGHTS_POLICY). A component
 folder without a VAE (`vae/` absent) is a pixel-space model.
 
-STEER_SAFETY_CHECKER=0 switches diffusers' safety checker off (it is on by default for a public Space).
+STEER_SAFETY_CHECKER=0 switches diffusers' safety checker off (it is on by default for a public Space). A model whose
+model_index.json names no safety checker (the bundled faces-text-32, which draws only cartoon faces) runs without one.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -68,6 +70,15 @@ def variant_of(folder: Path, fp16: bool) -> str | None:
     return "fp16" if chosen and ".fp16." in chosen[0] else None
 
 
+def publishes_safety_checker(root: Path) -> bool:
+    """Whether the model's model_index.json names a safety checker (Stable Diffusion's do; a missing entry counts)."""
+    try:
+        index = json.loads((root / "model_index.json").read_text())
+    except (OSError, ValueError):
+        return True
+    return index.get("safety_checker", ["", ""])[0] is not None
+
+
 def load_component(cls, root: Path, name: str, model_id: str, fp16: bool, **kwargs):
     folder = root / name
     return from_pretrained(cls, folder, f"the {name} of {model_id!r}", LAYOUT, variant=variant_of(folder, fp16),
@@ -84,6 +95,7 @@ def _load_text_to_image(model_id: str) -> StableCycleDiffusionPipeline:
     root = resolve(model_id, "text-to-image", lambda repo_files: text_to_image_patterns(repo_files, safety, fp16))
     if not (root / "unet").is_dir() or not (root / "text_encoder").is_dir():
         raise ModelLoadError(f"Could not load {model_id!r} from {root}: no unet/ or text_encoder/. {LAYOUT}")
+    safety = safety and publishes_safety_checker(root)
     try:
         tokenizer = CLIPTokenizer.from_pretrained(root / "tokenizer")
         scheduler = DDIMScheduler.from_pretrained(root / "scheduler")

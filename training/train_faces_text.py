@@ -73,8 +73,9 @@ def make_text_encoder(config: Config, vocab_size: int) -> CLIPTextModel:
 
 def make_scheduler() -> DDIMScheduler:
     """The training schedule (linear betas 1e-4..0.02, 1000 steps, clip_sample) as the DDIM sampler that the
-    Stable Diffusion pipelines step."""
-    return DDIMScheduler.from_config(make_noise_scheduler().config)
+    Stable Diffusion pipelines step, with Stable Diffusion's set_alpha_to_one=False and steps_offset=1: the last
+    step keeps some noise, which CycleDiffusion's stochastic sampler needs (sigma_t > 0 at every step)."""
+    return DDIMScheduler.from_config(make_noise_scheduler().config, set_alpha_to_one=False, steps_offset=1)
 
 
 def load_tokenizer(folder: Path) -> CLIPTokenizer:

@@ -19,11 +19,21 @@ two prompts share stays; the words that differ change. **Cross-attention control
 more tightly: for the first steps the target's words attend where the source's did — *replace* for a word swap (the
 same number of words), *refine* when the target adds words; one target word can be **reweighted**. The maps below
 show where each word attends at the chosen step (averaged over heads and layers); the SDEdit baseline decodes the same
-$x_{t_0}$ with fresh noise. Stable Diffusion wants a GPU; on a CPU pick BK-SDM-Tiny with few steps.
+$x_{t_0}$ with fresh noise. Stable Diffusion wants a GPU; on a CPU the bundled **faces-text-32** (cartoon faces at
+32×32, trained here on captions such as “a frowning face with glasses, black hair and medium skin on a purple
+background”) runs in seconds, and its edits are read back from the pixels: try “frowning” → “smiling”.
 """
 
 # image, model, source prompt, target prompt, strength, steps, guidance, control, seed
-EXAMPLES = [
+EXAMPLES = [  # the bundled faces-text-32 first: a few seconds each on a CPU
+    ["assets/faces/frowning-glasses.png", "faces-text-32",
+     "a frowning face with glasses, black hair and medium skin on a purple background",
+     "a smiling face with glasses, black hair and medium skin on a purple background", 0.8, 50, 3.0, "replace", 0],
+    ["assets/faces/smiling.png", "faces-text-32", "a smiling face with brown hair and pale skin on a green background",
+     "a smiling face with glasses, brown hair and pale skin on a green background", 0.8, 50, 3.0, "refine", 0],
+    ["assets/faces/smiling.png", "faces-text-32",
+     "a smiling face with no glasses, brown hair and pale skin on a green background",
+     "a smiling face with no glasses, red hair and pale skin on a green background", 0.8, 50, 3.0, "replace", 0],
     ["assets/chelsea.png", "nota-ai/bk-sdm-tiny", "a photo of a cat", "a photo of a dog", 0.8, 25, 2.0, "replace", 0],
     ["assets/chelsea.png", "CompVis/stable-diffusion-v1-4", "a photo of a cat", "a photo of a tiger", 0.8, 100, 2.0,
      "replace", 0],
@@ -47,7 +57,13 @@ def metrics_markdown(result: cycle_text.Result) -> str:
         scores = clip.get(name)
         extra = f"{scores['similarity']:.3f} | {scores['directional']:.3f}" if scores else "— | —"
         lines.append(f"| {name} | {row['psnr']:.1f} | {row['ssim']:.4f} | {extra} |")
-    if not clip:
+    read = result.metrics.get("read")
+    if read:
+        names = list(next(iter(read.values())))
+        lines += ["", "Read back from the pixels by the faces' own measurement (no model judges):", "",
+                  "| | " + " | ".join(names) + " |", "| --- " * (len(names) + 1) + "|"]
+        lines += [f"| {image} | " + " | ".join(found[k] for k in names) + " |" for image, found in read.items()]
+    elif not clip:
         lines.append("\nCLIP is not available here: no CLIP scores.")
     return result.note + "\n\n" + "\n".join(lines)
 
@@ -102,7 +118,8 @@ def build_tab() -> None:
                                          columns=1 + cycle_text.LATENT_MAPS, height=200)
                 results = gr.Column()
         gr.Examples(EXAMPLES, inputs=[image, model_id, source_prompt, prompt, strength, steps, guidance_scale, control, seed],
-                    label="Examples (pick one, then Edit with text; Stable Diffusion wants a GPU)")
+                    label="Examples (pick one, then Edit with text; faces-text-32 runs in seconds on a CPU, "
+                          "Stable Diffusion wants a GPU)")
         # the runner's settings, in order
         inputs = [image, model_id, source_prompt, prompt, strength, steps, guidance_scale, source_guidance_scale, eta,
                   control, cross_replace, self_replace, reweight_word, reweight_scale, attention_step, seed, sdedit,
