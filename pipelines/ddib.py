@@ -7,9 +7,15 @@ P unclipped on both sides, so that one model and one class give the image back u
 CycleDiffusion's: the first of the last round(strength * num_inference_steps) timesteps of its sampler, so the two
 translations start from the same noise level; DDIB's x_{t0} is found by the model, CycleDiffusion's by q_sample,
 and the noise below t0 is the model's own prediction here, the encoded eps_t there.
+
+text_ddib is the same on a text-to-image model (StableCycleDiffusionPipeline): z0 = E(image), inverted under the
+source prompt and decoded under the target prompt, eps the classifier-free guided eps_hat of each side, over the
+text edit's chain (its t0 and K).
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 from diffusers import DDIMScheduler, ImagePipelineOutput
@@ -17,6 +23,9 @@ from diffusers import DDIMScheduler, ImagePipelineOutput
 from .dpm_encoder import chain_length, check_class_labels, check_compatible, encoder_scheduler
 from .images import check_output_type, postprocess, to_model_input
 from .sampling import Callback, P_t, abar, check_num_inference_steps, eps_theta, prev_timestep
+from .text_edit_checks import prompt_list
+
+Eps = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t (B,C,H,W), t) -> eps_theta(x_t, t | c)
 
 
 def ddib_scheduler(config, num_inference_steps: int) -> DDIMScheduler:
@@ -32,14 +41,14 @@ def check_strength(strength) -> None:
         raise ValueError(f"strength must be in (0, 1] (1 inverts to pure noise, smaller keeps more); got {strength!r}")
 
 
-def invert_to_t0(unet, ddim: DDIMScheduler, x0: torch.Tensor, timesteps: torch.Tensor, c: torch.Tensor | None,
+def invert_to_t0(eps_of: Eps, ddim: DDIMScheduler, x0: torch.Tensor, timesteps: torch.Tensor,
                  callback: Callback = None) -> torch.Tensor:
-    """x_0 (B,3,H,W) in [-1,1] -> x_{t0} by DDIM inversion over `timesteps` (decreasing, t0 first), eps_theta(. | c)
-    evaluated at the lower level x_s with the higher timestep t, as diffusers' DDIMInverseScheduler."""
+    """x_0 (B,C,H,W) -> x_{t0} by DDIM inversion over `timesteps` (decreasing, t0 first), eps_of evaluated at the lower
+    level x_s with the higher timestep t, as diffusers' DDIMInverseScheduler."""
     x = x0
     for step, t in enumerate(reversed(timesteps)):
         abar_s, abar_t = abar(ddim, prev_timestep(ddim, t)), abar(ddim, t)
-        eps = eps_theta(unet, x, t, c)
+        eps = eps_of(x, t)
         x0_hat = P_t(x, eps, abar_s)
         x = abar_t.sqrt() * x0_hat + (1 - abar_t).sqrt() * eps
         if callback is not None:
@@ -47,12 +56,12 @@ def invert_to_t0(unet, ddim: DDIMScheduler, x0: torch.Tensor, timesteps: torch.T
     return x
 
 
-def ddim_decode(unet, ddim: DDIMScheduler, x_t0: torch.Tensor, timesteps: torch.Tensor, c: torch.Tensor | None,
+def ddim_decode(eps_of: Eps, ddim: DDIMScheduler, x_t0: torch.Tensor, timesteps: torch.Tensor,
                 callback: Callback = None, offset: int = 0) -> torch.Tensor:
-    """x_{t0} (B,3,H,W) -> x_0 in [-1,1] by DDIM with eta = 0 over `timesteps` (t0 first), eps_theta(. | c)."""
+    """x_{t0} (B,C,H,W) -> x_0 by DDIM with eta = 0 over `timesteps` (t0 first)."""
     x = x_t0
     for step, t in enumerate(timesteps):
-        out = ddim.step(eps_theta(unet, x, t, c), t, x, eta=0.0)
+        out = ddim.step(eps_of(x, t), t, x, eta=0.0)
         x = out.prev_sample
         if callback is not None:
             callback(offset + step, int(t), x, out.pred_original_sample)
@@ -83,12 +92,44 @@ def ddib(source_unet, source_scheduler, image, *, target_unet=None, target_sched
     # 1. x_{t0} = DDIM inversion of x_0 with the source model, over the last K timesteps
     ddim = ddib_scheduler(source_scheduler.config, num_inference_steps)
     timesteps = ddim.timesteps[num_inference_steps - chain_length(num_inference_steps, strength):]  # (K,), t0 first
-    x_t0 = invert_to_t0(source_unet, ddim, x0, timesteps, c, callback)
+    x_t0 = invert_to_t0(lambda x, t: eps_theta(source_unet, x, t, c), ddim, x0, timesteps, callback)
 
     # 2. x_0' = DDIM decoding of x_{t0} with the target model
-    x = ddim_decode(target_unet, ddib_scheduler(target_scheduler.config, num_inference_steps), x_t0, timesteps,
-                    c_target, callback, offset=len(timesteps))
+    x = ddim_decode(lambda x, t: eps_theta(target_unet, x, t, c_target),
+                    ddib_scheduler(target_scheduler.config, num_inference_steps), x_t0, timesteps, callback,
+                    offset=len(timesteps))
     images = postprocess(x, output_type)
     if not return_dict:
         return (images,)
     return ImagePipelineOutput(images=images)
+
+
+@torch.no_grad()
+def text_ddib(pipe, image, source_prompt: str | list[str], prompt: str | list[str], *, strength: float = 0.8,
+              num_inference_steps: int = 50, guidance_scale: float = 7.5, source_guidance_scale: float = 1.0,
+              generator=None, callback: Callback = None, output_type: str = "pil", return_dict: bool = True):
+    """DDIB on a text-to-image StableCycleDiffusionPipeline: z0 = E(image) (the generator's first draw, as the text
+    edit's) inverted by DDIM under source_prompt up to t0, decoded under prompt; each side guided when its scale > 1
+    (the target's, diffusers' rule; the source's only then too). callback(step, t, x_t, x0_hat) sees the inversion's
+    K steps, then the decoding's K, K = pipe.total_steps(...). Returns the pipeline's output (images,
+    nsfw_content_detected)."""
+    pipe.check_inputs(prompt=prompt, source_prompt=source_prompt, image=image, strength=strength,
+                      num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                      source_guidance_scale=source_guidance_scale, generator=generator, output_type=output_type)
+    device, prompts = pipe._execution_device, prompt_list(prompt)
+    z0 = pipe.image_to_latents(pipe.image_processor.preprocess(image).to(device, pipe.unet.dtype), generator)
+    z0 = z0.repeat_interleave(len(prompts) // z0.shape[0], dim=0)  # (B,C,h,w)
+    sources = prompt_list(source_prompt) * (len(prompts) // len(prompt_list(source_prompt)))
+    guided = guidance_scale > 1
+    c_src, c_u = pipe.text_conditions(sources, 1, guided)
+    c_tgt, _ = pipe.text_conditions(prompts, 1, guided)
+    ddim = ddib_scheduler(pipe.scheduler.config, num_inference_steps)
+    K = pipe.total_steps(num_inference_steps=num_inference_steps, strength=strength)
+    timesteps = ddim.timesteps[num_inference_steps - K:].to(device)  # (K,), t0 first
+
+    def eps_of(c: torch.Tensor, w: float) -> Eps:
+        return lambda x, t: pipe.eps_hat([x], t, [c], [w], c_u if w > 1 else None)[0]
+
+    x_t0 = invert_to_t0(eps_of(c_src, source_guidance_scale), ddim, z0, timesteps, callback)
+    x = ddim_decode(eps_of(c_tgt, guidance_scale), ddim, x_t0, timesteps, callback, offset=K)
+    return pipe.output(x, output_type, return_dict)

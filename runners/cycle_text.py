@@ -8,6 +8,7 @@ import threading
 from dataclasses import dataclass, field, replace
 
 from pipelines import loading, registry
+from pipelines.ddib import text_ddib
 from pipelines.images import pil_to_tensor
 from pipelines.metrics import clip_similarity, directional_clip, faithfulness
 from pipelines.text_to_image import load_text_to_image
@@ -22,6 +23,7 @@ TAB = "cycle_text"
 PICTURES, FILES = {"image": "model_id"}, ()
 CONTROLS = ("none", "replace", "refine")  # cross-attention control: off, a word swap, the target adds words
 MIN_STEPS, MIN_STRENGTH = 10, 0.1
+SDEDIT, DDIB = "SDEdit baseline (fresh noise)", "DDIB baseline (deterministic)"
 BUNDLED = "faces-text-32"  # its faces are read back by the generator's measurement (training.captions)
 MAX_GUIDANCE_SCALE = 20
 LATENT_MAPS = 3
@@ -51,11 +53,12 @@ class Settings:
     seed: int = 0
     sdedit: bool = True  # also decode the SDEdit baseline: the same x_t0, fresh noise
     preview_every: int = 0
+    ddib: bool = False  # also the DDIB baseline: deterministic DDIM inversion to t0, decoded under the target prompt
 
 
 @dataclass
 class Result:
-    gallery: Gallery  # the input, the edit, the SDEdit baseline
+    gallery: Gallery  # the input, the edit, the SDEdit and DDIB baselines
     attention: Gallery = field(default_factory=list)  # one map per word, source then target
     latent_maps: Gallery = field(default_factory=list)
     metrics: dict = field(default_factory=dict)
@@ -110,13 +113,16 @@ def pipe_kwargs(settings: Settings, pipe) -> dict:
 
 def cost(settings: Settings, pipe=None) -> Cost:
     """Per step of the chain, one U-Net evaluation of the source and the target chain together, each doubled under
-    classifier-free guidance (a batch of four); the SDEdit baseline decodes the target alone. (The VAE's encode and
+    classifier-free guidance (a batch of four); the SDEdit baseline decodes the target alone, the DDIB baseline inverts
+and then decodes it. (The VAE's encode and
     decode are not counted: a few U-Net steps' worth.)"""
     settings = check(settings)
     pipe = pipe or load_text_to_image(settings.model_id)
     steps = pipe.total_steps(num_inference_steps=settings.steps, strength=settings.strength)
     guided = 2 if settings.guidance_scale > 1 else 1
     work = [Work(steps, 2 * guided)] + ([Work(steps, guided)] if settings.sdedit else [])
+    if settings.ddib:  # the inversion (guided only when the source's scale is > 1), then the decoding
+        work += [Work(steps, guided if settings.source_guidance_scale > 1 else 1), Work(steps, guided)]
     return Cost(settings.model_id, tuple(work))
 
 
@@ -127,17 +133,14 @@ def word_maps(maps) -> Gallery:
     return [(heat_image(m), f"{side}: “{word}”") for side in ("source", "target") for word, m in maps[0][side]]
 
 
-def metrics(settings: Settings, image, edited, baseline) -> dict:
+def metrics(settings: Settings, image, edited, baselines: dict) -> dict:
     """PSNR and SSIM to the input of the edit and the baseline; on the bundled faces the attributes each one reads as
     (training.captions.read_attributes), elsewhere CLIP similarity to the target prompt and CLIP's directional
     similarity when CLIP is available here."""
-    rows = {"edit": faithfulness(image, edited)}
-    if baseline is not None:
-        rows["SDEdit baseline (fresh noise)"] = faithfulness(image, baseline)
-    found = {"rows": rows}
+    outputs = {"edit": edited, **baselines}
+    found = {"rows": {name: faithfulness(image, out) for name, out in outputs.items()}}
     if settings.model_id == BUNDLED:
-        shown = {"input": image, "edit": edited, "SDEdit baseline (fresh noise)": baseline}
-        found["read"] = {name: read_attributes(pil_to_tensor(out)[0]) for name, out in shown.items() if out is not None}
+        found["read"] = {name: read_attributes(pil_to_tensor(out)[0]) for name, out in {"input": image, **outputs}.items()}
         return found
     try:
         clip = loading.load_clip().judge
@@ -145,7 +148,7 @@ def metrics(settings: Settings, image, edited, baseline) -> dict:
         return found
     found["clip"] = {name: {"similarity": clip_similarity(clip, out, settings.prompt),
                             "directional": directional_clip(clip, image, out, settings.source_prompt, settings.prompt)}
-                     for name, out in (("edit", edited), ("SDEdit baseline (fresh noise)", baseline)) if out is not None}
+                     for name, out in outputs.items()}
     return found
 
 
@@ -155,29 +158,38 @@ def run(settings: Settings, *, callback: Callback | None = None, stop: threading
     image = picture(settings.image, picture_size(settings.model_id), "a photo to edit")
     kwargs = pipe_kwargs(settings, pipe)
     pipe.check_inputs(image=image, **kwargs)
-    lightest = replace(settings, strength=MIN_STRENGTH, steps=MIN_STEPS, sdedit=False)
+    lightest = replace(settings, strength=MIN_STRENGTH, steps=MIN_STEPS, sdedit=False, ddib=False)
     timed = loading.DiffusionModel(settings.model_id, pipe.unet, pipe.scheduler.config)  # what the budget times
-    check_budget(timed, cost(settings, pipe), lower="the steps or the strength (or untick the SDEdit baseline)",
+    check_budget(timed, cost(settings, pipe), lower="the steps or the strength (or untick the baselines)",
                  smallest=cost(lightest, pipe))
     steps = pipe.total_steps(num_inference_steps=settings.steps, strength=settings.strength)
-    tracker = Tracker(steps * (2 if settings.sdedit else 1), "CycleDiffusion: text edit", callback, stop,
+    tracker = Tracker(steps * (1 + settings.sdedit + 2 * settings.ddib), "CycleDiffusion: text edit", callback, stop,
                       settings.preview_every)
+    baselines = {}
     try:
         with attention_in_use:
             out = pipe(image=image, generator=make_generator(settings.seed), callback=tracker, **kwargs)
-        baseline = pipe.decode(out.latent.with_fresh_noise(make_generator(settings.seed + 1)), settings.prompt,
-                               guidance_scale=settings.guidance_scale, callback=tracker.offset(steps)
-                               ).images[0] if settings.sdedit else None
+        if settings.sdedit:
+            baselines[SDEDIT] = pipe.decode(out.latent.with_fresh_noise(make_generator(settings.seed + 1)),
+                                            settings.prompt, guidance_scale=settings.guidance_scale,
+                                            callback=tracker.offset(steps)).images[0]
+        if settings.ddib:
+            baselines[DDIB] = text_ddib(pipe, image, settings.source_prompt, settings.prompt, strength=settings.strength,
+                                        num_inference_steps=settings.steps, guidance_scale=settings.guidance_scale,
+                                        source_guidance_scale=settings.source_guidance_scale,
+                                        generator=make_generator(settings.seed),
+                                        callback=tracker.offset(tracker.step)).images[0]
     except Stopped:
         return Result([(image, "input")] + tracker.stopped(), stopped=True)
     flagged = any(out.nsfw_content_detected or [])
     gallery = [(image, f"input: “{settings.source_prompt}”"), (out.images[0], f"edit: “{settings.prompt}”")]
-    if baseline is not None:
-        gallery.append((baseline, "SDEdit baseline: the same x_t0, fresh noise instead of the encoded ε"))
+    labels = {SDEDIT: "SDEdit baseline: the same x_t0, fresh noise instead of the encoded ε",
+              DDIB: "DDIB baseline: deterministic DDIM inversion to t0, decoded under the target prompt"}
+    gallery += [(shown, labels[name]) for name, shown in baselines.items()]
     latent = out.latent
     maps = [(noise_image(latent.x_t0[0, :3]), f"x_t0 (3 of {latent.x_t0.shape[1]} channels), t0 = {latent.t0}")]
     maps += [(noise_image(latent.eps[k][0, :3]), f"ε at t = {int(latent.timesteps[k])}")
              for k in evenly(len(latent.timesteps), LATENT_MAPS)]
     note = ("⚠️ The safety checker flagged the edit; it was replaced by a black image. " if flagged else "")
     return Result(gallery, word_maps(out.attention_maps), maps,
-                  metrics(settings, image, out.images[0], baseline), note)
+                  metrics(settings, image, out.images[0], baselines), note)

@@ -432,18 +432,23 @@ def test_a_clicked_example_runs_with_its_values(page):
     playwright_api.expect(captions).to_have_count(4, timeout=120_000)  # the example's 4 samples at its scale 40
 
 
-def test_the_text_edit_tab_edits_by_changing_the_prompt_and_shows_each_words_attention(page):
+def test_the_text_edit_tab_makes_the_bundled_face_smile_and_shows_where_the_word_attends(page):
+    """Its first example on a fresh page: faces-text-32, "frowning" -> "smiling" under replace control, with both
+    baselines, each word's attention map and the attributes read back from the pixels."""
+    from ui.cycle_text import EXAMPLES
+
+    image, model, source, target, strength, steps = EXAMPLES[0][:6]
     tab = open_tab(page, "Text edit (Stable Diffusion)")
-    tab.locator("input[type=file]").first.set_input_files("assets/chelsea.png")
-    tab.get_by_label("Source prompt (what the photo shows)").fill("a photo of a cat")
-    tab.get_by_label("Target prompt (what the edit should show)").fill("a photo of a dog")
-    tab.get_by_text("Advanced").click()
-    set_slider(tab, "Sampling steps", 10)
-    # input, edit, SDEdit baseline; then the 5 + 5 word maps and x_t0 with 3 noise maps; 8 steps, twice
-    run_and_watch(page, tab, "Edit with text", images=3 + 10 + 4, screenshot="text-edit", total=16)
-    assert tab.get_by_text("edit: “a photo of a dog”").count() >= 1
-    assert tab.get_by_text("source: “cat”").count() >= 1 and tab.get_by_text("target: “dog”").count() >= 1
-    page.get_by_text("PSNR to input (dB)").first.wait_for(timeout=30_000)
+    tab.locator("table[role=grid]").first.locator("tr.tr-body").first.click()
+    playwright_api.expect(tab.get_by_label("Target prompt (what the edit should show)")).to_have_value(target)
+    playwright_api.expect(tab.get_by_label("Text-to-image model", exact=True)).to_have_value(model)
+    tab.get_by_label("Also decode the DDIB baseline: deterministic DDIM inversion to t0").check()
+    words = len(source.replace(",", " ,").split())
+    K = int(strength * steps)  # the edit, the SDEdit baseline, then DDIB's inversion and decoding: K steps each
+    run_and_watch(page, tab, "Edit with text", images=4 + 2 * words + 4, screenshot="text-edit", total=4 * K)
+    assert tab.get_by_text(f"edit: “{target}”").count() >= 1 and tab.get_by_text("target: “smiling”").count() >= 1
+    page.get_by_text("DDIB baseline (deterministic)").first.wait_for(timeout=30_000)
+    page.get_by_text("Read back from the pixels by the faces' own measurement").first.wait_for(timeout=30_000)
 
 
 @pytest.mark.parametrize("view, button, pictures", [

@@ -20,6 +20,7 @@ from PIL import Image
 from conftest import ddpm_scheduler, write_published_ddpm
 from pipelines import asyrp_released, loading
 from runners import METHODS, asyrp
+from runners.common import coerced
 from runners.__main__ import main
 from test_app import no_progress
 from test_asyrp_official import official_state, write_official
@@ -154,3 +155,11 @@ def test_the_ddib_baseline_sits_beside_sdedit_with_its_row():
     # the stochastic latent reconstructs exactly; the deterministic one gives a translation of its own
     assert result.metrics["rows"]["reconstruction"]["psnr"] > 40
     assert not np.array_equal(pixels(result.gallery[2][0]), pixels(result.gallery[4][0]))
+
+
+def test_a_text_the_page_sends_as_none_is_its_default():
+    """A textbox in an accordion never opened comes as None (the text edit's reweighted word, on a fresh page)."""
+    from runners import cycle_text
+
+    settings = cycle_text.Settings("assets/faces/smiling.png", reweight_word=None, steps=20.0, seed=None)
+    assert coerced(settings).reweight_word == "" and coerced(settings).steps == 20 and coerced(settings).seed is None

@@ -90,16 +90,20 @@ def test_published_layouts_load_in_one_format_and_the_bin_only_one_through_the_r
     assert loading.cache.load_count["nota-ai/bk-sdm-tiny"] == 1 and load_text_to_image("nota-ai/bk-sdm-tiny") is safetensors
 
 
-def test_a_text_edit_through_the_runner_shows_the_edit_the_baseline_and_each_words_attention(copies):
+def test_a_text_edit_through_the_runner_shows_the_edit_the_baselines_and_each_words_attention(copies):
     settings = cycle_text.Settings("assets/chelsea.png", "nota-ai/bk-sdm-tiny", "a photo of a cat", "a photo of a dog",
-                                   steps=5, control="replace", attention_step=2, seed=3)
-    result = cycle_text.run(settings)
+                                   steps=5, control="replace", attention_step=2, seed=3, ddib=True)
+    seen = []
+    result = cycle_text.run(settings, callback=lambda step, total, desc, preview: seen.append((step, total)))
     assert [caption for _, caption in result.gallery] == [
         "input: “a photo of a cat”", "edit: “a photo of a dog”",
-        "SDEdit baseline: the same x_t0, fresh noise instead of the encoded ε"]
+        "SDEdit baseline: the same x_t0, fresh noise instead of the encoded ε",
+        "DDIB baseline: deterministic DDIM inversion to t0, decoded under the target prompt"]
+    assert seen[-1] == (16, 16)  # K = 4 steps of the edit, 4 of SDEdit, 4 + 4 of DDIB's inversion and decoding
+    assert not np.array_equal(np.asarray(result.gallery[2][0]), np.asarray(result.gallery[3][0]))
     assert [caption for _, caption in result.attention] == [f"{side}: “{word}”" for side, words in (
         ("source", "a photo of a cat"), ("target", "a photo of a dog")) for word in words.split()]
-    assert set(result.metrics["rows"]) == {"edit", "SDEdit baseline (fresh noise)"}
+    assert set(result.metrics["rows"]) == {"edit", "SDEdit baseline (fresh noise)", "DDIB baseline (deterministic)"}
     again = cycle_text.run(settings)
     assert np.array_equal(np.asarray(again.gallery[1][0]), np.asarray(result.gallery[1][0]))  # the seed decides
 

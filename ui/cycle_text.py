@@ -108,9 +108,11 @@ def build_tab() -> None:
                     seed = seed_input()
                     preview_every = preview_slider()
                 sdedit = gr.Checkbox(True, label="Also decode the SDEdit baseline: the same x_t0, fresh noise")
+                ddib = gr.Checkbox(False, label="Also decode the DDIB baseline: deterministic DDIM inversion to t0 "
+                                                "under the source prompt, decoded under the target prompt")
                 run, time_estimate = run_controls("Edit with text")
             with gr.Column():
-                gallery = gr.Gallery(label="Input, edit, SDEdit baseline", columns=3, height=420)
+                gallery = gr.Gallery(label="Input, edit, SDEdit and DDIB baselines", columns=4, height=420)
                 metrics = gr.Markdown()
                 attention = gr.Gallery(label="Where each word attends (source words, then target words; white = most)",
                                        columns=8, height=260)
@@ -123,9 +125,9 @@ def build_tab() -> None:
         # the runner's settings, in order
         inputs = [image, model_id, source_prompt, prompt, strength, steps, guidance_scale, source_guidance_scale, eta,
                   control, cross_replace, self_replace, reweight_word, reweight_scale, attention_step, seed, sdedit,
-                  preview_every]
+                  preview_every, ddib]
         estimate = estimator(cycle_text.Settings, cycle_text.cost)
-        gr.on([c.change for c in (model_id, strength, steps, guidance_scale, sdedit)], estimate, inputs, time_estimate,
+        gr.on([c.change for c in (model_id, strength, steps, guidance_scale, source_guidance_scale, sdedit, ddib)], estimate, inputs, time_estimate,
               api_visibility="private")
         event = run.click(live(run_cycle_text, 4), inputs, [gallery, metrics, attention, latent_view],
                           api_name="cycle_text", preprocess=False, **concurrency())
