@@ -1,6 +1,7 @@
 """The f_t directions released with Asyrp (kwonminki/Asyrp_official, MIT), fetched like models: from the official
 repository at a pinned commit, checked against their sha256 before anything reads them, cached, and taken from
-STEER_MODEL_DIR/kwonminki/Asyrp_official/checkpoint/<file> first when that copy exists (offline use).
+STEER_MODEL_DIR/kwonminki/Asyrp_official/checkpoint/<file> first when that copy exists (offline use). The authors'
+LPIPS(x_0, P_t) curves (utils/<dataset>_LPIPS_distance_x0_t.tsv) are fetched the same way for their t_edit rule.
 
 26 of the repository's 35 checkpoint/ files are for the 256 px DDPMs the registry has (CelebA-HQ, LSUN church and
 bedroom); the 5 dog and 4 MetFaces files are for iDDPM/ADM models with other key names and are not listed.
@@ -15,9 +16,12 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from .interval import LPIPS_EDIT
+
 REPO = "kwonminki/Asyrp_official"
 COMMIT = "a6c82dc760849dd4c1e878990ce38e824967e5b0"
-URL = f"https://raw.githubusercontent.com/{REPO}/{COMMIT}/checkpoint/"
+RAW = f"https://raw.githubusercontent.com/{REPO}/{COMMIT}/"
+URL = RAW + "checkpoint/"
 TIMEOUT_S = 60  # one ~3.2 MB file
 
 # sha256 of each usable checkpoint/<file> at COMMIT: the only pickled files this project ever unpickles
@@ -50,9 +54,9 @@ SHA256 = {
     "zombie_new_LC_CelebA_HQ_t999_ninv40_ngen40_0.pth": "731e66a6a9b03a87832f2182a3b58333f57f70970813a37415fb1f7e4ef09598",
 }
 
-# dataset (as in the file names) -> the hub models its directions are offered on, and its t_edit: the official
-# utils/t_edit_dic.py value (first t with LPIPS(x_0, P_t) >= 0.3). The per-direction rule (0.33 times the CLIP ViT-B/16
-# cosine of the two texts) needs that CLIP, so every direction starts from its dataset's value.
+# dataset (as in the file names) -> the hub models its directions are offered on, and its default t_edit: the official
+# utils/t_edit_dic.py value (first t with LPIPS(x_0, P_t) >= 0.3), the fallback of the per-direction rule
+# (official_t_edit) where the CLIP ViT-B/16 it needs or the dataset's curve cannot be had.
 DATASETS = {
     "CelebA_HQ": (("google/ddpm-celebahq-256", "google/ddpm-ema-celebahq-256"), 516),
     "church_outdoor": (("google/ddpm-ema-church-256", "google/ddpm-church-256"), 370),
@@ -76,6 +80,16 @@ TEXTS = {
     "church_wooden_church": ("Church", "Wooden Church"),
     "bedroom_hotel": ("Bedroom", "Hotel Bedroom"), "bedroom_princess": ("Bedroom", "Princess Bedroom"),
 }
+
+# dataset -> the authors' utils/<file> at COMMIT (lines "t<TAB>mean LPIPS(x_0, P_t)" over their images, t = 1..999
+# but 998) and its sha256
+CURVES = {
+    "CelebA_HQ": ("celeba_LPIPS_distance_x0_t.tsv", "df63327a63c43ee1a72f404e69c64870475f3072ded7644ddf623f8552a79702"),
+    "church_outdoor": ("church_LPIPS_distance_x0_t.tsv",
+                       "a9ee9aa1f1c0022ba92a134104a3d6a358ac708e33576ac7138089b0cc8815e0"),
+    "bedroom": ("bedroom_LPIPS_distance_x0_t.tsv", "798d0a3ecbacf517d90e0549b291ecb6d5fae604087d5f0417767f85c6c5b32f"),
+}
+CLIP = "openai/clip-vit-base-patch16"  # the text cosine of the rule: the official --clip_model_name, ViT-B/16
 
 
 @dataclass(frozen=True)
@@ -118,11 +132,11 @@ def sha256_of(path) -> str:
     return digest.hexdigest()
 
 
-def offline_copy(file: str) -> Path | None:
-    """STEER_MODEL_DIR/kwonminki/Asyrp_official/checkpoint/<file> when that copy exists."""
+def offline_copy(path: str) -> Path | None:
+    """STEER_MODEL_DIR/kwonminki/Asyrp_official/<path> (e.g. checkpoint/<file>) when that copy exists."""
     root = os.environ.get("STEER_MODEL_DIR")
-    path = Path(root, REPO, "checkpoint", file) if root else None
-    return path if path is not None and path.is_file() else None
+    local = Path(root, REPO, path) if root else None
+    return local if local is not None and local.is_file() else None
 
 
 def default_cache_dir() -> Path:
@@ -141,26 +155,27 @@ def _entry(name: str) -> ReleasedDirection:
     return RELEASED[name]
 
 
-def fetch_released(name: str, *, cache_dir=None, timeout: float = TIMEOUT_S) -> Path:
-    """The verified file of a released direction: the STEER_MODEL_DIR copy, else the cached one, else downloaded from
-    the pinned commit into the cache. Every file is checked against its sha256 before it is returned."""
-    entry = _entry(name)
-    local = offline_copy(entry.file)
+def fetch_pinned(path: str, sha256: str, what: str, *, cache_dir=None, timeout: float = TIMEOUT_S) -> Path:
+    """The verified file `path` of the repository at COMMIT: the STEER_MODEL_DIR copy, else the cached one, else
+    downloaded from the pinned commit into the cache. Every file is checked against its sha256 before it is returned;
+    `what` names it in the errors."""
+    url, folder = RAW + path, path.rpartition("/")[0]
+    local = offline_copy(path)
     if local is not None:
-        if sha256_of(local) != entry.sha256:
-            raise ValueError(f"{local} is not the released {entry.file} (its sha256 differs from {entry.sha256}); "
-                             "replace it with the file from " + entry.url)
+        if sha256_of(local) != sha256:
+            raise ValueError(f"{local} is not {what} (its sha256 differs from {sha256}); replace it with the file "
+                             f"from {url}")
         return local
-    cached = Path(cache_dir or default_cache_dir(), entry.file)
-    if cached.is_file() and sha256_of(cached) == entry.sha256:
+    cached = Path(cache_dir or default_cache_dir(), Path(path).name)
+    if cached.is_file() and sha256_of(cached) == sha256:
         return cached
     try:
-        data = download(entry.url, timeout)
+        data = download(url, timeout)
     except OSError as err:
-        raise ValueError(f"could not download the released direction {name!r} from {entry.url} ({err}); for offline "
-                         f"use put that file in STEER_MODEL_DIR/{REPO}/checkpoint/") from err
-    if hashlib.sha256(data).hexdigest() != entry.sha256:
-        raise ValueError(f"the download of {entry.url} does not have the pinned sha256 {entry.sha256}; nothing was kept")
+        raise ValueError(f"could not download {what} from {url} ({err}); for offline use put that file in "
+                         f"STEER_MODEL_DIR/{REPO}/{folder}/") from err
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise ValueError(f"the download of {url} does not have the pinned sha256 {sha256}; nothing was kept")
     cached.parent.mkdir(parents=True, exist_ok=True)
     partial = cached.with_suffix(".part")
     partial.write_bytes(data)
@@ -168,11 +183,52 @@ def fetch_released(name: str, *, cache_dir=None, timeout: float = TIMEOUT_S) -> 
     return cached
 
 
+def fetch_released(name: str, *, cache_dir=None, timeout: float = TIMEOUT_S) -> Path:
+    """The verified file of a released direction (fetch_pinned: offline copy, cache, or the pinned commit)."""
+    entry = _entry(name)
+    return fetch_pinned(f"checkpoint/{entry.file}", entry.sha256, f"the released direction {name!r}",
+                        cache_dir=cache_dir, timeout=timeout)
+
+
+def lpips_curve(dataset: str, *, cache_dir=None) -> dict[int, float]:
+    """t -> LPIPS(x_0, P_t), the authors' curve of a dataset (fetch_pinned: offline copy, cache, or the commit)."""
+    if dataset not in CURVES:
+        raise ValueError(f"the authors measured no LPIPS curve for {dataset!r} here; there are {', '.join(CURVES)}")
+    file, sha256 = CURVES[dataset]
+    path = fetch_pinned(f"utils/{file}", sha256, f"the authors' LPIPS curve of {dataset}", cache_dir=cache_dir)
+    rows = (line.split("\t") for line in path.read_text().splitlines() if line.strip())
+    return {int(t): float(distance) for t, distance in rows}
+
+
+def official_t_edit(dataset: str, cos: float, *, cache_dir=None) -> int:
+    """t_edit = min{t : LPIPS(x_0, P_t) >= LPIPS_EDIT * cos}, t on the curve's grid read upwards from its smallest t, as
+    the official set_t_edit_t_addnoise does; cos = cos_CLIP(source text, target text) (text_cosine)."""
+    curve, threshold = lpips_curve(dataset, cache_dir=cache_dir), LPIPS_EDIT * cos
+    for t in sorted(curve):
+        if curve[t] >= threshold:
+            return t
+    raise ValueError(f"no t of the {dataset} curve reaches LPIPS {threshold:.3f}")
+
+
+def text_cosine(judge, source: str, target: str) -> float:
+    """cos_CLIP(source, target): the cosine of the two texts' CLIP embeddings (a pipelines.clip.ClipJudge's)."""
+    source_emb, target_emb = judge.text_embeds([source, target])
+    return float(source_emb @ target_emb)
+
+
+def combined_t_edit(names: list[str], judge) -> tuple[int, float, str]:
+    """(t_edit, cos, name) of released directions used together: the rule at the largest text cosine among them, the
+    official code's t_edit for several attributes (that of the attribute of largest cosine)."""
+    cosines = {name: text_cosine(judge, _entry(name).source, _entry(name).target) for name in names}
+    name = max(cosines, key=cosines.get)
+    return official_t_edit(RELEASED[name].dataset, cosines[name]), cosines[name], name
+
+
 def released_status(*, cache_dir=None) -> dict[str, str]:
     """name -> "offline copy", "offline copy with a wrong sha256" (refused), "cached" or "not downloaded"."""
     status = {}
     for name, entry in RELEASED.items():
-        local, cached = offline_copy(entry.file), Path(cache_dir or default_cache_dir(), entry.file)
+        local, cached = offline_copy(f"checkpoint/{entry.file}"), Path(cache_dir or default_cache_dir(), entry.file)
         if local is not None:
             status[name] = "offline copy" if sha256_of(local) == entry.sha256 else "offline copy with a wrong sha256"
         elif cached.is_file() and sha256_of(cached) == entry.sha256:

@@ -76,6 +76,8 @@ REGISTRY: dict[str, ModelInfo] = {  # download sizes: 113,673,219 parameters at 
     "google/ddpm-ema-bedroom-256": ModelInfo("ddpm", 256, "bedrooms (LSUN bedroom, EMA weights)", download_mb=455),
     "google/ddpm-cifar10-32": ModelInfo("ddpm", 32, "CIFAR-10 objects", "unconditional, 32x32", download_mb=143),
     "openai/clip-vit-base-patch32": ModelInfo("clip", 224, "image-text (CLIP ViT-B/32)", download_mb=605),
+    # the text cosine of the Asyrp authors' t_edit rule (pipelines.asyrp_released.CLIP); 149.6M parameters
+    "openai/clip-vit-base-patch16": ModelInfo("clip", 224, "image-text (CLIP ViT-B/16)", download_mb=599),
     # text-to-image latent models in Stable Diffusion's layout; sizes in fp32 (a GPU takes the fp16 variant, half),
     # without the safety checker (another 1,216 MB): U-Net 859.5M (bk-sdm-tiny 323.4M), text encoder 123.1M, VAE 83.7M
     "CompVis/stable-diffusion-v1-4": ModelInfo("text-to-image", 512, "text-to-image (Stable Diffusion 1.4)",

@@ -10,14 +10,13 @@ from pathlib import Path
 
 import torch
 
-from pipelines import AsyrpPipeline, asyrp_released, loading, registry
+from pipelines import AsyrpPipeline, ModelLoadError, asyrp_released, loading, registry
 from pipelines.asyrp import check_interval
 from pipelines.directions import PCA_BATCH, learn_direction, load_direction, principal_directions, save_direction
 from pipelines.interval import LPIPS_BOOST, LPIPS_EDIT, choose_interval, load_lpips
 
 from .budget import Cost, Work, check_budget
-from .common import (BoundedCache, Callback, Gallery, Stopped, Tracker, check_text, make_generator, picture,
-                     validated)
+from .common import BoundedCache, Callback, Gallery, Stopped, Tracker, check_text, make_generator, picture, validated
 
 TAB = "asyrp"
 PICTURES, FILES = {"image": "model_id"}, ("learned_path", "file_path")
@@ -134,10 +133,24 @@ def released_names(settings: Settings) -> list[str]:
     return names
 
 
+def released_rule(names: list[str]) -> tuple[int, str]:
+    """(t_edit, how it was chosen) of released directions: the authors' rule (asyrp_released.combined_t_edit, with
+    CLIP ViT-B/16) where that CLIP and the dataset's LPIPS curve can be had, else the dataset default."""
+    default = max(asyrp_released.RELEASED[name].t_edit for name in names)
+    try:
+        if loading.availability(asyrp_released.CLIP, "clip") == "not available offline":  # HF_HUB_OFFLINE, no copy
+            raise ModelLoadError(asyrp_released.CLIP)
+        t_edit, cos, name = asyrp_released.combined_t_edit(names, loading.load_clip(asyrp_released.CLIP).judge)
+    except (RuntimeError, ValueError) as err:  # RuntimeError: no CLIP, or its device unusable here (ZeroGPU's CUDA)
+        missing = "the authors' LPIPS curve" if isinstance(err, ValueError) else "CLIP ViT-B/16"
+        return default, f"{default}, the dataset default ({missing} is not available here)"
+    of = f" of {name}, the largest of the {len(names)}" if len(names) > 1 else ""
+    return t_edit, f"{t_edit} by the authors' rule (CLIP cos {cos:.2f}{of})"
+
+
 def released_t_edit(names: list[str]) -> int:
-    """The dataset's t_edit of the released directions (the official per-attribute rule needs the authors' LPIPS
-    curves, which are not shipped: their dataset defaults are the official fallback)."""
-    return max(asyrp_released.RELEASED[name].t_edit for name in names)
+    """The released directions' t_edit (released_rule)."""
+    return released_rule(names)[0]
 
 
 def check_edit(settings: Settings) -> None:
@@ -214,6 +227,9 @@ def run(settings: Settings, *, callback: Callback | None = None, stop: threading
             settings.t_edit, settings.t_boost = choose_interval(pipe, image, lpips, num_inference_steps=settings.steps,
                                                                 generator=make_generator(settings.seed))
             note = f"LPIPS chose t_edit = {settings.t_edit}, t_boost = {settings.t_boost}. "
+    if settings.source == SOURCES[3]:
+        t_edit, how = released_rule(released_names(settings))
+        note += f"t_edit {how}. " if t_edit == settings.t_edit else f"t_edit {settings.t_edit}, not their {how}. "
     shift, label = direction(settings, pipe)
     tracker = Tracker(pipe.total_steps(num_inference_steps=settings.steps), "Asyrp: DDIM inversion, then editing",
                       callback, stop, settings.preview_every)

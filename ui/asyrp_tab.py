@@ -66,7 +66,10 @@ RELEASED_NOTE = (
     "downloaded from the authors' repository at a pinned commit on first use and loaded only when their sha256 is the "
     "pinned one. They are applied as the official code does: h ← h + c · f_t(h, temb) in P_t while t ≥ t_edit, with "
     "c = s × 40 / steps (so one s gives the same edit at any number of steps) and, for k directions together, each at "
-    "1/√k. t_edit is the dataset's (CelebA-HQ 516, church 370, bedroom 369), set when you pick them."
+    "1/√k. Picking them sets t_edit by the authors' rule: the first t at which LPIPS(x₀, P_t), on the curve they "
+    "measured, reaches 0.33 × the CLIP ViT-B/16 cosine of the direction's two texts (for several, the largest cosine); "
+    "where that CLIP or the curve cannot be loaded, the dataset's default (CelebA-HQ 516, church 370, bedroom 369). "
+    "The run's note says which."
 )
 
 TIMELINE_STAGES = (  # colour, what happens
@@ -136,7 +139,7 @@ def model_controls(model_id: str, current):
 
 
 def released_picked(names):
-    """Picking released directions: their source, and their dataset's t_edit."""
+    """Picking released directions: their source, and their t_edit (the authors' rule, else the dataset's)."""
     if not names:
         return gr.skip(), gr.skip()
     return SOURCES[3], asyrp.released_t_edit(names)
