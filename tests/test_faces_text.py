@@ -123,6 +123,10 @@ def test_export_is_a_stable_diffusion_layout_without_vae(tmp_path):
     assert unet.config.cross_attention_dim == text_encoder.config.hidden_size == TINY.text_width
     assert tokenizer.model_max_length == text_encoder.config.max_position_embeddings == 77
     assert type(scheduler).__name__ == "DDIMScheduler" and scheduler.config.clip_sample
+    assert not scheduler.config.set_alpha_to_one  # sigma_t > 0 at the last step, as CycleDiffusion needs
+    # the BPE files themselves ship too, for a tokenizer built from vocab.json and merges.txt alone
+    words = CLIPTokenizer(str(out / "tokenizer" / "vocab.json"), str(out / "tokenizer" / "merges.txt"))
+    assert words("a smiling face").input_ids == tokenizer("a smiling face").input_ids
     images = text.sample(model, ["a smiling face", ""], 3.0, 4, torch.Generator().manual_seed(0))
     assert images.shape == (2, 3, 32, 32) and 0 <= images.min() and images.max() <= 1
 

@@ -115,15 +115,16 @@ def mouth_share(maps: list[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def run_edit(pipe, edit: Edit, n: int, seed: int, steps: int, guidance_scale: float, map_step: int) -> dict:
+def run_edit(pipe, edit: Edit, n: int, seed: int, steps: int, guidance_scale: float, map_step: int,
+             strength: float = 0.8, eta: float = 0.1) -> dict:
     """The edit on n held-out faces: its measured success and keeping, PSNR to the input, the images, and for the
     smile the mouth share of the word "smiling"'s attention."""
     images, drawn = held_out_faces(n, seed, edit.faces)
     rng = random.Random(seed)
     named = [captions.attributes(drawn, i) for i in range(n)]
     sources, targets = zip(*(edit.prompts(a, rng) for a in named))
-    out = pipe(prompt=list(targets), source_prompt=list(sources), image=images, strength=0.8,
-               num_inference_steps=steps, guidance_scale=guidance_scale, eta=0.1, output_type="pt",
+    out = pipe(prompt=list(targets), source_prompt=list(sources), image=images, strength=strength,
+               num_inference_steps=steps, guidance_scale=guidance_scale, eta=eta, output_type="pt",
                cross_attention_control=edit.control, attention_map_step=map_step,
                generator=torch.Generator().manual_seed(seed))
     edited = out.images.float().cpu()
@@ -158,6 +159,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=50, help="DDIM steps (the chain runs strength 0.8 of them)")
     parser.add_argument("--guidance-scale", type=float, default=3.0)
+    parser.add_argument("--strength", type=float, default=0.8, help="t0 = strength x T")
+    parser.add_argument("--eta", type=float, default=0.1, help="the sampler's noise (CycleDiffusion needs > 0)")
+    parser.add_argument("--edits", nargs="*", default=list(EDITS), choices=list(EDITS), metavar="EDIT",
+                        help=f"which edits (default all: {', '.join(EDITS)})")
     parser.add_argument("--map-step", type=int, default=20, help="the chain's step whose attention maps are read")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--figure", action="store_true", help="also write edits.png beside the model")
@@ -165,12 +170,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     pipe = load_text_to_image(str(args.model))
     began, table, shown = time.perf_counter(), {}, {}
-    for name, edit in EDITS.items():
-        found = run_edit(pipe, edit, args.faces, args.seed, args.steps, args.guidance_scale, args.map_step)
+    for name in args.edits:
+        found = run_edit(pipe, EDITS[name], args.faces, args.seed, args.steps, args.guidance_scale, args.map_step,
+                         args.strength, args.eta)
         shown[name] = found.pop("images")
         table[name] = found
         print(name, json.dumps(found), flush=True)
-    print(f"{len(EDITS)} x {args.faces} edits measured in {time.perf_counter() - began:.1f} s")
+    print(f"{len(args.edits)} x {args.faces} edits measured in {time.perf_counter() - began:.1f} s")
     if args.figure:
         figure(shown, 8, args.model / "edits.png")
 

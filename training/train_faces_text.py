@@ -174,7 +174,7 @@ class Run:
         out = Path(out)
         unet.save_pretrained(out / "unet", safe_serialization=True)
         text_encoder.save_pretrained(out / "text_encoder", safe_serialization=True)
-        self.tokenizer.save_pretrained(out / "tokenizer")
+        captions.write_tokenizer(out / "tokenizer")  # vocab.json and merges.txt beside tokenizer.json
         make_scheduler().save_pretrained(out / "scheduler")
         (out / "model_index.json").write_text(json.dumps(model_index(), indent=2) + "\n")
         record = dict(config=asdict(self.config), steps=self.step, minutes=round(self.seconds / 60, 1),
