@@ -143,3 +143,26 @@ def test_guidance_scale_one_is_the_conditional_model(tmp_path):
         for t in scheduler.timesteps:
             x = scheduler.step(unet(x, t, context).sample, t, x).prev_sample
     torch.testing.assert_close(guided, (x / 2 + 0.5).clamp(0, 1), atol=1e-5, rtol=0)  # float sums in another order
+
+
+def test_a_grown_run_starts_as_the_run_it_grows_from(tmp_path):
+    """The pooled-text embedding starts at zero output: the grown U-Net predicts what the cross-attention-only one
+    did, its EMA weights are that run's, and it trains on from that run's step."""
+    small = text.Run(replace(TINY, pooled_text=False, name="small"), tmp_path / "small")
+    small.train()
+    grown = text.Run(TINY, tmp_path / "grown", grow_from=small.checkpoint)
+    assert grown.step == small.step == TINY.steps and grown.grown_at == TINY.steps
+    x_t, t, _, prompts = text.noisy_batch(TINY, 99, text.make_noise_scheduler())
+    with torch.no_grad():
+        before = small.unet(x_t, t, text.encode(small.tokenizer, small.text_encoder, prompts)).sample
+        after = grown.unet(x_t, t, text.encode(grown.tokenizer, grown.text_encoder, prompts)).sample
+    torch.testing.assert_close(after, before, atol=1e-6, rtol=0)
+    exported = text.load(grown.export(tmp_path / "model"))[0]
+    assert exported.config.addition_embed_type == "text"
+    old = {k: v for k, v in text.load(small.export(tmp_path / "old"))[0].state_dict().items()}
+    assert all(torch.equal(v, old[k]) for k, v in exported.state_dict().items() if not k.startswith("add_embedding."))
+    grown.config = replace(TINY, steps=TINY.steps + 2)
+    grown.train()
+    assert grown.unet.add_embedding.norm2.weight.abs().sum() > 0  # it learns to use the pooled caption
+    with pytest.raises(ValueError, match="not this config without pooled_text"):
+        text.Run(TINY, tmp_path / "again", grow_from=grown.checkpoint)

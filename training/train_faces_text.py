@@ -49,18 +49,29 @@ class Config:
     heads: int = 4  # attention heads in the U-Net's transformer blocks
     text_width: int = 64  # the text encoder's hidden size, also the U-Net's cross_attention_dim
     text_layers: int = 2
+    pooled_text: bool = True  # the caption, attention-pooled, also added to the time embedding (every ResBlock)
+
+
+NO_POOLED_TEXT = f"{Config.name}-cross-attention-only"
 
 
 def make_unet(config: Config) -> UNet2DConditionModel:
-    """One level per block_out_channels, cross-attention to the caption in all but the first (and the middle)."""
+    """One level per block_out_channels, cross-attention to the caption in all but the first (and the middle); with
+    pooled_text, diffusers' addition_embed_type="text" too: the caption attention-pooled and added to the time
+    embedding, which reaches every ResBlock (the 32 px ones included, where the mouth's curve is drawn), its output
+    scale zero at first (so that a model grown from one without it starts as that model)."""
     levels = len(config.block_out_channels)
-    return UNet2DConditionModel(
+    unet = UNet2DConditionModel(
         sample_size=config.image_size, in_channels=3, out_channels=3, layers_per_block=1,
         block_out_channels=config.block_out_channels,
         down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (levels - 1),
         up_block_types=("CrossAttnUpBlock2D",) * (levels - 1) + ("UpBlock2D",),
         cross_attention_dim=config.text_width, attention_head_dim=config.heads, norm_num_groups=16,
+        addition_embed_type="text" if config.pooled_text else None, addition_embed_type_num_heads=config.heads,
     )
+    if config.pooled_text:
+        torch.nn.init.zeros_(unet.add_embedding.norm2.weight)
+    return unet
 
 
 def make_text_encoder(config: Config, vocab_size: int) -> CLIPTextModel:
@@ -105,7 +116,7 @@ class Run:
     """Models, optimiser and progress of one training run, saved to and restored from <folder>/checkpoint.pt
     (default runs/<name>/)."""
 
-    def __init__(self, config: Config, folder: Path | None = None):
+    def __init__(self, config: Config, folder: Path | None = None, grow_from: Path | None = None):
         self.config = config
         self.dir = Path(folder or ROOT / "runs" / config.name)
         self.tokenizer = load_tokenizer(self.dir / "tokenizer")
@@ -114,7 +125,7 @@ class Run:
         self.text_encoder = make_text_encoder(config, len(self.tokenizer))
         self.ema = EMAModel(self.parameters(), decay=config.ema_decay)
         self.opt = torch.optim.AdamW(self.parameters(), lr=config.lr, weight_decay=0.0)
-        self.step, self.seconds = 0, 0.0
+        self.step, self.seconds, self.grown_at = 0, 0.0, None  # grown_at: the step a grown run started from
         self.checkpoint = self.dir / "checkpoint.pt"
         if self.checkpoint.exists():
             state = torch.load(self.checkpoint, weights_only=False)
@@ -124,7 +135,34 @@ class Run:
             self.text_encoder.load_state_dict(state["text_encoder"])
             self.ema.load_state_dict(state["ema"])
             self.opt.load_state_dict(state["opt"])
-            self.step, self.seconds = state["step"], state["seconds"]
+            self.step, self.seconds, self.grown_at = state["step"], state["seconds"], state.get("grown_at")
+        elif grow_from is not None:
+            self.grow(Path(grow_from))
+
+    def grow(self, checkpoint: Path) -> None:
+        """Start from the checkpoint of a run without pooled_text (its weights and EMA weights, its step and time),
+        the pooled-text embedding added at zero output; the optimiser starts afresh."""
+        state = torch.load(checkpoint, weights_only=False)
+        before = {**asdict(self.config), "pooled_text": False, **{k: state["config"][k] for k in ("name", "steps")}}
+        if {"pooled_text": False, **state["config"]} != before:
+            raise ValueError(f"{checkpoint} is not this config without pooled_text: {state['config']}")
+        old = replace(self.config, pooled_text=False)
+        unet, text_encoder = make_unet(old), make_text_encoder(old, len(self.tokenizer))
+        ema = EMAModel([*unet.parameters(), *text_encoder.parameters()], decay=self.config.ema_decay)
+        ema.load_state_dict(state["ema"])
+        ema.copy_to([*unet.parameters(), *text_encoder.parameters()])
+        self.load_weights(unet.state_dict(), text_encoder.state_dict())
+        self.ema = EMAModel(self.parameters(), decay=self.config.ema_decay)
+        self.ema.optimization_step = ema.optimization_step
+        self.load_weights(state["unet"], state["text_encoder"])
+        self.step, self.seconds, self.grown_at = state["step"], state["seconds"], state["step"]
+
+    def load_weights(self, unet: dict, text_encoder: dict) -> None:
+        """Weights of a model without pooled_text; ValueError if any but the pooled-text embedding's are missing."""
+        missing, unexpected = self.unet.load_state_dict(unet, strict=False)
+        if unexpected or any(not name.startswith("add_embedding.") for name in missing):
+            raise ValueError(f"not this U-Net without pooled_text: missing {missing}, unexpected {unexpected}")
+        self.text_encoder.load_state_dict(text_encoder)
 
     def parameters(self) -> list[torch.nn.Parameter]:
         return [*self.unet.parameters(), *self.text_encoder.parameters()]
@@ -132,7 +170,7 @@ class Run:
     def save(self) -> None:
         state = dict(config=asdict(self.config), unet=self.unet.state_dict(), ema=self.ema.state_dict(),
                      text_encoder=self.text_encoder.state_dict(), opt=self.opt.state_dict(), step=self.step,
-                     seconds=self.seconds)
+                     seconds=self.seconds, grown_at=self.grown_at)
         tmp = self.checkpoint.with_suffix(".tmp")
         torch.save(state, tmp)
         tmp.replace(self.checkpoint)
@@ -177,8 +215,12 @@ class Run:
         captions.write_tokenizer(out / "tokenizer")  # vocab.json and merges.txt beside tokenizer.json
         make_scheduler().save_pretrained(out / "scheduler")
         (out / "model_index.json").write_text(json.dumps(model_index(), indent=2) + "\n")
+        command = f"python -m training.train_faces_text --steps {self.step}"
+        if self.grown_at is not None:
+            command = (f"python -m training.train_faces_text --no-pooled-text --steps {self.grown_at} && {command} "
+                       f"--grow-from runs/{NO_POOLED_TEXT}/checkpoint.pt")
         record = dict(config=asdict(self.config), steps=self.step, minutes=round(self.seconds / 60, 1),
-                      command=f"python -m training.train_faces_text --steps {self.step}")
+                      command=command)
         (out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
         return out
 
@@ -243,6 +285,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--out", type=Path, default=ROOT / "assets" / Config.name)
     parser.add_argument("--export-only", action="store_true", help="only export the checkpoint as it stands")
+    parser.add_argument("--no-pooled-text", action="store_true", help=f"cross-attention only (runs/{NO_POOLED_TEXT})")
+    parser.add_argument("--grow-from", type=Path, help="a new run starts from this checkpoint of a run without "
+                        "the pooled-text embedding (Run.grow)")
     parser.add_argument("--measure", action="store_true", help="measure the exported model in --out")
     parser.add_argument("--captions", type=int, default=64, help="--measure: captions of seeded faces")
     parser.add_argument("--per-caption", type=int, default=4, help="--measure: samples per caption")
@@ -257,7 +302,10 @@ def main() -> None:
         print(json.dumps({k: round(100 * v, 1) for k, v in shares.items()}, indent=2))
         print(f"{args.captions * args.per_caption} samples measured in {time.perf_counter() - began:.1f} s")
         return
-    run = Run(replace(Config(), steps=args.steps, seed=args.seed))
+    config = replace(Config(), steps=args.steps, seed=args.seed)
+    if args.no_pooled_text:
+        config = replace(config, pooled_text=False, name=NO_POOLED_TEXT)
+    run = Run(config, grow_from=args.grow_from)
     if not args.export_only:
         run.train()
     print(f"exported {run.step} steps ({run.seconds / 60:.1f} min of training) to {run.export(args.out)}")
