@@ -121,8 +121,8 @@ def text_ddib(pipe, image, source_prompt: str | list[str], prompt: str | list[st
     z0 = z0.repeat_interleave(len(prompts) // z0.shape[0], dim=0)  # (B,C,h,w)
     sources = prompt_list(source_prompt) * (len(prompts) // len(prompt_list(source_prompt)))
     guided = guidance_scale > 1
-    c_src, c_u = pipe.text_conditions(sources, 1, guided)
-    c_tgt, _ = pipe.text_conditions(prompts, 1, guided)
+    c_src, c_u = pipe.text_conditions(sources, 1, guided)  # (B,L,D), and the empty prompt's when guided
+    c_tgt = pipe.encode_text(prompts)  # (B,L,D)
     ddim = ddib_scheduler(pipe.scheduler.config, num_inference_steps)
     K = pipe.total_steps(num_inference_steps=num_inference_steps, strength=strength)
     timesteps = ddim.timesteps[num_inference_steps - K:].to(device)  # (K,), t0 first

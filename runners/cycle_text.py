@@ -114,8 +114,7 @@ def pipe_kwargs(settings: Settings, pipe) -> dict:
 def cost(settings: Settings, pipe=None) -> Cost:
     """Per step of the chain, one U-Net evaluation of the source and the target chain together, each doubled under
     classifier-free guidance (a batch of four); the SDEdit baseline decodes the target alone, the DDIB baseline inverts
-and then decodes it. (The VAE's encode and
-    decode are not counted: a few U-Net steps' worth.)"""
+    and then decodes it. (The VAE's encode and decode are not counted: a few U-Net steps' worth.)"""
     settings = check(settings)
     pipe = pipe or load_text_to_image(settings.model_id)
     steps = pipe.total_steps(num_inference_steps=settings.steps, strength=settings.strength)
@@ -140,7 +139,8 @@ def metrics(settings: Settings, image, edited, baselines: dict) -> dict:
     outputs = {"edit": edited, **baselines}
     found = {"rows": {name: faithfulness(image, out) for name, out in outputs.items()}}
     if settings.model_id == BUNDLED:
-        found["read"] = {name: read_attributes(pil_to_tensor(out)[0]) for name, out in {"input": image, **outputs}.items()}
+        found["read"] = {name: read_attributes(pil_to_tensor(out)[0])
+                         for name, out in {"input": image, **outputs}.items()}
         return found
     try:
         clip = loading.load_clip().judge
@@ -174,8 +174,9 @@ def run(settings: Settings, *, callback: Callback | None = None, stop: threading
                                             settings.prompt, guidance_scale=settings.guidance_scale,
                                             callback=tracker.offset(steps)).images[0]
         if settings.ddib:
-            baselines[DDIB] = text_ddib(pipe, image, settings.source_prompt, settings.prompt, strength=settings.strength,
-                                        num_inference_steps=settings.steps, guidance_scale=settings.guidance_scale,
+            baselines[DDIB] = text_ddib(pipe, image, settings.source_prompt, settings.prompt,
+                                        strength=settings.strength, num_inference_steps=settings.steps,
+                                        guidance_scale=settings.guidance_scale,
                                         source_guidance_scale=settings.source_guidance_scale,
                                         generator=make_generator(settings.seed),
                                         callback=tracker.offset(tracker.step)).images[0]

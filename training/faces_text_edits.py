@@ -140,9 +140,10 @@ def run_edit(pipe, edit: Edit, n: int, seed: int, steps: int, guidance_scale: fl
     )
     if edit.changes == "mouth" and out.attention_maps:
         smiling = [dict(m["target"]).get("smiling", dict(m["target"]).get("smile")) for m in out.attention_maps]
-        share = mouth_share(smiling, mouth_mask(drawn, 32))
-        found["attention"] = dict(mouth_share=float(share.mean()), area_share=float(mouth_mask(drawn, 32).float().mean()),
-                                  peaks_on_mouth=float((share > mouth_mask(drawn, 32).float().mean((1, 2))).float().mean()))
+        mask = mouth_mask(drawn, 32)  # (B,32,32)
+        share, area = mouth_share(smiling, mask), mask.float().mean((1, 2))  # (B,), (B,)
+        found["attention"] = dict(mouth_share=float(share.mean()), area_share=float(area.mean()),
+                                  peaks_on_mouth=float((share > area).float().mean()))
     return dict(found, images=(images, edited), prompts=(sources[0], targets[0]))
 
 

@@ -127,8 +127,8 @@ def build_tab() -> None:
                   control, cross_replace, self_replace, reweight_word, reweight_scale, attention_step, seed, sdedit,
                   preview_every, ddib]
         estimate = estimator(cycle_text.Settings, cycle_text.cost)
-        gr.on([c.change for c in (model_id, strength, steps, guidance_scale, source_guidance_scale, sdedit, ddib)], estimate, inputs, time_estimate,
-              api_visibility="private")
+        gr.on([c.change for c in (model_id, strength, steps, guidance_scale, source_guidance_scale, sdedit, ddib)],
+              estimate, inputs, time_estimate, api_visibility="private")
         event = run.click(live(run_cycle_text, 4), inputs, [gallery, metrics, attention, latent_view],
                           api_name="cycle_text", preprocess=False, **concurrency())
         event.then(estimate, inputs, time_estimate, api_visibility="private")
