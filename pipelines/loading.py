@@ -66,8 +66,9 @@ def resolve(model_id: str, kind: str, patterns_of: Callable[[list[str]], list[st
     info = REGISTRY.get(model_id)
     if info is not None and info.path:
         if not (ROOT / info.path).is_dir():
-            raise ModelLoadError(f"The bundled model {model_id!r} is missing from {info.path}; "
-                                 "the README's section on the bundled models says how to train it.")
+            raise ModelLoadError(f"The bundled model {model_id!r} is missing from {info.path}; train it as the "
+                                 "README's section on the bundled models says (`python -m training.train_shapes` for "
+                                 "faces-32 and shapes-16, `python -m training.train_faces_text` for faces-text-32).")
         return ROOT / info.path
     if info is None:
         known = ", ".join(n for n, i in REGISTRY.items() if i.kind == kind)

@@ -103,12 +103,13 @@ def validated(settings, model_field: str | None = "model_id"):
 def coerced(settings):
     """`settings` with every field cast to the type of its dataclass default (the page sends floats for integer
     sliders, a settings file or the command line strings); None where the default is None stays as given, None for
-    a text becomes its default (a page sends None for a textbox in an accordion never opened)."""
+    a text becomes "" (a page sends None for a textbox in an accordion never opened), which each runner's checks
+    judge as an empty text."""
     changes = {}
     for field in fields(settings):
         value, default = getattr(settings, field.name), field.default
         if value is None and isinstance(default, str):
-            changes[field.name] = default
+            changes[field.name] = ""
         if value is None or default is None or isinstance(default, str):
             continue
         try:

@@ -178,17 +178,13 @@ def test_on_zero_gpu_the_default_model_clip_and_the_text_model_load_at_import_an
     clip, tokenizer = tiny_clip_components()
     clip.save_pretrained(tmp_path / "clip")
     tokenizer.save_pretrained(tmp_path / "clip")
-    from test_stable_cycle_diffusion import sd_components
-    from test_text_to_image import write_published
-
-    write_published(tmp_path / "copies" / "nota-ai/bk-sdm-tiny", sd_components(tmp_path), "both")  # text-to-image
     env = os.environ | {"SPACES_ZERO_GPU": "true", "STEER_MODEL": str(tiny_model_dir),
                         "STEER_CLIP_MODEL": str(tmp_path / "clip"), "STEER_MODEL_DIR": str(tmp_path / "copies"),
                         "STEER_SAFETY_CHECKER": "0", "HF_HUB_OFFLINE": "1"}
     out = subprocess.run([sys.executable, "-c", ZERO_GPU_LOADS], cwd=ROOT, env=env, check=True, timeout=300,
                          capture_output=True, text=True)
     loads = json.loads(out.stdout.strip().splitlines()[-1])
-    assert loads["at_import"] == {str(tiny_model_dir): 1, str(tmp_path / "clip"): 1, "nota-ai/bk-sdm-tiny": 1}
+    assert loads["at_import"] == {str(tiny_model_dir): 1, str(tmp_path / "clip"): 1, "faces-text-32": 1}
     assert loads["after_calls"] == loads["at_import"]  # the GPU functions found both loaded
 
 

@@ -157,7 +157,7 @@ def test_the_ddib_baseline_sits_beside_sdedit_with_its_row():
     assert not np.array_equal(pixels(result.gallery[2][0]), pixels(result.gallery[4][0]))
 
 
-def test_a_text_the_page_sends_as_none_is_its_default():
+def test_a_text_the_page_sends_as_none_is_empty():
     """A textbox in an accordion never opened comes as None (the text edit's reweighted word, on a fresh page)."""
     from runners import cycle_text
 
