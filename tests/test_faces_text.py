@@ -81,11 +81,46 @@ def test_measured_faces_agree_with_their_captions(drawn):
         assert captions.read_attributes(images[i]) == captions.attributes(batch, i)
 
 
+def test_the_mouth_box_holds_every_mouth(drawn):
+    """The loss's mouth weight covers the whole drawn mouth, of any curvature, and little else (< 12% of the image)."""
+    images, batch = drawn
+    mouth = torch.nn.functional.avg_pool2d(faces.layers(batch, 32)[-1][0].float()[:, None], faces.SUPERSAMPLE)[:, 0]
+    box = faces.mouth_box(batch, 32)
+    assert (mouth > 0.25).any((1, 2)).all() and not ((mouth > 0.25) & ~box).any()
+    assert box.float().mean() < 0.12
+
+
+def test_the_mouth_weight_weighs_the_mouth_box():
+    scheduler = text.make_noise_scheduler()
+    x_t, t, eps, prompts, w = text.noisy_batch(TINY, 5, scheduler)
+    prediction = torch.randn(eps.shape, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(text.weighted_mse(prediction, eps, w), torch.nn.functional.mse_loss(prediction, eps))
+    *same, heavy = text.noisy_batch(replace(TINY, mouth_weight=10.0), 5, scheduler)
+    assert all(torch.equal(a, b) for a, b in zip(same[:3], (x_t, t, eps))) and same[3] == prompts
+    box = faces.mouth_box(faces.make_batch(TINY.batch_size, 32, TINY.seed * 1_000_003 + 5)[1], 32)[:, None]
+    assert torch.equal(heavy, torch.where(box, 10.0, 1.0))
+
+
+def test_a_run_changes_its_mouth_weight_once_and_records_when(tmp_path):
+    run = text.Run(replace(TINY, steps=2), tmp_path)
+    run.train()
+    heavy = replace(TINY, mouth_weight=10.0)
+    reweighted = text.Run(heavy, tmp_path)
+    assert reweighted.step == 2 and reweighted.reweighted_at == 2
+    reweighted.train()
+    assert text.Run(heavy, tmp_path).reweighted_at == 2
+    with pytest.raises(ValueError, match="another config"):
+        text.Run(replace(TINY, mouth_weight=5.0), tmp_path)
+    record = json.loads((reweighted.export(tmp_path / "model") / "training.json").read_text())
+    assert record["command"] == ("python -m training.train_faces_text --steps 2 && "
+                                 f"python -m training.train_faces_text --steps {TINY.steps} --mouth-weight 10")
+
+
 def test_training_lowers_the_loss(tmp_path):
     torch.manual_seed(0)
     run = text.Run(replace(TINY, steps=30, checkpoint_every=30), tmp_path)
     scheduler = text.make_noise_scheduler()
-    x_t, t, eps, prompts = text.noisy_batch(run.config, 10_000, scheduler)  # a batch training never sees
+    x_t, t, eps, prompts, _ = text.noisy_batch(run.config, 10_000, scheduler)  # a batch training never sees
 
     def held_out_loss() -> float:
         with torch.no_grad():
@@ -152,12 +187,15 @@ def test_a_grown_run_starts_as_the_run_it_grows_from(tmp_path):
     small.train()
     grown = text.Run(TINY, tmp_path / "grown", grow_from=small.checkpoint)
     assert grown.step == small.step == TINY.steps and grown.grown_at == TINY.steps
-    x_t, t, _, prompts = text.noisy_batch(TINY, 99, text.make_noise_scheduler())
+    x_t, t, _, prompts, _ = text.noisy_batch(TINY, 99, text.make_noise_scheduler())
     with torch.no_grad():
         before = small.unet(x_t, t, text.encode(small.tokenizer, small.text_encoder, prompts)).sample
         after = grown.unet(x_t, t, text.encode(grown.tokenizer, grown.text_encoder, prompts)).sample
     torch.testing.assert_close(after, before, atol=1e-6, rtol=0)
     exported = text.load(grown.export(tmp_path / "model"))[0]
+    assert json.loads((tmp_path / "model" / "training.json").read_text())["command"] == (
+        f"python -m training.train_faces_text --no-pooled-text --steps {TINY.steps} && python -m "
+        f"training.train_faces_text --steps {TINY.steps} --grow-from runs/{text.NO_POOLED_TEXT}/checkpoint.pt")
     assert exported.config.addition_embed_type == "text"
     old = {k: v for k, v in text.load(small.export(tmp_path / "old"))[0].state_dict().items()}
     assert all(torch.equal(v, old[k]) for k, v in exported.state_dict().items() if not k.startswith("add_embedding."))

@@ -40,6 +40,7 @@ RING_RADIUS = 0.28  # centre line of a glasses ring, around its eye
 MOUTH_V, MOUTH_HALF_WIDTH, MOUTH_SAG = 0.5, 0.4, 0.3  # v of the mouth's mean height; corners to middle at |c| = 1
 HAIR_LINE = (0.6, 0.8)  # hair covers v < -hair_line: clear of the glasses' rings (top at v = -0.43 - half a stroke)
 P_GLASSES, P_HAIR = 0.5, 0.75
+MOUTH_BOX = (0.15, 0.85, 0.55)  # v from, v to, |u| up to: a box round the mouth (v 0.35..0.65 at |c| = 1)
 MIN_CURVATURE = 0.35  # |c| of labelled faces: the corners sit >= 0.35 * 0.3 r (~1 px) above or below the middle
 
 
@@ -83,6 +84,15 @@ def mouth_curve(u: torch.Tensor, curvature: torch.Tensor) -> torch.Tensor:
     """v of the mouth's centre line at u: MOUTH_V + c * MOUTH_SAG * (1/2 - (u / MOUTH_HALF_WIDTH)^2), the corners
     MOUTH_SAG * c above the middle (any shape broadcasting)."""
     return MOUTH_V + curvature * MOUTH_SAG * (0.5 - (u / MOUTH_HALF_WIDTH) ** 2)
+
+
+def mouth_box(faces: Faces, image_size: int) -> torch.Tensor:
+    """(B,H,W) bool: the pixels whose centres lie in MOUTH_BOX of each face, in units of its radius."""
+    grid = torch.arange(image_size) + 0.5
+    u = (grid[None, None, :] - faces.center[:, 0, None, None]) / faces.radius[:, None, None]
+    v = (grid[None, :, None] - faces.center[:, 1, None, None]) / faces.radius[:, None, None]
+    v_from, v_to, half_width = MOUTH_BOX
+    return (v >= v_from) & (v <= v_to) & (u.abs() <= half_width)
 
 
 def layers(faces: Faces, image_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -33,7 +33,6 @@ from training.evaluate_shapes import save_grid
 from training.train_shapes import ROOT
 
 HELD_OUT_SEED = 10**9  # training batch i is seeded seed * 1_000_003 + i: far below this
-MOUTH_REGION = (0.15, 0.85, 0.55)  # v from, v to, |u| up to: the mouth's box in face units (the mouth: v 0.35..0.65)
 
 
 def plain_caption(named: dict[str, str], glasses: bool = True) -> str:
@@ -99,15 +98,6 @@ def held_out_faces(n: int, seed: int, setup: Callable[[faces.Faces], faces.Faces
     return faces.render(drawn, 32), drawn
 
 
-def mouth_mask(drawn: faces.Faces, size: int) -> torch.Tensor:
-    """(B, size, size) bool: the box around each drawn face's mouth (MOUTH_REGION, in units of its radius)."""
-    grid = torch.arange(size) + 0.5
-    u = (grid[None, None, :] - drawn.center[:, 0, None, None]) / drawn.radius[:, None, None]
-    v = (grid[None, :, None] - drawn.center[:, 1, None, None]) / drawn.radius[:, None, None]
-    v_from, v_to, half_width = MOUTH_REGION
-    return (v >= v_from) & (v <= v_to) & (u.abs() <= half_width)
-
-
 def mouth_share(maps: list[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
     """(B,) the share of each map's mass (upsampled bilinearly to the mask's size) inside the mask."""
     up = F.interpolate(torch.stack(maps)[:, None].float(), size=mask.shape[-2:], mode="bilinear")[:, 0]
@@ -140,7 +130,7 @@ def run_edit(pipe, edit: Edit, n: int, seed: int, steps: int, guidance_scale: fl
     )
     if edit.changes == "mouth" and out.attention_maps:
         smiling = [dict(m["target"]).get("smiling", dict(m["target"]).get("smile")) for m in out.attention_maps]
-        mask = mouth_mask(drawn, 32)  # (B,32,32)
+        mask = faces.mouth_box(drawn, 32)  # (B,32,32)
         share, area = mouth_share(smiling, mask), mask.float().mean((1, 2))  # (B,), (B,)
         found["attention"] = dict(mouth_share=float(share.mean()), area_share=float(area.mean()),
                                   peaks_on_mouth=float((share > area).float().mean()))

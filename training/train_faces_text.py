@@ -50,6 +50,7 @@ class Config:
     text_width: int = 64  # the text encoder's hidden size, also the U-Net's cross_attention_dim
     text_layers: int = 2
     pooled_text: bool = True  # the caption, attention-pooled, also added to the time embedding (every ResBlock)
+    mouth_weight: float = 1.0  # the loss's weight on the pixels of faces.mouth_box (1 elsewhere)
 
 
 NO_POOLED_TEXT = f"{Config.name}-cross-attention-only"
@@ -99,9 +100,10 @@ def encode(tokenizer: CLIPTokenizer, text_encoder: CLIPTextModel, prompts: list[
     return text_encoder(ids).last_hidden_state
 
 
-def noisy_batch(config: Config, step: int, scheduler) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
-    """(x_t (B,3,H,W), t (B,), eps (B,3,H,W), prompts) for training step `step`, a caption dropped to "" with
-    probability p_uncond."""
+def noisy_batch(config: Config, step: int, scheduler) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str],
+                                                               torch.Tensor]:
+    """(x_t (B,3,H,W), t (B,), eps (B,3,H,W), prompts, w (B,1,H,W)) for training step `step`, a caption dropped to
+    "" with probability p_uncond, w the loss's weight of each pixel: mouth_weight in the mouth's box, else 1."""
     seed = config.seed * 1_000_003 + step
     images, drawn = faces.make_batch(config.batch_size, config.image_size, seed)
     rng = random.Random(seed)
@@ -109,7 +111,13 @@ def noisy_batch(config: Config, step: int, scheduler) -> tuple[torch.Tensor, tor
     g = torch.Generator().manual_seed(seed)
     t = torch.randint(0, scheduler.config.num_train_timesteps, (config.batch_size,), generator=g)
     eps = torch.randn(images.shape, generator=g)
-    return scheduler.add_noise(images * 2 - 1, eps, t), t, eps, prompts
+    w = 1 + (config.mouth_weight - 1) * faces.mouth_box(drawn, config.image_size)[:, None].float()
+    return scheduler.add_noise(images * 2 - 1, eps, t), t, eps, prompts, w
+
+
+def weighted_mse(prediction: torch.Tensor, eps: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """sum w (eps_theta - eps)^2 / sum w over pixels and channels: the plain MSE when w is 1 everywhere."""
+    return (w * (prediction - eps) ** 2).sum() / (w.sum() * eps.shape[1])
 
 
 class Run:
@@ -125,17 +133,23 @@ class Run:
         self.text_encoder = make_text_encoder(config, len(self.tokenizer))
         self.ema = EMAModel(self.parameters(), decay=config.ema_decay)
         self.opt = torch.optim.AdamW(self.parameters(), lr=config.lr, weight_decay=0.0)
-        self.step, self.seconds, self.grown_at = 0, 0.0, None  # grown_at: the step a grown run started from
+        # grown_at: the step a grown run started from; reweighted_at: the step mouth_weight took its value
+        self.step, self.seconds, self.grown_at, self.reweighted_at = 0, 0.0, None, None
         self.checkpoint = self.dir / "checkpoint.pt"
         if self.checkpoint.exists():
             state = torch.load(self.checkpoint, weights_only=False)
-            if {**state["config"], "steps": config.steps} != asdict(config):
+            saved = {"mouth_weight": 1.0, **state["config"], "steps": config.steps}
+            reweighted = saved["mouth_weight"] != config.mouth_weight and state.get("reweighted_at") is None
+            if reweighted:  # a run may change its loss's mouth_weight once, and records the step
+                saved["mouth_weight"] = config.mouth_weight
+            if saved != asdict(config):
                 raise ValueError(f"{self.checkpoint} was written with another config: {state['config']}")
             self.unet.load_state_dict(state["unet"])
             self.text_encoder.load_state_dict(state["text_encoder"])
             self.ema.load_state_dict(state["ema"])
             self.opt.load_state_dict(state["opt"])
             self.step, self.seconds, self.grown_at = state["step"], state["seconds"], state.get("grown_at")
+            self.reweighted_at = state["step"] if reweighted else state.get("reweighted_at")
         elif grow_from is not None:
             self.grow(Path(grow_from))
 
@@ -144,7 +158,7 @@ class Run:
         the pooled-text embedding added at zero output; the optimiser starts afresh."""
         state = torch.load(checkpoint, weights_only=False)
         before = {**asdict(self.config), "pooled_text": False, **{k: state["config"][k] for k in ("name", "steps")}}
-        if {"pooled_text": False, **state["config"]} != before:
+        if {"pooled_text": False, "mouth_weight": 1.0, **state["config"]} != before:
             raise ValueError(f"{checkpoint} is not this config without pooled_text: {state['config']}")
         old = replace(self.config, pooled_text=False)
         unet, text_encoder = make_unet(old), make_text_encoder(old, len(self.tokenizer))
@@ -170,16 +184,15 @@ class Run:
     def save(self) -> None:
         state = dict(config=asdict(self.config), unet=self.unet.state_dict(), ema=self.ema.state_dict(),
                      text_encoder=self.text_encoder.state_dict(), opt=self.opt.state_dict(), step=self.step,
-                     seconds=self.seconds, grown_at=self.grown_at)
+                     seconds=self.seconds, grown_at=self.grown_at, reweighted_at=self.reweighted_at)
         tmp = self.checkpoint.with_suffix(".tmp")
         torch.save(state, tmp)
         tmp.replace(self.checkpoint)
 
     def train_step(self, scheduler) -> float:
         """One AdamW step on the eps loss of batch self.step; the loss."""
-        x_t, t, eps, prompts = noisy_batch(self.config, self.step, scheduler)
-        loss = torch.nn.functional.mse_loss(
-            self.unet(x_t, t, encode(self.tokenizer, self.text_encoder, prompts)).sample, eps)
+        x_t, t, eps, prompts, w = noisy_batch(self.config, self.step, scheduler)
+        loss = weighted_mse(self.unet(x_t, t, encode(self.tokenizer, self.text_encoder, prompts)).sample, eps, w)
         for group in self.opt.param_groups:
             group["lr"] = lr_at(self.step, self.config)
         self.opt.zero_grad(set_to_none=True)
@@ -215,10 +228,13 @@ class Run:
         captions.write_tokenizer(out / "tokenizer")  # vocab.json and merges.txt beside tokenizer.json
         make_scheduler().save_pretrained(out / "scheduler")
         (out / "model_index.json").write_text(json.dumps(model_index(), indent=2) + "\n")
-        command = f"python -m training.train_faces_text --steps {self.step}"
+        stages = [f"--steps {self.reweighted_at or self.step}"]
         if self.grown_at is not None:
-            command = (f"python -m training.train_faces_text --no-pooled-text --steps {self.grown_at} && {command} "
-                       f"--grow-from runs/{NO_POOLED_TEXT}/checkpoint.pt")
+            stages = [f"--no-pooled-text --steps {self.grown_at}",
+                      f"{stages[0]} --grow-from runs/{NO_POOLED_TEXT}/checkpoint.pt"]
+        if self.reweighted_at is not None:
+            stages.append(f"--steps {self.step} --mouth-weight {self.config.mouth_weight:g}")
+        command = " && ".join(f"python -m training.train_faces_text {stage}" for stage in stages)
         record = dict(config=asdict(self.config), steps=self.step, minutes=round(self.seconds / 60, 1),
                       command=command)
         (out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
@@ -288,6 +304,8 @@ def main() -> None:
     parser.add_argument("--no-pooled-text", action="store_true", help=f"cross-attention only (runs/{NO_POOLED_TEXT})")
     parser.add_argument("--grow-from", type=Path, help="a new run starts from this checkpoint of a run without "
                         "the pooled-text embedding (Run.grow)")
+    parser.add_argument("--mouth-weight", type=float, default=Config.mouth_weight, help="the loss's weight on the "
+                        "mouth's box; a run resumed with another weight records the step it changed")
     parser.add_argument("--measure", action="store_true", help="measure the exported model in --out")
     parser.add_argument("--captions", type=int, default=64, help="--measure: captions of seeded faces")
     parser.add_argument("--per-caption", type=int, default=4, help="--measure: samples per caption")
@@ -302,7 +320,7 @@ def main() -> None:
         print(json.dumps({k: round(100 * v, 1) for k, v in shares.items()}, indent=2))
         print(f"{args.captions * args.per_caption} samples measured in {time.perf_counter() - began:.1f} s")
         return
-    config = replace(Config(), steps=args.steps, seed=args.seed)
+    config = replace(Config(), steps=args.steps, seed=args.seed, mouth_weight=args.mouth_weight)
     if args.no_pooled_text:
         config = replace(config, pooled_text=False, name=NO_POOLED_TEXT)
     run = Run(config, grow_from=args.grow_from)
