@@ -77,9 +77,13 @@ def word_positions(tokenizer, word: str, target: str) -> list[int]:
     return [j + k for j in starts for k in range(len(word_ids))]
 
 
+MIN_MAP_SIDE = 16  # the smallest map side the control records where the U-Net has a larger one
+
+
 def attention_map_size(unet, height: int, width: int) -> tuple[int, int]:
     """The resolution (h, w) of the cross-attention layers whose maps the control records: of those the U-Net has, the
-    one nearest a quarter of the latent's height (prompt-to-prompt's 16 x 16 at Stable Diffusion's 64 x 64 latents)."""
+    one nearest a quarter of the latent's height (prompt-to-prompt's 16 x 16 at Stable Diffusion's 64 x 64 latents)
+    but no less than 16 (a small pixel-space model's 16 x 16 rather than its 8 x 8 at 32 x 32)."""
     sizes, h, w = [], height, width
     for block in unet.down_blocks:
         if getattr(block, "has_cross_attention", False):
@@ -88,7 +92,8 @@ def attention_map_size(unet, height: int, width: int) -> tuple[int, int]:
             h, w = (h + 1) // 2, (w + 1) // 2
     if getattr(unet.mid_block, "has_cross_attention", False):
         sizes.append((h, w))
-    return min(sizes, key=lambda size: (abs(size[0] - height / 4), -size[0]))
+    wanted = max(height / 4, MIN_MAP_SIDE)
+    return min(sizes, key=lambda size: (abs(size[0] - wanted), -size[0]))
 
 
 class AttentionControl:

@@ -11,7 +11,7 @@ from diffusers import (AutoencoderKL, CycleDiffusionPipeline, DDIMScheduler, PND
 from transformers import CLIPImageProcessor, CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from pipelines import StableCycleDiffusionPipeline
-from pipelines.attention_control import AttentionControl, token_alignment
+from pipelines.attention_control import AttentionControl, attention_map_size, token_alignment
 
 WORDS = ["a", "photo", "of", "cat", "dog", "red", "fluffy", "sitting", "on", "mat"]
 STEPS = 5
@@ -206,6 +206,18 @@ def test_replace_makes_the_target_attend_like_the_source(pipe, image, monkeypatc
     assert [token for token, _ in maps["target"]] == ["a", "photo", "of", "a", "dog"]
     assert all(torch.equal(m_src, m_tgt) for (_, m_src), (_, m_tgt) in zip(maps["source"], maps["target"]))
     assert maps["source"][4][1].shape == (8, 8)
+
+
+@pytest.mark.parametrize("down, latent, size", [
+    (("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",), 64, 16),  # Stable Diffusion 1.x at 512 px: prompt-to-prompt's
+    (("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",), 96, 24),  # ... 2.x at 768 px: a quarter of the latent
+    (("DownBlock2D",) + ("CrossAttnDownBlock2D",) * 2, 32, 16),  # faces-text-32: its 16 x 16, not its 8 x 8
+])
+def test_attention_maps_are_recorded_at_a_quarter_of_the_latent_and_at_least_16(down, latent, size):
+    unet = UNet2DConditionModel(block_out_channels=(8,) * len(down), norm_num_groups=8, cross_attention_dim=8,
+                                layers_per_block=1, down_block_types=down, attention_head_dim=2,
+                                up_block_types=tuple(reversed([b.replace("Down", "Up") for b in down])))
+    assert attention_map_size(unet, latent, latent) == (size, size)
 
 
 def test_refine_and_reweight_edit_the_right_columns(components):
