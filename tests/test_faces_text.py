@@ -101,19 +101,26 @@ def test_the_mouth_weight_weighs_the_mouth_box():
     assert torch.equal(heavy, torch.where(box, 10.0, 1.0))
 
 
-def test_a_run_changes_its_mouth_weight_once_and_records_when(tmp_path):
-    run = text.Run(replace(TINY, steps=2), tmp_path)
+def test_a_finetuned_run_starts_as_the_exported_model_and_chains_its_command(tmp_path):
+    """A run fine-tuned from an export starts at its EMA weights, step and time; only mouth_weight may change; its
+    export's command is the base's command and then its own."""
+    run = text.Run(replace(TINY, steps=2), tmp_path / "base")
     run.train()
+    base = run.export(tmp_path / "model")
     heavy = replace(TINY, mouth_weight=10.0)
-    reweighted = text.Run(heavy, tmp_path)
-    assert reweighted.step == 2 and reweighted.reweighted_at == 2
-    reweighted.train()
-    assert text.Run(heavy, tmp_path).reweighted_at == 2
+    tuned = text.Run(heavy, tmp_path / "tuned", finetune_from=base)
+    assert tuned.step == 2 and tuned.seconds == pytest.approx(run.seconds, abs=3)
+    exported = text.load(base)
+    for ours, theirs in ((tuned.unet, exported[0]), (tuned.text_encoder, exported[1])):
+        assert all(torch.equal(v, theirs.state_dict()[k]) for k, v in ours.state_dict().items())
+    tuned.train()
+    assert text.Run(heavy, tmp_path / "tuned").base == tuned.base  # resumed, not started again
+    record = json.loads((tuned.export(tmp_path / "tuned-model") / "training.json").read_text())
+    assert record["command"] == ("python -m training.train_faces_text --steps 2 && python -m "
+                                 f"training.train_faces_text --finetune-from {base} --steps {TINY.steps} "
+                                 "--mouth-weight 10")
     with pytest.raises(ValueError, match="another config"):
-        text.Run(replace(TINY, mouth_weight=5.0), tmp_path)
-    record = json.loads((reweighted.export(tmp_path / "model") / "training.json").read_text())
-    assert record["command"] == ("python -m training.train_faces_text --steps 2 && "
-                                 f"python -m training.train_faces_text --steps {TINY.steps} --mouth-weight 10")
+        text.Run(replace(heavy, lr=0.5), tmp_path / "other", finetune_from=base)
 
 
 def test_training_lowers_the_loss(tmp_path):

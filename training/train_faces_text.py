@@ -3,6 +3,7 @@ cartoon faces, so that text edits and cross-attention maps run offline on a CPU.
 
     python -m training.train_faces_text --steps 12000       # trains, or resumes from runs/faces-text-32/checkpoint.pt
     python -m training.train_faces_text --export-only        # exports the checkpoint as it stands
+    python -m training.train_faces_text --finetune-from assets/faces-text-32 --steps 22000 --mouth-weight 10
     python -m training.train_faces_text --measure --per-caption 4 --captions 64   # the card's figures
 
 Data: batch i is training.faces.make_batch(B, 32, seed * 1_000_003 + i) with captions drawn by
@@ -54,6 +55,7 @@ class Config:
 
 
 NO_POOLED_TEXT = f"{Config.name}-cross-attention-only"
+FINETUNED = f"{Config.name}-finetuned"
 
 
 def make_unet(config: Config) -> UNet2DConditionModel:
@@ -124,7 +126,8 @@ class Run:
     """Models, optimiser and progress of one training run, saved to and restored from <folder>/checkpoint.pt
     (default runs/<name>/)."""
 
-    def __init__(self, config: Config, folder: Path | None = None, grow_from: Path | None = None):
+    def __init__(self, config: Config, folder: Path | None = None, grow_from: Path | None = None,
+                 finetune_from: Path | None = None):
         self.config = config
         self.dir = Path(folder or ROOT / "runs" / config.name)
         self.tokenizer = load_tokenizer(self.dir / "tokenizer")
@@ -133,25 +136,24 @@ class Run:
         self.text_encoder = make_text_encoder(config, len(self.tokenizer))
         self.ema = EMAModel(self.parameters(), decay=config.ema_decay)
         self.opt = torch.optim.AdamW(self.parameters(), lr=config.lr, weight_decay=0.0)
-        # grown_at: the step a grown run started from; reweighted_at: the step mouth_weight took its value
-        self.step, self.seconds, self.grown_at, self.reweighted_at = 0, 0.0, None, None
+        # grown_at: the step a grown run started from; base: the exported model a fine-tuned run started from
+        # ({"folder", "command"}: its folder as given and the command that made it)
+        self.step, self.seconds, self.grown_at, self.base = 0, 0.0, None, None
         self.checkpoint = self.dir / "checkpoint.pt"
         if self.checkpoint.exists():
             state = torch.load(self.checkpoint, weights_only=False)
-            saved = {"mouth_weight": 1.0, **state["config"], "steps": config.steps}
-            reweighted = saved["mouth_weight"] != config.mouth_weight and state.get("reweighted_at") is None
-            if reweighted:  # a run may change its loss's mouth_weight once, and records the step
-                saved["mouth_weight"] = config.mouth_weight
-            if saved != asdict(config):
+            if {"mouth_weight": 1.0, **state["config"], "steps": config.steps} != asdict(config):
                 raise ValueError(f"{self.checkpoint} was written with another config: {state['config']}")
             self.unet.load_state_dict(state["unet"])
             self.text_encoder.load_state_dict(state["text_encoder"])
             self.ema.load_state_dict(state["ema"])
             self.opt.load_state_dict(state["opt"])
             self.step, self.seconds, self.grown_at = state["step"], state["seconds"], state.get("grown_at")
-            self.reweighted_at = state["step"] if reweighted else state.get("reweighted_at")
+            self.base = state.get("base")
         elif grow_from is not None:
             self.grow(Path(grow_from))
+        elif finetune_from is not None:
+            self.finetune(Path(finetune_from))
 
     def grow(self, checkpoint: Path) -> None:
         """Start from the checkpoint of a run without pooled_text (its weights and EMA weights, its step and time),
@@ -171,6 +173,21 @@ class Run:
         self.load_weights(state["unet"], state["text_encoder"])
         self.step, self.seconds, self.grown_at = state["step"], state["seconds"], state["step"]
 
+    def finetune(self, folder: Path) -> None:
+        """Start from a model this script exported (its EMA weights, as weights and EMA; its steps and time; the
+        command that made it); the optimiser starts afresh. Only the loss's mouth_weight may differ from its config."""
+        record = json.loads((folder / "training.json").read_text())
+        ours = json.loads(json.dumps(asdict(self.config)))  # tuples as the record's lists
+        if {**record["config"], **{k: ours[k] for k in ("steps", "mouth_weight")}} != ours:
+            raise ValueError(f"{folder} was trained with another config: {record['config']}")
+        unet, text_encoder, _, _ = load(folder)
+        self.unet.load_state_dict(unet.state_dict())
+        self.text_encoder.load_state_dict(text_encoder.state_dict())
+        self.ema = EMAModel(self.parameters(), decay=self.config.ema_decay)
+        self.ema.optimization_step = record["steps"]
+        self.step, self.seconds = record["steps"], 60 * record["minutes"]
+        self.base = {"folder": str(folder), "command": record["command"]}
+
     def load_weights(self, unet: dict, text_encoder: dict) -> None:
         """Weights of a model without pooled_text; ValueError if any but the pooled-text embedding's are missing."""
         missing, unexpected = self.unet.load_state_dict(unet, strict=False)
@@ -184,7 +201,7 @@ class Run:
     def save(self) -> None:
         state = dict(config=asdict(self.config), unet=self.unet.state_dict(), ema=self.ema.state_dict(),
                      text_encoder=self.text_encoder.state_dict(), opt=self.opt.state_dict(), step=self.step,
-                     seconds=self.seconds, grown_at=self.grown_at, reweighted_at=self.reweighted_at)
+                     seconds=self.seconds, grown_at=self.grown_at, base=self.base)
         tmp = self.checkpoint.with_suffix(".tmp")
         torch.save(state, tmp)
         tmp.replace(self.checkpoint)
@@ -228,13 +245,14 @@ class Run:
         captions.write_tokenizer(out / "tokenizer")  # vocab.json and merges.txt beside tokenizer.json
         make_scheduler().save_pretrained(out / "scheduler")
         (out / "model_index.json").write_text(json.dumps(model_index(), indent=2) + "\n")
-        stages = [f"--steps {self.reweighted_at or self.step}"]
+        stages = [f"--steps {self.step}"]
         if self.grown_at is not None:
             stages = [f"--no-pooled-text --steps {self.grown_at}",
                       f"{stages[0]} --grow-from runs/{NO_POOLED_TEXT}/checkpoint.pt"]
-        if self.reweighted_at is not None:
-            stages.append(f"--steps {self.step} --mouth-weight {self.config.mouth_weight:g}")
         command = " && ".join(f"python -m training.train_faces_text {stage}" for stage in stages)
+        if self.base is not None:
+            command = (f"{self.base['command']} && python -m training.train_faces_text --finetune-from "
+                       f"{self.base['folder']} --steps {self.step} --mouth-weight {self.config.mouth_weight:g}")
         record = dict(config=asdict(self.config), steps=self.step, minutes=round(self.seconds / 60, 1),
                       command=command)
         (out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
@@ -304,8 +322,10 @@ def main() -> None:
     parser.add_argument("--no-pooled-text", action="store_true", help=f"cross-attention only (runs/{NO_POOLED_TEXT})")
     parser.add_argument("--grow-from", type=Path, help="a new run starts from this checkpoint of a run without "
                         "the pooled-text embedding (Run.grow)")
+    parser.add_argument("--finetune-from", type=Path, help=f"a new run (runs/{FINETUNED}) starts from this exported "
+                        "model (Run.finetune)")
     parser.add_argument("--mouth-weight", type=float, default=Config.mouth_weight, help="the loss's weight on the "
-                        "mouth's box; a run resumed with another weight records the step it changed")
+                        "mouth's box")
     parser.add_argument("--measure", action="store_true", help="measure the exported model in --out")
     parser.add_argument("--captions", type=int, default=64, help="--measure: captions of seeded faces")
     parser.add_argument("--per-caption", type=int, default=4, help="--measure: samples per caption")
@@ -323,7 +343,8 @@ def main() -> None:
     config = replace(Config(), steps=args.steps, seed=args.seed, mouth_weight=args.mouth_weight)
     if args.no_pooled_text:
         config = replace(config, pooled_text=False, name=NO_POOLED_TEXT)
-    run = Run(config, grow_from=args.grow_from)
+    folder = ROOT / "runs" / FINETUNED if args.finetune_from else None
+    run = Run(config, folder, grow_from=args.grow_from, finetune_from=args.finetune_from)
     if not args.export_only:
         run.train()
     print(f"exported {run.step} steps ({run.seconds / 60:.1f} min of training) to {run.export(args.out)}")
