@@ -3,7 +3,7 @@ cartoon faces, so that text edits and cross-attention maps run offline on a CPU.
 
     python -m training.train_faces_text --steps 12000       # trains, or resumes from runs/faces-text-32/checkpoint.pt
     python -m training.train_faces_text --export-only        # exports the checkpoint as it stands
-    python -m training.train_faces_text --finetune-from assets/faces-text-32 --steps 22000 --mouth-weight 10
+    python -m training.train_faces_text --finetune-from assets/faces-text-32 --steps 21500 --mouth-weight 10
     python -m training.train_faces_text --measure --per-caption 4 --captions 64   # the card's figures
 
 Data: batch i is training.faces.make_batch(B, 32, seed * 1_000_003 + i) with captions drawn by
@@ -56,6 +56,13 @@ class Config:
 
 NO_POOLED_TEXT = f"{Config.name}-cross-attention-only"
 FINETUNED = f"{Config.name}-finetuned"
+
+
+def differs(saved: dict, config: Config, free: tuple[str, ...]) -> bool:
+    """Whether a saved config (a checkpoint's, or an export's record) differs from config in a field not in `free`;
+    a field the saved config predates has its default."""
+    ours, theirs = (json.loads(json.dumps(c)) for c in (asdict(config), {**asdict(Config()), **saved}))  # lists
+    return theirs.keys() != ours.keys() or any(theirs[k] != ours[k] for k in ours if k not in free)
 
 
 def make_unet(config: Config) -> UNet2DConditionModel:
@@ -142,7 +149,7 @@ class Run:
         self.checkpoint = self.dir / "checkpoint.pt"
         if self.checkpoint.exists():
             state = torch.load(self.checkpoint, weights_only=False)
-            if {"mouth_weight": 1.0, **state["config"], "steps": config.steps} != asdict(config):
+            if differs(state["config"], config, free=("steps",)):
                 raise ValueError(f"{self.checkpoint} was written with another config: {state['config']}")
             self.unet.load_state_dict(state["unet"])
             self.text_encoder.load_state_dict(state["text_encoder"])
@@ -159,8 +166,7 @@ class Run:
         """Start from the checkpoint of a run without pooled_text (its weights and EMA weights, its step and time),
         the pooled-text embedding added at zero output; the optimiser starts afresh."""
         state = torch.load(checkpoint, weights_only=False)
-        before = {**asdict(self.config), "pooled_text": False, **{k: state["config"][k] for k in ("name", "steps")}}
-        if {"pooled_text": False, "mouth_weight": 1.0, **state["config"]} != before:
+        if differs(state["config"], replace(self.config, pooled_text=False), free=("name", "steps")):
             raise ValueError(f"{checkpoint} is not this config without pooled_text: {state['config']}")
         old = replace(self.config, pooled_text=False)
         unet, text_encoder = make_unet(old), make_text_encoder(old, len(self.tokenizer))
@@ -177,8 +183,7 @@ class Run:
         """Start from a model this script exported (its EMA weights, as weights and EMA; its steps and time; the
         command that made it); the optimiser starts afresh. Only the loss's mouth_weight may differ from its config."""
         record = json.loads((folder / "training.json").read_text())
-        ours = json.loads(json.dumps(asdict(self.config)))  # tuples as the record's lists
-        if {**record["config"], **{k: ours[k] for k in ("steps", "mouth_weight")}} != ours:
+        if differs(record["config"], self.config, free=("steps", "mouth_weight")):
             raise ValueError(f"{folder} was trained with another config: {record['config']}")
         unet, text_encoder, _, _ = load(folder)
         self.unet.load_state_dict(unet.state_dict())
