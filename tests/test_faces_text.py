@@ -81,33 +81,45 @@ def test_measured_faces_agree_with_their_captions(drawn):
         assert captions.read_attributes(images[i]) == captions.attributes(batch, i)
 
 
-def test_the_mouth_box_holds_every_mouth(drawn):
-    """The loss's mouth weight covers the whole drawn mouth, of any curvature, and little else (< 12% of the image)."""
-    images, batch = drawn
-    mouth = torch.nn.functional.avg_pool2d(faces.layers(batch, 32)[-1][0].float()[:, None], faces.SUPERSAMPLE)[:, 0]
-    box = faces.mouth_box(batch, 32)
-    assert (mouth > 0.25).any((1, 2)).all() and not ((mouth > 0.25) & ~box).any()
-    assert box.float().mean() < 0.12
+def painted(batch: faces.Faces) -> list[torch.Tensor]:
+    """Each layer's pixels (B,32,32) bool, more than a quarter covered: face, hair, eyes, glasses, mouth."""
+    return [torch.nn.functional.avg_pool2d(mask.float()[:, None], faces.SUPERSAMPLE)[:, 0] > 0.25
+            for mask, _ in faces.layers(batch, 32)]
 
 
-def test_the_mouth_weight_weighs_the_mouth_box():
+@pytest.mark.parametrize("layer, box", [(-1, faces.MOUTH_BOX), (1, faces.HAIR_BOX)], ids=["mouth", "hair"])
+def test_a_loss_box_holds_its_feature(drawn, layer, box):
+    """The loss's mouth (hair) weight covers the whole drawn mouth (hair), of any curvature (hair line), and little
+    else (< 12% of the image)."""
+    feature, inside = painted(drawn[1])[layer], faces.in_box(drawn[1], 32, box)
+    assert feature.any((1, 2)).any() and not (feature & ~inside).any()
+    assert inside.float().mean() < 0.12
+
+
+def test_the_hair_box_is_clear_of_the_glasses_and_the_mouth(drawn):
+    hair = faces.in_box(drawn[1], 32, faces.HAIR_BOX)
+    assert not (painted(drawn[1])[3] & hair).any() and not (faces.in_box(drawn[1], 32, faces.MOUTH_BOX) & hair).any()
+
+
+def test_the_loss_weighs_the_mouth_and_hair_boxes():
     scheduler = text.make_noise_scheduler()
     x_t, t, eps, prompts, w = text.noisy_batch(TINY, 5, scheduler)
     prediction = torch.randn(eps.shape, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(text.weighted_mse(prediction, eps, w), torch.nn.functional.mse_loss(prediction, eps))
-    *same, heavy = text.noisy_batch(replace(TINY, mouth_weight=10.0), 5, scheduler)
+    *same, heavy = text.noisy_batch(replace(TINY, mouth_weight=10.0, hair_weight=5.0), 5, scheduler)
     assert all(torch.equal(a, b) for a, b in zip(same[:3], (x_t, t, eps))) and same[3] == prompts
-    box = faces.mouth_box(faces.make_batch(TINY.batch_size, 32, TINY.seed * 1_000_003 + 5)[1], 32)[:, None]
-    assert torch.equal(heavy, torch.where(box, 10.0, 1.0))
+    drawn = faces.make_batch(TINY.batch_size, 32, TINY.seed * 1_000_003 + 5)[1]
+    mouth, hair = (faces.in_box(drawn, 32, box)[:, None] for box in (faces.MOUTH_BOX, faces.HAIR_BOX))
+    assert torch.equal(heavy, torch.where(mouth, 10.0, torch.where(hair, 5.0, 1.0)))
 
 
 def test_a_finetuned_run_starts_as_the_exported_model_and_chains_its_command(tmp_path):
-    """A run fine-tuned from an export starts at its EMA weights, step and time; only mouth_weight may change; its
+    """A run fine-tuned from an export starts at its EMA weights, step and time; only the loss's weights may change; its
     export's command is the base's command and then its own."""
     run = text.Run(replace(TINY, steps=2), tmp_path / "base")
     run.train()
     base = run.export(tmp_path / "model")
-    heavy = replace(TINY, mouth_weight=10.0)
+    heavy = replace(TINY, mouth_weight=10.0, hair_weight=5.0)
     tuned = text.Run(heavy, tmp_path / "tuned", finetune_from=base)
     assert tuned.step == 2 and tuned.seconds == pytest.approx(run.seconds, abs=3)
     exported = text.load(base)
@@ -118,7 +130,7 @@ def test_a_finetuned_run_starts_as_the_exported_model_and_chains_its_command(tmp
     record = json.loads((tuned.export(tmp_path / "tuned-model") / "training.json").read_text())
     assert record["command"] == ("python -m training.train_faces_text --steps 2 && python -m "
                                  f"training.train_faces_text --finetune-from {base} --steps {TINY.steps} "
-                                 "--mouth-weight 10")
+                                 "--mouth-weight 10 --hair-weight 5")
     with pytest.raises(ValueError, match="another config"):
         text.Run(replace(heavy, lr=0.5), tmp_path / "other", finetune_from=base)
 

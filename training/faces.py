@@ -41,6 +41,7 @@ MOUTH_V, MOUTH_HALF_WIDTH, MOUTH_SAG = 0.5, 0.4, 0.3  # v of the mouth's mean he
 HAIR_LINE = (0.6, 0.8)  # hair covers v < -hair_line: clear of the glasses' rings (top at v = -0.43 - half a stroke)
 P_GLASSES, P_HAIR = 0.5, 0.75
 MOUTH_BOX = (0.15, 0.85, 0.55)  # v from, v to, |u| up to: a box round the mouth (v 0.35..0.65 at |c| = 1)
+HAIR_BOX = (-1.05, -0.5, 0.85)  # a box round the hair (v < -HAIR_LINE[0] inside the disc), clear of the glasses
 MIN_CURVATURE = 0.35  # |c| of labelled faces: the corners sit >= 0.35 * 0.3 r (~1 px) above or below the middle
 
 
@@ -86,12 +87,13 @@ def mouth_curve(u: torch.Tensor, curvature: torch.Tensor) -> torch.Tensor:
     return MOUTH_V + curvature * MOUTH_SAG * (0.5 - (u / MOUTH_HALF_WIDTH) ** 2)
 
 
-def mouth_box(faces: Faces, image_size: int) -> torch.Tensor:
-    """(B,H,W) bool: the pixels whose centres lie in MOUTH_BOX of each face, in units of its radius."""
+def in_box(faces: Faces, image_size: int, box: tuple[float, float, float]) -> torch.Tensor:
+    """(B,H,W) bool: the pixels whose centres lie in box (v from, v to, |u| up to: MOUTH_BOX, HAIR_BOX) of each
+    face, in units of its radius."""
     grid = torch.arange(image_size) + 0.5
     u = (grid[None, None, :] - faces.center[:, 0, None, None]) / faces.radius[:, None, None]
     v = (grid[None, :, None] - faces.center[:, 1, None, None]) / faces.radius[:, None, None]
-    v_from, v_to, half_width = MOUTH_BOX
+    v_from, v_to, half_width = box
     return (v >= v_from) & (v <= v_to) & (u.abs() <= half_width)
 
 

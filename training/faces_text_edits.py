@@ -130,7 +130,7 @@ def run_edit(pipe, edit: Edit, n: int, seed: int, steps: int, guidance_scale: fl
     )
     if edit.changes == "mouth" and out.attention_maps:
         smiling = [dict(m["target"]).get("smiling", dict(m["target"]).get("smile")) for m in out.attention_maps]
-        mask = faces.mouth_box(drawn, 32)  # (B,32,32)
+        mask = faces.in_box(drawn, 32, faces.MOUTH_BOX)  # (B,32,32)
         share, area = mouth_share(smiling, mask), mask.float().mean((1, 2))  # (B,), (B,)
         found["attention"] = dict(mouth_share=float(share.mean()), area_share=float(area.mean()),
                                   peaks_on_mouth=float((share > area).float().mean()))

@@ -51,11 +51,11 @@ class Config:
     text_width: int = 64  # the text encoder's hidden size, also the U-Net's cross_attention_dim
     text_layers: int = 2
     pooled_text: bool = True  # the caption, attention-pooled, also added to the time embedding (every ResBlock)
-    mouth_weight: float = 1.0  # the loss's weight on the pixels of faces.mouth_box (1 elsewhere)
+    mouth_weight: float = 1.0  # the loss's weight on the pixels in faces.MOUTH_BOX (1 elsewhere)
+    hair_weight: float = 1.0  # the loss's weight on the pixels in faces.HAIR_BOX (1 elsewhere)
 
 
 NO_POOLED_TEXT = f"{Config.name}-cross-attention-only"
-FINETUNED = f"{Config.name}-finetuned"
 
 
 def differs(saved: dict, config: Config, free: tuple[str, ...]) -> bool:
@@ -112,7 +112,8 @@ def encode(tokenizer: CLIPTokenizer, text_encoder: CLIPTextModel, prompts: list[
 def noisy_batch(config: Config, step: int, scheduler) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str],
                                                                torch.Tensor]:
     """(x_t (B,3,H,W), t (B,), eps (B,3,H,W), prompts, w (B,1,H,W)) for training step `step`, a caption dropped to
-    "" with probability p_uncond, w the loss's weight of each pixel: mouth_weight in the mouth's box, else 1."""
+    "" with probability p_uncond, w the loss's weight of each pixel: mouth_weight in the mouth's box, hair_weight in
+    the hair's, else 1."""
     seed = config.seed * 1_000_003 + step
     images, drawn = faces.make_batch(config.batch_size, config.image_size, seed)
     rng = random.Random(seed)
@@ -120,7 +121,8 @@ def noisy_batch(config: Config, step: int, scheduler) -> tuple[torch.Tensor, tor
     g = torch.Generator().manual_seed(seed)
     t = torch.randint(0, scheduler.config.num_train_timesteps, (config.batch_size,), generator=g)
     eps = torch.randn(images.shape, generator=g)
-    w = 1 + (config.mouth_weight - 1) * faces.mouth_box(drawn, config.image_size)[:, None].float()
+    w = (1 + (config.mouth_weight - 1) * faces.in_box(drawn, config.image_size, faces.MOUTH_BOX)
+         + (config.hair_weight - 1) * faces.in_box(drawn, config.image_size, faces.HAIR_BOX))[:, None].float()
     return scheduler.add_noise(images * 2 - 1, eps, t), t, eps, prompts, w
 
 
@@ -181,9 +183,9 @@ class Run:
 
     def finetune(self, folder: Path) -> None:
         """Start from a model this script exported (its EMA weights, as weights and EMA; its steps and time; the
-        command that made it); the optimiser starts afresh. Only the loss's mouth_weight may differ from its config."""
+        command that made it); the optimiser starts afresh. Only the loss's weights may differ from its config."""
         record = json.loads((folder / "training.json").read_text())
-        if differs(record["config"], self.config, free=("steps", "mouth_weight")):
+        if differs(record["config"], self.config, free=("steps", "mouth_weight", "hair_weight")):
             raise ValueError(f"{folder} was trained with another config: {record['config']}")
         unet, text_encoder, _, _ = load(folder)
         self.unet.load_state_dict(unet.state_dict())
@@ -257,7 +259,8 @@ class Run:
         command = " && ".join(f"python -m training.train_faces_text {stage}" for stage in stages)
         if self.base is not None:
             command = (f"{self.base['command']} && python -m training.train_faces_text --finetune-from "
-                       f"{self.base['folder']} --steps {self.step} --mouth-weight {self.config.mouth_weight:g}")
+                       f"{self.base['folder']} --steps {self.step} --mouth-weight {self.config.mouth_weight:g} "
+                       f"--hair-weight {self.config.hair_weight:g}")
         record = dict(config=asdict(self.config), steps=self.step, minutes=round(self.seconds / 60, 1),
                       command=command)
         (out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
@@ -327,10 +330,12 @@ def main() -> None:
     parser.add_argument("--no-pooled-text", action="store_true", help=f"cross-attention only (runs/{NO_POOLED_TEXT})")
     parser.add_argument("--grow-from", type=Path, help="a new run starts from this checkpoint of a run without "
                         "the pooled-text embedding (Run.grow)")
-    parser.add_argument("--finetune-from", type=Path, help=f"a new run (runs/{FINETUNED}) starts from this exported "
-                        "model (Run.finetune)")
+    parser.add_argument("--finetune-from", type=Path, help=f"a new run (runs/{Config.name}-from-<its steps>) starts "
+                        "from this exported model (Run.finetune)")
     parser.add_argument("--mouth-weight", type=float, default=Config.mouth_weight, help="the loss's weight on the "
                         "mouth's box")
+    parser.add_argument("--hair-weight", type=float, default=Config.hair_weight, help="the loss's weight on the "
+                        "hair's box")
     parser.add_argument("--measure", action="store_true", help="measure the exported model in --out")
     parser.add_argument("--captions", type=int, default=64, help="--measure: captions of seeded faces")
     parser.add_argument("--per-caption", type=int, default=4, help="--measure: samples per caption")
@@ -345,10 +350,14 @@ def main() -> None:
         print(json.dumps({k: round(100 * v, 1) for k, v in shares.items()}, indent=2))
         print(f"{args.captions * args.per_caption} samples measured in {time.perf_counter() - began:.1f} s")
         return
-    config = replace(Config(), steps=args.steps, seed=args.seed, mouth_weight=args.mouth_weight)
+    config = replace(Config(), steps=args.steps, seed=args.seed, mouth_weight=args.mouth_weight,
+                     hair_weight=args.hair_weight)
     if args.no_pooled_text:
         config = replace(config, pooled_text=False, name=NO_POOLED_TEXT)
-    folder = ROOT / "runs" / FINETUNED if args.finetune_from else None
+    folder = None
+    if args.finetune_from:
+        base = json.loads((args.finetune_from / "training.json").read_text())
+        folder = ROOT / "runs" / f"{config.name}-from-{base['steps']}"
     run = Run(config, folder, grow_from=args.grow_from, finetune_from=args.finetune_from)
     if not args.export_only:
         run.train()
