@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import PIL.Image
+
 from .attention_control import check_control
 from .clip import token_count
 from .dpm_encoder import check_encoder_args
@@ -21,6 +23,13 @@ def prompt_list(prompt, what: str = "prompt") -> list[str]:
 def per_image(texts: list[str], n: int) -> list[str]:
     """Each text once for each of its n images, in the order of the batch."""
     return [text for text in texts for _ in range(n)]
+
+
+def pixel_size(image) -> tuple[int, int]:
+    """(H, W) of an image as diffusers' image processor takes it: PIL, a tensor (..., C, H, W), an array (..., H, W, C)."""
+    if isinstance(image, PIL.Image.Image):
+        return image.height, image.width
+    return tuple(image.shape[-2:]) if hasattr(image, "dim") else tuple(image.shape[-3:-1])
 
 
 def is_number(value, low: float = -math.inf) -> bool:
@@ -45,6 +54,11 @@ def check_edit_inputs(pipe, *, prompt=None, source_prompt=None, image=None, stre
     for name, count in (("source_prompt", len(sources)), ("image", 0 if image is None else images)):
         if count not in (1, batch):
             raise ValueError(f"{name} must be one, or one per prompt ({batch}); got {count}")
+    side = pipe.unet.config.sample_size
+    for one in (image if isinstance(image, list) else [] if image is None else [image]):
+        if pipe.vae is None and pixel_size(one) != (side, side):
+            raise ValueError(f"this model has no VAE: its latents are its {side}x{side} pixels, so the image must be "
+                             f"{side}x{side}; got {'x'.join(map(str, pixel_size(one)))}: resize it first")
     check_encoder_args(num_inference_steps, eta, strength, pipe.scheduler.config.num_train_timesteps)
     K = pipe.total_steps(num_inference_steps=num_inference_steps, strength=strength)
     if K < 1:

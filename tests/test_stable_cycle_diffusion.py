@@ -283,6 +283,11 @@ def test_pixel_space_model_runs_without_a_vae(components, image):
     # same prompt and scale: the chain ends on the image itself, which is its own latent without a VAE
     assert out.images.shape == (1, 3, 32, 32) and (out.images - image[:1]).abs().max() <= 1e-4
     assert out.latent.x_t0.shape == (1, 3, 32, 32)
+    larger = torch.nn.functional.interpolate(image[:1], size=64)
+    for given in (larger, pipe.image_processor.pt_to_numpy(larger), pipe.image_processor.numpy_to_pil(
+            pipe.image_processor.pt_to_numpy(larger / 2 + 0.5))):
+        with pytest.raises(ValueError, match="the image must be 32x32; got 64x64"):
+            edit(pipe, given, prompt="a photo of a cat", strength=0.6, guidance_scale=1.0)
 
 
 def test_from_pretrained_on_a_stable_diffusion_folder(components, pipe, image, tmp_path):
