@@ -57,6 +57,13 @@ def test_schedulers_are_fresh_per_request(tiny_model_dir):
         loading.make_scheduler(model, "euler")
 
 
+def test_the_suite_runs_with_the_hub_offline():
+    """The hub client reads HF_HUB_OFFLINE once, at import: conftest sets it before anything imports the client."""
+    import huggingface_hub.constants
+
+    assert huggingface_hub.constants.HF_HUB_OFFLINE
+
+
 def test_unknown_ids_are_refused_without_touching_the_hub():
     with pytest.raises(loading.ModelLoadError, match="neither a registry model nor a local directory"):
         loading.load_diffusion("someone/arbitrary-model")
