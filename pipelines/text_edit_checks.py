@@ -54,11 +54,12 @@ def check_edit_inputs(pipe, *, prompt=None, source_prompt=None, image=None, stre
     for name, count in (("source_prompt", len(sources)), ("image", 0 if image is None else images)):
         if count not in (1, batch):
             raise ValueError(f"{name} must be one, or one per prompt ({batch}); got {count}")
-    side = pipe.unet.config.sample_size
-    for one in (image if isinstance(image, list) else [] if image is None else [image]):
-        if pipe.vae is None and pixel_size(one) != (side, side):
-            raise ValueError(f"this model has no VAE: its latents are its {side}x{side} pixels, so the image must be "
-                             f"{side}x{side}; got {'x'.join(map(str, pixel_size(one)))}: resize it first")
+    if pipe.vae is None and image is not None:
+        side = pipe.unet.config.sample_size
+        for h, w in map(pixel_size, image if isinstance(image, list) else [image]):
+            if (h, w) != (side, side):
+                raise ValueError(f"this model has no VAE: its latents are its {side}x{side} pixels, so the image must "
+                                 f"be {side}x{side}; got {h}x{w}: resize it first")
     check_encoder_args(num_inference_steps, eta, strength, pipe.scheduler.config.num_train_timesteps)
     K = pipe.total_steps(num_inference_steps=num_inference_steps, strength=strength)
     if K < 1:

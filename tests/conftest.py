@@ -3,14 +3,15 @@ import os
 # set before huggingface_hub and gradio are imported: both read these once, at import
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+# the time budget is measured on this machine, which tests share with other work: only the budget tests set one
+os.environ.setdefault("STEER_MAX_SECONDS", "3600")
 
 from typing import NamedTuple  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from diffusers import DDPMScheduler, UNet2DModel  # noqa: E402
-# the time budget is measured on this machine, which tests share with other work: only the budget tests set one
-os.environ.setdefault("STEER_MAX_SECONDS", "3600")
+
 torch.set_num_threads(2)
 
 

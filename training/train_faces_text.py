@@ -65,6 +65,11 @@ def differs(saved: dict, config: Config, free: tuple[str, ...]) -> bool:
     return theirs.keys() != ours.keys() or any(theirs[k] != ours[k] for k in ours if k not in free)
 
 
+def finetune_dir(config: Config, base: Path) -> Path:
+    """runs/<name>-from-<the base's steps>: each fine-tune of a chain keeps its own checkpoint."""
+    return ROOT / "runs" / f"{config.name}-from-{json.loads((base / 'training.json').read_text())['steps']}"
+
+
 def make_unet(config: Config) -> UNet2DConditionModel:
     """One level per block_out_channels, cross-attention to the caption in all but the first (and the middle); with
     pooled_text, diffusers' addition_embed_type="text" too: the caption attention-pooled and added to the time
@@ -133,12 +138,13 @@ def weighted_mse(prediction: torch.Tensor, eps: torch.Tensor, w: torch.Tensor) -
 
 class Run:
     """Models, optimiser and progress of one training run, saved to and restored from <folder>/checkpoint.pt
-    (default runs/<name>/)."""
+    (default runs/<name>/, or finetune_dir for a fine-tune)."""
 
     def __init__(self, config: Config, folder: Path | None = None, grow_from: Path | None = None,
                  finetune_from: Path | None = None):
         self.config = config
-        self.dir = Path(folder or ROOT / "runs" / config.name)
+        self.dir = Path(folder or (finetune_dir(config, Path(finetune_from)) if finetune_from else
+                                   ROOT / "runs" / config.name))
         self.tokenizer = load_tokenizer(self.dir / "tokenizer")
         torch.manual_seed(config.seed)
         self.unet = make_unet(config)
@@ -354,11 +360,7 @@ def main() -> None:
                      hair_weight=args.hair_weight)
     if args.no_pooled_text:
         config = replace(config, pooled_text=False, name=NO_POOLED_TEXT)
-    folder = None
-    if args.finetune_from:
-        base = json.loads((args.finetune_from / "training.json").read_text())
-        folder = ROOT / "runs" / f"{config.name}-from-{base['steps']}"
-    run = Run(config, folder, grow_from=args.grow_from, finetune_from=args.finetune_from)
+    run = Run(config, grow_from=args.grow_from, finetune_from=args.finetune_from)
     if not args.export_only:
         run.train()
     print(f"exported {run.step} steps ({run.seconds / 60:.1f} min of training) to {run.export(args.out)}")
