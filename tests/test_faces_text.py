@@ -135,6 +135,31 @@ def test_a_finetuned_run_starts_as_the_exported_model_and_chains_its_command(tmp
         text.Run(replace(heavy, lr=0.5), tmp_path / "other", finetune_from=base)
 
 
+
+def test_a_finetune_adds_full_size_cross_attention_at_zero_output(tmp_path):
+    """Cross-attention at full size (both attention layers of its blocks on the caption) joins an exported model at
+    zero output: the fine-tuned U-Net first predicts what the export's did, and then learns to use it."""
+    run = text.Run(replace(TINY, steps=2), tmp_path / "base")
+    run.train()
+    base = run.export(tmp_path / "model")
+    full = replace(TINY, full_size_cross_attention=True)
+    tuned = text.Run(full, tmp_path / "tuned", finetune_from=base)
+    blocks = tuned.unet.down_blocks[0], tuned.unet.up_blocks[-1]
+    assert [type(b).__name__ for b in blocks] == ["CrossAttnDownBlock2D", "CrossAttnUpBlock2D"]
+    assert all(a.transformer_blocks[0].only_cross_attention for b in blocks for a in b.attentions)
+    unet, text_encoder, tokenizer, _ = text.load(base)
+    x_t, t, _, prompts, _ = text.noisy_batch(TINY, 99, text.make_noise_scheduler())
+    with torch.no_grad():
+        context = text.encode(tokenizer, text_encoder, prompts)
+        torch.testing.assert_close(tuned.unet(x_t, t, context).sample, unet(x_t, t, context).sample, atol=0, rtol=0)
+    tuned.train()
+    assert all(a.proj_out.weight.abs().sum() > 0 for b in blocks for a in b.attentions)
+    record = json.loads((tuned.export(tmp_path / "tuned-model") / "training.json").read_text())
+    assert record["command"].endswith(f"--steps {TINY.steps} --mouth-weight 1 --hair-weight 1 "
+                                      "--full-size-cross-attention")
+    with pytest.raises(ValueError, match="another config"):  # taken away, it is not a fine-tune
+        text.Run(TINY, tmp_path / "back", finetune_from=tmp_path / "tuned-model")
+
 def test_training_lowers_the_loss(tmp_path):
     torch.manual_seed(0)
     run = text.Run(replace(TINY, steps=30, checkpoint_every=30), tmp_path)

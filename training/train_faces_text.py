@@ -53,6 +53,7 @@ class Config:
     pooled_text: bool = True  # the caption, attention-pooled, also added to the time embedding (every ResBlock)
     mouth_weight: float = 1.0  # the loss's weight on the pixels in faces.MOUTH_BOX (1 elsewhere)
     hair_weight: float = 1.0  # the loss's weight on the pixels in faces.HAIR_BOX (1 elsewhere)
+    full_size_cross_attention: bool = False  # cross-attention at 32 px too (there only: no 1024-pixel self-attention)
 
 
 NO_POOLED_TEXT = f"{Config.name}-cross-attention-only"
@@ -70,20 +71,32 @@ def finetune_dir(config: Config, base: Path) -> Path:
     return ROOT / "runs" / f"{config.name}-from-{json.loads((base / 'training.json').read_text())['steps']}"
 
 
+def full_size_attentions(config: Config) -> tuple[str, ...]:
+    """The state-dict prefixes of the U-Net's attention blocks at full size (full_size_cross_attention)."""
+    return "down_blocks.0.attentions.", f"up_blocks.{len(config.block_out_channels) - 1}.attentions."
+
+
 def make_unet(config: Config) -> UNet2DConditionModel:
     """One level per block_out_channels, cross-attention to the caption in all but the first (and the middle); with
-    pooled_text, diffusers' addition_embed_type="text" too: the caption attention-pooled and added to the time
-    embedding, which reaches every ResBlock (the 32 px ones included, where the mouth's curve is drawn), its output
-    scale zero at first (so that a model grown from one without it starts as that model)."""
-    levels = len(config.block_out_channels)
+    full_size_cross_attention in the first too, where both attention layers of a transformer block attend to the
+    caption (diffusers' only_cross_attention) and the output projection starts at zero (so that a model grown from
+    one without them starts as that model); with pooled_text, diffusers' addition_embed_type="text" too: the caption
+    attention-pooled and added to the time embedding, which reaches every ResBlock (the 32 px ones included, where
+    the mouth's curve is drawn), its output scale zero at first (for the same reason)."""
+    levels, first = len(config.block_out_channels), config.full_size_cross_attention
     unet = UNet2DConditionModel(
         sample_size=config.image_size, in_channels=3, out_channels=3, layers_per_block=1,
         block_out_channels=config.block_out_channels,
-        down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (levels - 1),
-        up_block_types=("CrossAttnUpBlock2D",) * (levels - 1) + ("UpBlock2D",),
+        down_block_types=("CrossAttnDownBlock2D" if first else "DownBlock2D",)
+        + ("CrossAttnDownBlock2D",) * (levels - 1),
+        up_block_types=("CrossAttnUpBlock2D",) * (levels - 1) + ("CrossAttnUpBlock2D" if first else "UpBlock2D",),
+        only_cross_attention=(first,) + (False,) * (levels - 1),
         cross_attention_dim=config.text_width, attention_head_dim=config.heads, norm_num_groups=16,
         addition_embed_type="text" if config.pooled_text else None, addition_embed_type_num_heads=config.heads,
     )
+    if first:
+        for attention in (*unet.down_blocks[0].attentions, *unet.up_blocks[-1].attentions):
+            torch.nn.init.zeros_(attention.proj_out.weight), torch.nn.init.zeros_(attention.proj_out.bias)
     if config.pooled_text:
         torch.nn.init.zeros_(unet.add_embedding.norm2.weight)
     return unet
@@ -181,31 +194,35 @@ class Run:
         ema = EMAModel([*unet.parameters(), *text_encoder.parameters()], decay=self.config.ema_decay)
         ema.load_state_dict(state["ema"])
         ema.copy_to([*unet.parameters(), *text_encoder.parameters()])
-        self.load_weights(unet.state_dict(), text_encoder.state_dict())
+        self.load_weights(unet.state_dict(), text_encoder.state_dict(), new=("add_embedding.",))
         self.ema = EMAModel(self.parameters(), decay=self.config.ema_decay)
         self.ema.optimization_step = ema.optimization_step
-        self.load_weights(state["unet"], state["text_encoder"])
+        self.load_weights(state["unet"], state["text_encoder"], new=("add_embedding.",))
         self.step, self.seconds, self.grown_at = state["step"], state["seconds"], state["step"]
 
     def finetune(self, folder: Path) -> None:
         """Start from a model this script exported (its EMA weights, as weights and EMA; its steps and time; the
-        command that made it); the optimiser starts afresh. Only the loss's weights may differ from its config."""
+        command that made it); the optimiser starts afresh. Only the loss's weights may differ from its config, and
+        full-size cross-attention may be added (at zero output)."""
         record = json.loads((folder / "training.json").read_text())
-        if differs(record["config"], self.config, free=("steps", "mouth_weight", "hair_weight")):
+        grown = self.config.full_size_cross_attention and not record["config"].get("full_size_cross_attention")
+        if differs(record["config"], replace(self.config, full_size_cross_attention=False) if grown else self.config,
+                   free=("steps", "mouth_weight", "hair_weight")):
             raise ValueError(f"{folder} was trained with another config: {record['config']}")
         unet, text_encoder, _, _ = load(folder)
-        self.unet.load_state_dict(unet.state_dict())
-        self.text_encoder.load_state_dict(text_encoder.state_dict())
+        self.load_weights(unet.state_dict(), text_encoder.state_dict(),
+                          new=full_size_attentions(self.config) if grown else ())
         self.ema = EMAModel(self.parameters(), decay=self.config.ema_decay)
         self.ema.optimization_step = record["steps"]
         self.step, self.seconds = record["steps"], 60 * record["minutes"]
         self.base = {"folder": str(folder), "command": record["command"]}
 
-    def load_weights(self, unet: dict, text_encoder: dict) -> None:
-        """Weights of a model without pooled_text; ValueError if any but the pooled-text embedding's are missing."""
+    def load_weights(self, unet: dict, text_encoder: dict, new: tuple[str, ...]) -> None:
+        """Weights of a model without the modules named by the prefixes `new` (those keep their initial weights);
+        ValueError if any other is missing."""
         missing, unexpected = self.unet.load_state_dict(unet, strict=False)
-        if unexpected or any(not name.startswith("add_embedding.") for name in missing):
-            raise ValueError(f"not this U-Net without pooled_text: missing {missing}, unexpected {unexpected}")
+        if unexpected or any(not name.startswith(new) for name in missing):
+            raise ValueError(f"not this U-Net without {new}: missing {missing}, unexpected {unexpected}")
         self.text_encoder.load_state_dict(text_encoder)
 
     def parameters(self) -> list[torch.nn.Parameter]:
@@ -266,7 +283,8 @@ class Run:
         if self.base is not None:
             command = (f"{self.base['command']} && python -m training.train_faces_text --finetune-from "
                        f"{self.base['folder']} --steps {self.step} --mouth-weight {self.config.mouth_weight:g} "
-                       f"--hair-weight {self.config.hair_weight:g}")
+                       f"--hair-weight {self.config.hair_weight:g}"
+                       + " --full-size-cross-attention" * self.config.full_size_cross_attention)
         record = dict(config=asdict(self.config), steps=self.step, minutes=round(self.seconds / 60, 1),
                       command=command)
         (out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
@@ -342,6 +360,8 @@ def main() -> None:
                         "mouth's box")
     parser.add_argument("--hair-weight", type=float, default=Config.hair_weight, help="the loss's weight on the "
                         "hair's box")
+    parser.add_argument("--full-size-cross-attention", action="store_true", help="cross-attention at 32 px too "
+                        "(added at zero output to a model fine-tuned without it)")
     parser.add_argument("--measure", action="store_true", help="measure the exported model in --out")
     parser.add_argument("--captions", type=int, default=64, help="--measure: captions of seeded faces")
     parser.add_argument("--per-caption", type=int, default=4, help="--measure: samples per caption")
@@ -357,7 +377,7 @@ def main() -> None:
         print(f"{args.captions * args.per_caption} samples measured in {time.perf_counter() - began:.1f} s")
         return
     config = replace(Config(), steps=args.steps, seed=args.seed, mouth_weight=args.mouth_weight,
-                     hair_weight=args.hair_weight)
+                     hair_weight=args.hair_weight, full_size_cross_attention=args.full_size_cross_attention)
     if args.no_pooled_text:
         config = replace(config, pooled_text=False, name=NO_POOLED_TEXT)
     run = Run(config, grow_from=args.grow_from, finetune_from=args.finetune_from)
