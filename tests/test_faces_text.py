@@ -114,12 +114,12 @@ def test_the_loss_weighs_the_mouth_and_hair_boxes():
 
 
 def test_a_finetuned_run_starts_as_the_exported_model_and_chains_its_command(tmp_path):
-    """A run fine-tuned from an export starts at its EMA weights, step and time; only the loss's weights may change; its
-    export's command is the base's command and then its own."""
+    """A run fine-tuned from an export starts at its EMA weights, step and time; only the learning rate and the loss's
+    weights may change; its export's command is the base's command and then its own."""
     run = text.Run(replace(TINY, steps=2), tmp_path / "base")
     run.train()
     base = run.export(tmp_path / "model")
-    heavy = replace(TINY, mouth_weight=10.0, hair_weight=5.0)
+    heavy = replace(TINY, lr=2e-4, mouth_weight=10.0, hair_weight=5.0)
     tuned = text.Run(heavy, tmp_path / "tuned", finetune_from=base)
     assert tuned.step == 2 and tuned.seconds == pytest.approx(run.seconds, abs=3)
     exported = text.load(base)
@@ -130,9 +130,9 @@ def test_a_finetuned_run_starts_as_the_exported_model_and_chains_its_command(tmp
     record = json.loads((tuned.export(tmp_path / "tuned-model") / "training.json").read_text())
     assert record["command"] == ("python -m training.train_faces_text --steps 2 && python -m "
                                  f"training.train_faces_text --finetune-from {base} --steps {TINY.steps} "
-                                 "--mouth-weight 10 --hair-weight 5")
+                                 "--lr 0.0002 --mouth-weight 10 --hair-weight 5")
     with pytest.raises(ValueError, match="another config"):
-        text.Run(replace(heavy, lr=0.5), tmp_path / "other", finetune_from=base)
+        text.Run(replace(heavy, heads=4), tmp_path / "other", finetune_from=base)
 
 
 
@@ -155,7 +155,7 @@ def test_a_finetune_adds_full_size_cross_attention_at_zero_output(tmp_path):
     tuned.train()
     assert all(a.proj_out.weight.abs().sum() > 0 for b in blocks for a in b.attentions)
     record = json.loads((tuned.export(tmp_path / "tuned-model") / "training.json").read_text())
-    assert record["command"].endswith(f"--steps {TINY.steps} --mouth-weight 1 --hair-weight 1 "
+    assert record["command"].endswith(f"--steps {TINY.steps} --lr 0.001 --mouth-weight 1 --hair-weight 1 "
                                       "--full-size-cross-attention")
     with pytest.raises(ValueError, match="another config"):  # taken away, it is not a fine-tune
         text.Run(TINY, tmp_path / "back", finetune_from=tmp_path / "tuned-model")

@@ -3,7 +3,7 @@ cartoon faces, so that text edits and cross-attention maps run offline on a CPU.
 
     python -m training.train_faces_text --steps 12000       # trains, or resumes from runs/faces-text-32/checkpoint.pt
     python -m training.train_faces_text --export-only        # exports the checkpoint as it stands
-    python -m training.train_faces_text --finetune-from assets/faces-text-32 --steps 21500 --mouth-weight 10
+    python -m training.train_faces_text --finetune-from assets/faces-text-32 --steps 21500 --lr 1e-4 --mouth-weight 10
     python -m training.train_faces_text --measure --per-caption 4 --captions 64   # the card's figures
 
 Data: batch i is training.faces.make_batch(B, 32, seed * 1_000_003 + i) with captions drawn by
@@ -202,12 +202,12 @@ class Run:
 
     def finetune(self, folder: Path) -> None:
         """Start from a model this script exported (its EMA weights, as weights and EMA; its steps and time; the
-        command that made it); the optimiser starts afresh. Only the loss's weights may differ from its config, and
-        full-size cross-attention may be added (at zero output)."""
+        command that made it); the optimiser starts afresh. Only the learning rate and the loss's weights may differ
+        from its config, and full-size cross-attention may be added (at zero output)."""
         record = json.loads((folder / "training.json").read_text())
         grown = self.config.full_size_cross_attention and not record["config"].get("full_size_cross_attention")
         if differs(record["config"], replace(self.config, full_size_cross_attention=False) if grown else self.config,
-                   free=("steps", "mouth_weight", "hair_weight")):
+                   free=("steps", "lr", "mouth_weight", "hair_weight")):
             raise ValueError(f"{folder} was trained with another config: {record['config']}")
         unet, text_encoder, _, _ = load(folder)
         self.load_weights(unet.state_dict(), text_encoder.state_dict(),
@@ -282,8 +282,8 @@ class Run:
         command = " && ".join(f"python -m training.train_faces_text {stage}" for stage in stages)
         if self.base is not None:
             command = (f"{self.base['command']} && python -m training.train_faces_text --finetune-from "
-                       f"{self.base['folder']} --steps {self.step} --mouth-weight {self.config.mouth_weight:g} "
-                       f"--hair-weight {self.config.hair_weight:g}"
+                       f"{self.base['folder']} --steps {self.step} --lr {self.config.lr:g} "
+                       f"--mouth-weight {self.config.mouth_weight:g} --hair-weight {self.config.hair_weight:g}"
                        + " --full-size-cross-attention" * self.config.full_size_cross_attention)
         record = dict(config=asdict(self.config), steps=self.step, minutes=round(self.seconds / 60, 1),
                       command=command)
@@ -356,6 +356,7 @@ def main() -> None:
                         "the pooled-text embedding (Run.grow)")
     parser.add_argument("--finetune-from", type=Path, help=f"a new run (runs/{Config.name}-from-<its steps>) starts "
                         "from this exported model (Run.finetune)")
+    parser.add_argument("--lr", type=float, default=Config.lr, help="AdamW's learning rate (after the warm-up)")
     parser.add_argument("--mouth-weight", type=float, default=Config.mouth_weight, help="the loss's weight on the "
                         "mouth's box")
     parser.add_argument("--hair-weight", type=float, default=Config.hair_weight, help="the loss's weight on the "
@@ -376,7 +377,7 @@ def main() -> None:
         print(json.dumps({k: round(100 * v, 1) for k, v in shares.items()}, indent=2))
         print(f"{args.captions * args.per_caption} samples measured in {time.perf_counter() - began:.1f} s")
         return
-    config = replace(Config(), steps=args.steps, seed=args.seed, mouth_weight=args.mouth_weight,
+    config = replace(Config(), steps=args.steps, seed=args.seed, lr=args.lr, mouth_weight=args.mouth_weight,
                      hair_weight=args.hair_weight, full_size_cross_attention=args.full_size_cross_attention)
     if args.no_pooled_text:
         config = replace(config, pooled_text=False, name=NO_POOLED_TEXT)
