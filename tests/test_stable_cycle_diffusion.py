@@ -211,7 +211,7 @@ def test_replace_makes_the_target_attend_like_the_source(pipe, image, monkeypatc
 @pytest.mark.parametrize("down, latent, size", [
     (("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",), 64, 16),  # Stable Diffusion 1.x at 512 px: prompt-to-prompt's
     (("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",), 96, 24),  # ... 2.x at 768 px: a quarter of the latent
-    (("DownBlock2D",) + ("CrossAttnDownBlock2D",) * 2, 32, 16),  # faces-text-32: its 16 x 16, not its 8 x 8
+    (("CrossAttnDownBlock2D",) * 3, 32, 16),  # faces-text-32: its 16 x 16, not its 32 x 32 or 8 x 8
 ])
 def test_attention_maps_are_recorded_at_a_quarter_of_the_latent_and_at_least_16(down, latent, size):
     unet = UNet2DConditionModel(block_out_channels=(8,) * len(down), norm_num_groups=8, cross_attention_dim=8,

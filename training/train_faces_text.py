@@ -9,11 +9,12 @@ cartoon faces, so that text edits and cross-attention maps run offline on a CPU.
 Data: batch i is training.faces.make_batch(B, 32, seed * 1_000_003 + i) with captions drawn by
 training.captions from random.Random of the same seed, so a resumed run sees exactly the batches an uninterrupted
 one would. A caption is replaced by the empty string with probability p_uncond (classifier-free training).
-The U-Net (UNet2DConditionModel, cross-attention to the text at 16 and 8 px) and the text encoder (a small
-CLIPTextModel) learn together ||eps - eps_theta(sqrt(abar_t) x_0 + sqrt(1-abar_t) eps, t, tau(caption))||^2 with t
-uniform over the 1000 steps of the hub DDPMs' schedule and x_0 (B,3,32,32) in [-1,1]: no VAE, the pixels are the
-latents. EMA weights of both are shipped in the Stable Diffusion layout (unet/, text_encoder/, tokenizer/,
-scheduler/, model_index.json) as safetensors.
+The U-Net (UNet2DConditionModel, cross-attention to the text at 16 and 8 px, and at 32 px with
+--full-size-cross-attention) and the text encoder (a small CLIPTextModel) learn together
+||eps - eps_theta(sqrt(abar_t) x_0 + sqrt(1-abar_t) eps, t, tau(caption))||^2 with t uniform over the 1000 steps of
+the hub DDPMs' schedule and x_0 (B,3,32,32) in [-1,1]: no VAE, the pixels are the latents. EMA weights of both
+are shipped in the Stable Diffusion layout (unet/, text_encoder/, tokenizer/, scheduler/, model_index.json) as
+safetensors.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class Config:
     p_uncond: float = 0.1
     ema_decay: float = 0.999
     checkpoint_every: int = 250
-    block_out_channels: tuple[int, ...] = (32, 64, 64)  # 32, 16, 8 px; cross-attention at 16 and 8 px
+    block_out_channels: tuple[int, ...] = (32, 64, 64)  # 32, 16, 8 px; cross-attention at 16 and 8 px (and 32)
     heads: int = 4  # attention heads in the U-Net's transformer blocks
     text_width: int = 64  # the text encoder's hidden size, also the U-Net's cross_attention_dim
     text_layers: int = 2
