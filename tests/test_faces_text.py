@@ -135,7 +135,6 @@ def test_a_finetuned_run_starts_as_the_exported_model_and_chains_its_command(tmp
         text.Run(replace(heavy, heads=4), tmp_path / "other", finetune_from=base)
 
 
-
 def test_a_finetune_adds_full_size_cross_attention_at_zero_output(tmp_path):
     """Cross-attention at full size (both attention layers of its blocks on the caption) joins an exported model at
     zero output: the fine-tuned U-Net first predicts what the export's did, and then learns to use it."""
@@ -159,6 +158,7 @@ def test_a_finetune_adds_full_size_cross_attention_at_zero_output(tmp_path):
                                       "--full-size-cross-attention")
     with pytest.raises(ValueError, match="another config"):  # taken away, it is not a fine-tune
         text.Run(TINY, tmp_path / "back", finetune_from=tmp_path / "tuned-model")
+
 
 def test_training_lowers_the_loss(tmp_path):
     torch.manual_seed(0)

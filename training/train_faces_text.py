@@ -3,7 +3,8 @@ cartoon faces, so that text edits and cross-attention maps run offline on a CPU.
 
     python -m training.train_faces_text --steps 12000       # trains, or resumes from runs/faces-text-32/checkpoint.pt
     python -m training.train_faces_text --export-only        # exports the checkpoint as it stands
-    python -m training.train_faces_text --finetune-from assets/faces-text-32 --steps 21500 --lr 1e-4 --mouth-weight 10
+    python -m training.train_faces_text --finetune-from assets/faces-text-32 --steps 25500 --lr 2e-4 \
+        --mouth-weight 10 --full-size-cross-attention  # a run in runs/faces-text-32-from-<its steps>
     python -m training.train_faces_text --measure --per-caption 4 --captions 64   # the card's figures
 
 Data: batch i is training.faces.make_batch(B, 32, seed * 1_000_003 + i) with captions drawn by
@@ -47,7 +48,7 @@ class Config:
     p_uncond: float = 0.1
     ema_decay: float = 0.999
     checkpoint_every: int = 250
-    block_out_channels: tuple[int, ...] = (32, 64, 64)  # 32, 16, 8 px; cross-attention at 16 and 8 px (and 32)
+    block_out_channels: tuple[int, ...] = (32, 64, 64)  # 32, 16, 8 px; cross-attention at 16 and 8 px (32: below)
     heads: int = 4  # attention heads in the U-Net's transformer blocks
     text_width: int = 64  # the text encoder's hidden size, also the U-Net's cross_attention_dim
     text_layers: int = 2
