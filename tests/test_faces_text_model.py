@@ -27,7 +27,7 @@ def pipe():
 @pytest.fixture(scope="module")
 def smiles(pipe):
     """frowning -> smiling on FACES held-out faces, with replace control and without."""
-    return {name: edits.run_edit(pipe, edits.EDITS[name], FACES, seed=1, steps=50, guidance_scale=3.0, map_step=20)
+    return {name: edits.run_edit(pipe, edits.EDITS[name], FACES, seed=1, steps=50, guidance_scale=2.0, map_step=20)
             for name in ("smile, replace", "smile, no control")}
 
 
@@ -42,14 +42,14 @@ def test_the_model_is_small_safetensors_in_stable_diffusions_layout_without_vae_
 
 
 def test_samples_show_what_their_captions_say():
-    """16 captions of held-out generator faces, one sample each (guidance 3, 25 DDIM steps)."""
+    """16 captions of held-out generator faces, one sample each (guidance 2, 25 DDIM steps)."""
     model = text.load(MODEL)
     drawn = faces.sample_faces(16, 32, torch.Generator().manual_seed(edits.HELD_OUT_SEED))
     wanted = [captions.attributes(drawn, i) for i in range(16)]
     rng = random.Random(0)
-    images = text.sample(model, [captions.caption(w, rng) for w in wanted], 3.0, 25, torch.Generator().manual_seed(0))
+    images = text.sample(model, [captions.caption(w, rng) for w in wanted], 2.0, 25, torch.Generator().manual_seed(0))
     seen = [captions.read_attributes(image) for image in images]
-    for name in ("mouth", "glasses", "background"):
+    for name in ("mouth", "glasses", "hair", "skin", "background"):
         assert sum(s[name] == w[name] for s, w in zip(seen, wanted)) >= 13, (name, seen, wanted)
 
 

@@ -149,7 +149,7 @@ def main() -> None:
     parser.add_argument("--faces", type=int, default=32, help="held-out faces per edit")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=50, help="DDIM steps (the chain runs strength 0.8 of them)")
-    parser.add_argument("--guidance-scale", type=float, default=3.0)
+    parser.add_argument("--guidance-scale", type=float, default=2.0, help="classifier-free guidance w")
     parser.add_argument("--strength", type=float, default=0.8, help="t0 = strength x T")
     parser.add_argument("--eta", type=float, default=0.1, help="the sampler's noise (CycleDiffusion needs > 0)")
     parser.add_argument("--edits", nargs="*", default=list(EDITS), choices=list(EDITS), metavar="EDIT",

@@ -368,7 +368,7 @@ def main() -> None:
     parser.add_argument("--measure", action="store_true", help="measure the exported model in --out")
     parser.add_argument("--captions", type=int, default=64, help="--measure: captions of seeded faces")
     parser.add_argument("--per-caption", type=int, default=4, help="--measure: samples per caption")
-    parser.add_argument("--guidance-scale", type=float, default=3.0, help="--measure: classifier-free guidance w")
+    parser.add_argument("--guidance-scale", type=float, default=2.0, help="--measure: classifier-free guidance w")
     parser.add_argument("--sample-steps", type=int, default=50, help="--measure: DDIM steps")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
