@@ -50,14 +50,14 @@ def test_samples_show_what_their_captions_say():
     images = text.sample(model, [captions.caption(w, rng) for w in wanted], 2.0, 25, torch.Generator().manual_seed(0))
     seen = [captions.read_attributes(image) for image in images]
     for name in ("mouth", "glasses", "hair", "skin", "background"):
-        assert sum(s[name] == w[name] for s, w in zip(seen, wanted)) >= 13, (name, seen, wanted)
+        assert sum(s[name] == w[name] for s, w in zip(seen, wanted)) >= 15, (name, seen, wanted)  # card: >= 95%
 
 
 def test_frowning_to_smiling_turns_the_mouth_and_keeps_the_rest(smiles):
     found = smiles["smile, replace"]
     assert found["input_read_right"] == 1.0
     assert found["changed"] >= 0.75, found  # the measured curvature changes sign
-    assert found["kept"]["glasses"] >= 0.75 and found["kept"]["background"] >= 0.75, found
+    assert all(found["kept"][name] >= 0.75 for name in ("glasses", "skin", "background")), found
 
 
 def test_replace_control_keeps_the_face_closer_than_no_control(smiles):
