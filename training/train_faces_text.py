@@ -119,10 +119,6 @@ def make_scheduler() -> DDIMScheduler:
     return DDIMScheduler.from_config(make_noise_scheduler().config, set_alpha_to_one=False, steps_offset=1)
 
 
-def load_tokenizer(folder: Path) -> CLIPTokenizer:
-    return CLIPTokenizer.from_pretrained(captions.write_tokenizer(folder))
-
-
 def encode(tokenizer: CLIPTokenizer, text_encoder: CLIPTextModel, prompts: list[str]) -> torch.Tensor:
     """tau(prompts): the text encoder's last hidden states over the padded tokens, (B, 77, text_width)."""
     ids = tokenizer(prompts, padding="max_length", max_length=captions.MAX_LENGTH, return_tensors="pt").input_ids
@@ -160,7 +156,7 @@ class Run:
         self.config = config
         self.dir = Path(folder or (finetune_dir(config, Path(finetune_from)) if finetune_from else
                                    ROOT / "runs" / config.name))
-        self.tokenizer = load_tokenizer(self.dir / "tokenizer")
+        self.tokenizer = CLIPTokenizer.from_pretrained(captions.write_tokenizer(self.dir / "tokenizer"))
         torch.manual_seed(config.seed)
         self.unet = make_unet(config)
         self.text_encoder = make_text_encoder(config, len(self.tokenizer))
