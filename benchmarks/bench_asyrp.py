@@ -17,11 +17,11 @@ import torch
 from diffusers import DDIMScheduler
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import benchmark_unet, celebahq_scheduler, parse_args, print_table, random_clip_b32, timed  # noqa: E402
+from benchmarks.common import (benchmark_unet, celebahq_scheduler, parse_args, print_table, random_clip_b32, timed)  # noqa: E402
 from pipelines import AsyrpPipeline  # noqa: E402
-from pipelines.directions import learn_direction  # noqa: E402
-from pipelines.registry import asyrp_interval  # noqa: E402
-from pipelines.sampling import eps_theta  # noqa: E402
+from pipelines.asyrp.directions import learn_direction  # noqa: E402
+from pipelines.asyrp.interval import asyrp_interval  # noqa: E402
+from pipelines.core.sampling import eps_theta  # noqa: E402
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from pipelines import loading
+from pipelines.models import loading
 from runners import budget, ilvr
 
 from .common import print_table, timed

@@ -18,7 +18,7 @@ from diffusers import DDIMPipeline
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import benchmark_unet, celebahq_scheduler, parse_args, print_table, timed  # noqa: E402
 from pipelines import CycleDiffusionPipeline  # noqa: E402
-from pipelines.cycle_diffusion import encoder_scheduler  # noqa: E402
+from pipelines.cycle_diffusion.dpm_encoder import encoder_scheduler  # noqa: E402
 
 
 def main() -> None:

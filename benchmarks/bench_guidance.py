@@ -17,7 +17,7 @@ import torch
 from diffusers import DDIMPipeline
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import benchmark_unet, celebahq_scheduler, parse_args, print_table, random_clip_b32, timed  # noqa: E402
+from benchmarks.common import (benchmark_unet, celebahq_scheduler, parse_args, print_table, random_clip_b32, timed)  # noqa: E402
 from pipelines import ClassifierGuidancePipeline, ClipZeroShotClassifier  # noqa: E402
 
 PROMPTS = ["a photo of a smiling person", "a photo of a person with glasses"]

@@ -181,7 +181,7 @@ class Call:
 def endpoint_calls(steps: int, direction_file: Path) -> list[Call]:
     from gradio_client import handle_file
 
-    from pipelines.registry import asyrp_interval
+    from pipelines.asyrp.interval import asyrp_interval
     from ui import asyrp_tab, cycle_tab, guidance_tab
 
     image = handle_file(str(ROOT / ASTRONAUT))
@@ -229,8 +229,8 @@ def endpoint_calls(steps: int, direction_file: Path) -> list[Call]:
 def write_direction_file(folder: Path) -> Path:
     """A global delta_h for celebahq's h-space (512x8x8), saved by the project's own save_direction."""
     from benchmarks.replicas import UNET_CONFIG
-    from pipelines.registry import asyrp_interval
-    from pipelines.directions import save_direction
+    from pipelines.asyrp.interval import asyrp_interval
+    from pipelines.asyrp.directions import save_direction
 
     side = UNET_CONFIG["sample_size"] // 2 ** (len(UNET_CONFIG["block_out_channels"]) - 1)
     delta_h = torch.randn(UNET_CONFIG["block_out_channels"][-1], side, side, generator=torch.Generator().manual_seed(0))
@@ -296,7 +296,7 @@ def uses_hub_model(tab: str, row: list) -> bool:
 
 def asyrp_steps(model_id: str, steps: int) -> int:
     """The fewest DDIM steps, at least `steps`, that visit the model's edit interval t >= t_edit at least once."""
-    from pipelines.registry import asyrp_interval
+    from pipelines.asyrp.interval import asyrp_interval
 
     t_edit = asyrp_interval(model_id)[0]
     while max(range(0, 1000, 1000 // steps)) < t_edit:
@@ -316,7 +316,7 @@ class CountingProgress:
 
 def run_example(tab: str, row: list, steps: int) -> tuple[object, int, int]:
     """Run one example row through its tab function; (result, the steps it ran with, the progress calls)."""
-    from pipelines.registry import asyrp_interval
+    from pipelines.asyrp.interval import asyrp_interval
     from ui import asyrp_tab, cycle_tab, guidance_tab, ilvr_tab
 
     row = list(row)

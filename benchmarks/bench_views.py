@@ -19,13 +19,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import benchmark_unet, celebahq_scheduler, parse_args, print_table, random_clip_b32, timed  # noqa: E402
+from benchmarks.common import (benchmark_unet, celebahq_scheduler, parse_args, print_table, random_clip_b32, timed)  # noqa: E402
 from pipelines import AsyrpPipeline, ClassifierGuidancePipeline, CycleDiffusionPipeline, ILVRPipeline  # noqa: E402
-from pipelines.ddib import ddib  # noqa: E402
+from pipelines.cycle_diffusion.ddib import ddib  # noqa: E402
 from pipelines.guidance import ClipZeroShotClassifier  # noqa: E402
-from pipelines.hspace_probes import (NoisyDirection, RecordedDirection, combination, cosine_matrix,  # noqa: E402
-                                     first_row_shift, noise_shift, shifted_pipeline)
-from pipelines.images import to_unit  # noqa: E402
+from pipelines.asyrp.probes import (NoisyDirection, RecordedDirection, combination, cosine_matrix, ) # noqa: E402                                      first_row_shift, noise_shift, shifted_pipeline
+from pipelines.core.images import to_unit  # noqa: E402
 
 
 def compare(name: str, plain, viewed, repeats: int, shapes) -> dict:

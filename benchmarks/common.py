@@ -66,7 +66,7 @@ def random_clip_b32(device, dtype=torch.float32):
     """openai/clip-vit-base-patch32's architecture with random weights and a character-level tokenizer (no download)."""
     from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
 
-    from pipelines.clip import ClipJudge
+    from pipelines.core.clip import ClipJudge
 
     chars = [chr(c) for c in range(ord("!"), ord("~") + 1)]
     tokens = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]

@@ -23,13 +23,14 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DiffusionPipeline
 from diffusers.utils import BaseOutput
 
-from .clip import ClipJudge
-from .images import check_output_type, postprocess
-from .sampling import (Callback, P_t, abar, beta_tilde, check_batch_size, check_num_inference_steps, class_label_list,
+from .core.clip import ClipJudge
+from .core.images import check_output_type, postprocess
+from .core.sampling import (Callback, P_t, abar, beta_tilde, check_batch_size, check_num_inference_steps, class_label_list,
                        eps_theta, initial_noise)
-from .scores import Score, check_gradient, guided_eps, guided_mean, score_gradient
+from .core.schedulers import sampler as make_sampler
+from .core.scores import Score, check_gradient, guided_eps, guided_mean, score_gradient
 
-SAMPLERS = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler}
+SAMPLERS = ("ddim", "ddpm")  # Algorithm 2, Algorithm 1
 
 
 class ClipZeroShotClassifier:
@@ -222,8 +223,7 @@ class ClassifierGuidancePipeline(DiffusionPipeline):
 
         # 1. a fresh scheduler of the sampler's kind from the model's schedule, as DDPMPipeline/DDIMPipeline build it,
         #    and its guided step: Algorithm 1 (DDPM) or 2 (DDIM)
-        scheduler = SAMPLERS[sampler].from_config(self.scheduler.config)
-        scheduler.set_timesteps(num_inference_steps)
+        scheduler = make_sampler(sampler, self.scheduler.config, num_inference_steps)
         if sampler == "ddpm":
             check_variance_type(scheduler)
         guided_step = condition_mean if sampler == "ddpm" else partial(condition_score, eta=eta)

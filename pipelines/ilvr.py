@@ -15,8 +15,10 @@ from diffusers import DDPMScheduler, DiffusionPipeline
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from .images import check_output_type, postprocess, to_model_input
-from .sampling import Callback, check_batch_size, check_num_inference_steps, eps_theta, initial_noise, prev_timestep
+from .core.images import check_output_type, postprocess, to_model_input
+from .core.sampling import (Callback, check_batch_size, check_num_inference_steps, eps_theta, initial_noise,
+                            prev_timestep)
+from .core.schedulers import sampler
 
 DOWN_FACTORS = (2, 4, 8, 16, 32, 64)
 
@@ -131,8 +133,7 @@ class ILVRPipeline(DiffusionPipeline):
 
         # 2. x_T ~ N(0, I), drawn as DDPMPipeline draws it, and a DDPM sampler of the model's schedule
         x = initial_noise(self.unet, batch_size, generator, device)
-        scheduler = DDPMScheduler.from_config(self.scheduler.config)
-        scheduler.set_timesteps(num_inference_steps)
+        scheduler = sampler("ddpm", self.scheduler.config, num_inference_steps)
 
         split = None
         for step, t in enumerate(self.progress_bar(scheduler.timesteps)):

@@ -10,19 +10,25 @@ from pathlib import Path
 
 import torch
 
-from pipelines import AsyrpPipeline, ModelLoadError, asyrp_released, loading, registry
-from pipelines.asyrp import check_interval
-from pipelines.directions import PCA_BATCH, learn_direction, load_direction, principal_directions, save_direction
-from pipelines.interval import LPIPS_BOOST, LPIPS_EDIT, choose_interval, load_lpips
+from pipelines import AsyrpPipeline, ModelLoadError
+from pipelines.asyrp import released as asyrp_released
+from pipelines.models import loading, registry
+from pipelines.asyrp.pipeline import check_interval
+from pipelines.asyrp.directions.finding import PCA_BATCH
+from pipelines.asyrp.directions import learn_direction, load_direction, principal_directions, save_direction
+from pipelines.asyrp.interval import LPIPS_BOOST, LPIPS_EDIT, asyrp_interval, choose_interval, load_lpips
 
+from . import base
+from .base import Job, validated
 from .budget import Cost, Work, check_budget
-from .common import BoundedCache, Callback, Gallery, Stopped, Tracker, check_text, make_generator, picture, validated
+from .common import BoundedCache, Callback, Gallery, check_text, make_generator, picture
 
 TAB = "asyrp"
 PICTURES, FILES = {"image": "model_id"}, ("learned_path", "file_path")
-SOURCES = ("unsupervised (k-th principal direction)", "learn from two texts", "load a direction file",
-           "released by the Asyrp authors")
-KINDS = ("f_t (the paper's implicit function)", "global Δh")
+# where the direction comes from: the k-th principal direction of h, learned from two texts, a direction file, or the
+# Asyrp authors' released f_t
+SOURCES = ("principal", "learned", "file", "released")
+KINDS = ("f_t", "global")  # a learned direction: the paper's implicit function f_t, or one global delta_h
 STRIP = (-2.0, -1.0, 1.0, 2.0)
 MAX_SCALE = 3.0  # the page's slider range is -MAX_SCALE..MAX_SCALE
 MAX_K = 8
@@ -38,10 +44,10 @@ class Settings:
 
     image: str | None = None  # the image to edit
     model_id: str | None = None
-    source: str = SOURCES[0]  # where the direction comes from
+    source: str = "principal"  # where the direction comes from: "principal", "learned", "file" or "released"
     k: int = 1  # unsupervised: the k-th principal direction
-    learned_path: str | None = None  # learn from two texts: the learned file
-    file_path: str | None = None  # load a direction file
+    learned_path: str | None = None  # learned: the file /asyrp_learn wrote
+    file_path: str | None = None  # file: a direction file (.safetensors, or a pinned official .pth)
     scale: float = 1.0
     strip: bool = True  # the strip -2s, -s, s, 2s
     auto: bool = False  # t_edit and t_boost chosen by LPIPS
@@ -50,7 +56,7 @@ class Settings:
     steps: int = 40
     seed: int = 0
     preview_every: int = 0
-    released: list[str] | str | None = None  # released by the Asyrp authors: their names (a list, or comma-separated)
+    released: list[str] | str | None = None  # released: the authors' directions, by name (a list, or comma-separated)
 
 
 @dataclass
@@ -61,7 +67,7 @@ class LearnSettings:
     model_id: str | None = None
     source_text: str = "a face"
     target_text: str = "a smiling face"
-    kind: str = KINDS[0]
+    kind: str = "f_t"  # "f_t" (the paper's implicit function) or "global" (one delta_h)
     iterations: int = 5
     t_edit: int = 500
     steps: int = 40
@@ -87,8 +93,8 @@ def pipeline(model_id: str) -> AsyrpPipeline:
 
 
 def interval(model_id: str | None) -> tuple[int, int]:
-    """The model's default (t_edit, t_boost) (registry.ASYRP_INTERVALS)."""
-    return registry.asyrp_interval(model_id or registry.default_model_id())
+    """The model's default (t_edit, t_boost) (pipelines.asyrp.interval.ASYRP_INTERVALS)."""
+    return asyrp_interval(model_id or registry.default_model_id())
 
 
 def train_timesteps(model_id: str) -> int:
@@ -155,20 +161,22 @@ def released_t_edit(names: list[str]) -> int:
 
 def check_edit(settings: Settings) -> None:
     if settings.source not in SOURCES:
-        raise ValueError(f"Pick where the direction comes from: {', '.join(SOURCES)}.")
-    if settings.source == SOURCES[0] and not 1 <= settings.k <= MAX_K:
+        raise ValueError(f"Pick where the direction comes from: {', '.join(SOURCES)} (the k-th principal direction, "
+                         f"learned from two texts, a direction file, the authors' released ones); got "
+                         f"{settings.source!r}.")
+    if settings.source == "principal" and not 1 <= settings.k <= MAX_K:
         raise ValueError(f"k must be from 1 to {MAX_K} (the principal directions kept per model); got {settings.k}.")
     if not -MAX_SCALE <= settings.scale <= MAX_SCALE:
         raise ValueError(f"The scale s must be from {-MAX_SCALE:g} to {MAX_SCALE:g}; got {settings.scale}.")
-    if settings.source == SOURCES[3]:
+    if settings.source == "released":
         released_names(settings)
 
 
 def direction(settings: Settings, pipe: AsyrpPipeline):
     """The direction the settings pick, and a label for it."""
-    if settings.source == SOURCES[0]:
+    if settings.source == "principal":
         return principal(settings.model_id)[settings.k - 1], f"principal direction {settings.k}"
-    if settings.source == SOURCES[3]:
+    if settings.source == "released":
         names = released_names(settings)
         found = [load_direction(asyrp_released.fetch_released(name), shape=pipe.h_shape, model_id=settings.model_id)[0]
                  for name in names]
@@ -176,9 +184,9 @@ def direction(settings: Settings, pipe: AsyrpPipeline):
                           for name in names)
         scaled = "s × 40 / steps" + (f" / √{len(names)}" if len(names) > 1 else "")
         return found, f"released by the Asyrp authors ({texts}; c = {scaled})"
-    path = settings.learned_path if settings.source == SOURCES[1] else settings.file_path
+    path = settings.learned_path if settings.source == "learned" else settings.file_path
     if not path:
-        raise ValueError("Learn a direction first (button below the texts)" if settings.source == SOURCES[1]
+        raise ValueError("Learn a direction first (button below the texts)" if settings.source == "learned"
                          else "Upload a .safetensors direction file first")
     found, meta = load_direction(path, shape=pipe.h_shape, model_id=settings.model_id)
     return found, f"{meta.get('source') or '?'} → {meta.get('target') or '?'}"
@@ -198,14 +206,14 @@ def cost(settings: Settings, pipe: AsyrpPipeline | None = None, image=None) -> C
     timesteps = pipe.ddim(settings.steps).timesteps
     edited = int((timesteps >= settings.t_edit).sum())
     work = [Work(0 if inverted else settings.steps), Work(settings.steps + edited, len(scales(settings)))]
-    if settings.source == SOURCES[0] and settings.model_id not in principal_axes:
+    if settings.source == "principal" and settings.model_id not in principal_axes:
         work.append(Work(PCA_SAMPLES // PCA_BATCH, PCA_BATCH))
     return Cost(settings.model_id, tuple(work))
 
 
-def run(settings: Settings, *, callback: Callback | None = None, stop: threading.Event | None = None) -> Result:
-    """The input, its reconstruction and the edits, a note on the run, and |s delta_h_t| at each edited step."""
-    settings = validated(settings)
+def prepare(settings: Settings) -> Job:
+    """The direction's source, the interval, the image and the scales checked, before any model work but the budget's
+    measurement; the direction is read (or found, downloaded) as the work begins."""
     check_edit(settings)
     pipe = pipeline(settings.model_id)
     T = pipe.scheduler.config.num_train_timesteps
@@ -214,9 +222,38 @@ def run(settings: Settings, *, callback: Callback | None = None, stop: threading
     edits = scales(settings)
     pipe.check_inputs(image=image, x_T=None, direction=None, scale=edits, t_edit=settings.t_edit,
                       t_boost=settings.t_boost, num_inference_steps=settings.steps, output_type="pil")
+
+    def work(tracker: base.Tracker) -> Result:
+        note = interval_note(settings, pipe, image)
+        shift, label = direction(settings, pipe)
+        x_T = x_T_of(pipe, settings.model_id, image, settings.steps, callback=tracker)
+        out = pipe(x_T=x_T, direction=shift, scale=edits, t_edit=settings.t_edit, t_boost=settings.t_boost,
+                   num_inference_steps=settings.steps, generator=make_generator(settings.seed),
+                   callback=tracker.offset(settings.steps))
+        gallery = [(image, "input"), (out.images[0], "reconstruction (scale 0)")]
+        gallery += [(edited, f"scale {s:+.2g}") for s, edited in zip(edits[1:], out.images[1:])]
+        steps = (f"{len(out.delta_h_norms)} edited steps" if out.delta_h_norms
+                 else "no step edited (t_edit above every step)")
+        note += (f"Direction: {label}; t_edit = {settings.t_edit}, t_boost = {settings.t_boost}, {settings.steps} "
+                 f"steps, {steps}.")
+        return Result(gallery, note, delta_h_norms=out.delta_h_norms, **timeline(settings, edits, T))
+
     lightest = Settings(model_id=settings.model_id, source=settings.source, strip=False, t_edit=T, steps=MIN_STEPS)
-    check_budget(loading.load_diffusion(settings.model_id), cost(settings, pipe, image),
-                 lower="the steps, or untick the strip of scales", smallest=cost(lightest, pipe))
+    return Job(loading.load_diffusion(settings.model_id), cost(settings, pipe, image), cost(lightest, pipe),
+               "the steps, or untick the strip of scales", pipe.total_steps(num_inference_steps=settings.steps),
+               "Asyrp: DDIM inversion, then editing", work,
+               lambda tracker: Result([(image, "input")] + tracker.stopped(), "Stopped.", stopped=True,
+                                      **timeline(settings, edits, T)), settings.preview_every)
+
+
+def timeline(settings: Settings, edits: list[float], T: int) -> dict:
+    """The result's fields that draw the run's timeline."""
+    return dict(scales=edits, T=T, t_edit=settings.t_edit, t_boost=settings.t_boost)
+
+
+def interval_note(settings: Settings, pipe: AsyrpPipeline, image) -> str:
+    """What chose the interval: with `auto`, the paper's LPIPS rule on the image (settings.t_edit and t_boost set from
+    it); for released directions, whether t_edit is the authors' per-direction rule."""
     note = ""
     if settings.auto:
         lpips = load_lpips()
@@ -227,26 +264,15 @@ def run(settings: Settings, *, callback: Callback | None = None, stop: threading
             settings.t_edit, settings.t_boost = choose_interval(pipe, image, lpips, num_inference_steps=settings.steps,
                                                                 generator=make_generator(settings.seed))
             note = f"LPIPS chose t_edit = {settings.t_edit}, t_boost = {settings.t_boost}. "
-    if settings.source == SOURCES[3]:
+    if settings.source == "released":
         t_edit, how = released_rule(released_names(settings))
         note += f"t_edit {how}. " if t_edit == settings.t_edit else f"t_edit {settings.t_edit}, not their {how}. "
-    shift, label = direction(settings, pipe)
-    tracker = Tracker(pipe.total_steps(num_inference_steps=settings.steps), "Asyrp: DDIM inversion, then editing",
-                      callback, stop, settings.preview_every)
-    done = dict(scales=edits, T=T, t_edit=settings.t_edit, t_boost=settings.t_boost)
-    try:
-        x_T = x_T_of(pipe, settings.model_id, image, settings.steps, callback=tracker)
-        out = pipe(x_T=x_T, direction=shift, scale=edits, t_edit=settings.t_edit, t_boost=settings.t_boost,
-                   num_inference_steps=settings.steps, generator=make_generator(settings.seed),
-                   callback=tracker.offset(settings.steps))
-    except Stopped:
-        return Result([(image, "input")] + tracker.stopped(), "Stopped.", stopped=True, **done)
-    gallery = [(image, "input"), (out.images[0], "reconstruction (scale 0)")]
-    gallery += [(edited, f"scale {s:+.2g}") for s, edited in zip(edits[1:], out.images[1:])]
-    steps = f"{len(out.delta_h_norms)} edited steps" if out.delta_h_norms else "no step edited (t_edit above every step)"
-    note += (f"Direction: {label}; t_edit = {settings.t_edit}, t_boost = {settings.t_boost}, {settings.steps} steps, "
-             f"{steps}.")
-    return Result(gallery, note, delta_h_norms=out.delta_h_norms, **done)
+    return note
+
+
+def run(settings: Settings, *, callback: Callback | None = None, stop: threading.Event | None = None) -> Result:
+    """The input, its reconstruction and the edits, a note on the run, and |s delta_h_t| at each edited step."""
+    return base.run(prepare, settings, callback=callback, stop=stop)
 
 
 def learn_cost(settings: LearnSettings, inverted: bool = False) -> Cost:
@@ -270,7 +296,8 @@ def learn(settings: LearnSettings, out_dir: Path, *, progress: Callback | None =
     if not settings.source_text or not settings.target_text:
         raise ValueError("Write both a source text (what the image shows) and a target text (what it should show).")
     if settings.kind not in KINDS:
-        raise ValueError(f"Pick the kind of direction: {', '.join(KINDS)}.")
+        raise ValueError(f"Pick the kind of direction: {' or '.join(KINDS)} (the paper's implicit function f_t, or "
+                         f"one global Δh); got {settings.kind!r}.")
     pipe = pipeline(settings.model_id)
     check_interval(settings.t_edit, 0, T=pipe.scheduler.config.num_train_timesteps)
     image = picture(settings.image, pipe.unet.config.sample_size, "an image to edit")
@@ -285,7 +312,7 @@ def learn(settings: LearnSettings, out_dir: Path, *, progress: Callback | None =
         progress(0, settings.iterations, "Inverting the image", None)
     learned = learn_direction(
         pipe, image, judge, settings.source_text, settings.target_text,
-        kind="implicit" if settings.kind == KINDS[0] else "global", t_edit=settings.t_edit,
+        kind="implicit" if settings.kind == "f_t" else "global", t_edit=settings.t_edit,
         num_inference_steps=settings.steps, iterations=settings.iterations,
         x_T=x_T_of(pipe, settings.model_id, image, settings.steps),
         progress=None if progress is None else

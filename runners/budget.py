@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from typing import Callable
 
-from pipelines import loading, registry, timing
+from pipelines.models import loading, registry, timing
 
 
 ZERO_GPU_MAX_SECONDS = 120  # the longest duration one ZeroGPU call is granted here

@@ -1,4 +1,4 @@
-"""What every runner shares: the checks every setting passes, the step tracker, the bounded caches.
+"""What every runner shares: the checks of settings, the generator, the bounded caches, the model menu.
 
 Free of Gradio: the page, the API, a settings file and the command line all reach the pipelines through here, so a
 bad value gets the same ValueError (the page shows it as a gr.Error) whichever way it came.
@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import fields, replace
 from typing import Callable, Hashable
 
 import torch
 from PIL import Image
 
-from pipelines import images, registry
-from pipelines.images import heat_image, noise_image, upscale_for_display
-from pipelines.loading import ModelLoadError
+from pipelines.core import images
+from pipelines.models import registry
+from pipelines.core.images import heat_image, noise_image, upscale_for_display
+from pipelines.models.loading import ModelLoadError
 
 MAX_SEED = 2**31 - 1
 MAX_PROMPTS = 16  # label prompts per request
@@ -28,10 +28,6 @@ Gallery = list[tuple[Image.Image, str]]
 # callback(done, total, desc, preview): `done` of `total` sampler steps finished; `preview`, every few steps, the
 # predicted clean images of the latest step (else None)
 Callback = Callable[[int, int, str, "Gallery | None"], None]
-
-
-class Stopped(Exception):
-    """Raised by a Tracker at the first step after Stop: the run ends there and shows what it had."""
 
 
 def offered_model(model_id) -> str:
@@ -87,79 +83,9 @@ def picture(path, size: int, what: str = "an image") -> Image.Image:
     return images.center_crop_resize(images.open_image(path), size)
 
 
-def validated(settings, model_field: str | None = "model_id"):
-    """`settings` with every field cast to the type of its dataclass default, the seed and the preview interval
-    checked, and the model in `model_field` (None: the default) one the page offers; a ValueError before any model
-    work."""
-    settings = coerced(settings)
-    for name, check in (("seed", check_seed), ("preview_every", check_preview_every)):
-        if hasattr(settings, name):
-            setattr(settings, name, check(getattr(settings, name)))
-    if model_field is not None and hasattr(settings, model_field):
-        setattr(settings, model_field, offered_model(getattr(settings, model_field) or registry.default_model_id()))
-    return settings
-
-
-def coerced(settings):
-    """`settings` with every field cast to the type of its dataclass default (the page sends floats for integer
-    sliders, a settings file or the command line strings); None where the default is None stays as given, None for
-    a text becomes "" (a page sends None for a textbox in an accordion never opened), which each runner's checks
-    judge as an empty text."""
-    changes = {}
-    for field in fields(settings):
-        value, default = getattr(settings, field.name), field.default
-        if value is None and isinstance(default, str):
-            changes[field.name] = ""
-        if value is None or default is None or isinstance(default, str):
-            continue
-        try:
-            changes[field.name] = type(default)(value) if not isinstance(default, bool) else bool(value)
-        except (TypeError, ValueError) as err:
-            raise ValueError(f"{field.name} must be a {type(default).__name__}; got {value!r}.") from err
-    return replace(settings, **changes)
-
-
 def evenly(total: int, count: int) -> list[int]:
     """`count` step indices spread evenly over 0..total-1, both ends included."""
     return sorted({round(i * (total - 1) / max(1, count - 1)) for i in range(count)}) if count else []
-
-
-class Tracker:
-    """The pipeline callback: reports each finished step, previews the latest predicted clean images every
-    `preview_every` steps (0: about PREVIEWS_PER_RUN times a run), keeps x_t and x0_hat of the first sample at
-    `snapshots` steps for the process view, and ends the run (Stopped) at the first step after `stop` is set."""
-
-    def __init__(self, total: int, desc: str, callback: Callback | None = None, stop: threading.Event | None = None,
-                 preview_every: int = 0, snapshots: int = 0):
-        self.total, self.desc, self.callback, self.stop = total, desc, callback, stop
-        self.every = check_preview_every(preview_every) or max(1, total // PREVIEWS_PER_RUN)
-        self.keep = set(evenly(total, snapshots))
-        self.frames: Gallery = []
-        self.step, self.x0_hat = 0, None
-
-    def __call__(self, step: int, t: int, x_t: torch.Tensor, x0_hat: torch.Tensor) -> None:
-        if self.stop is not None and self.stop.is_set():
-            raise Stopped(step)
-        self.step, self.x0_hat = step + 1, x0_hat
-        if self.callback is not None:
-            due = self.step % self.every == 0 and self.step < self.total
-            self.callback(self.step, self.total, self.desc,
-                          self.latest(f"step {self.step} of {self.total}: predicted x0") if due else None)
-        if step in self.keep:
-            x_t_img, x0_img = images.postprocess(torch.stack([x_t[0], x0_hat[0]]))
-            self.frames += [(x_t_img, f"t={t}: x_t"), (x0_img, f"t={t}: predicted x0")]
-
-    def latest(self, caption: str) -> Gallery:
-        """The predicted clean image of every sample at the latest step."""
-        return [] if self.x0_hat is None else [(image, caption) for image in images.postprocess(self.x0_hat)]
-
-    def stopped(self) -> Gallery:
-        """What a stopped run had: the predicted clean images of its last step."""
-        return self.latest(f"stopped at step {self.step} of {self.total}: predicted x0")
-
-    def offset(self, start: int) -> Callable:
-        """This tracker as the callback of a later stage whose step 0 is overall step `start`."""
-        return lambda step, t, x_t, x0_hat: self(start + step, t, x_t, x0_hat)
 
 
 class BoundedCache:

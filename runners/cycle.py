@@ -6,18 +6,21 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-from pipelines import CycleDiffusionPipeline, loading, registry
-from pipelines.ddib import ddib
-from pipelines.dpm_encoder import chain_length
-from pipelines.metrics import clip_similarity, faithfulness
+from pipelines import CycleDiffusionPipeline
+from pipelines.models import loading, registry
+from pipelines.cycle_diffusion.ddib import ddib
+from pipelines.cycle_diffusion.dpm_encoder import chain_length
+from pipelines.core.metrics import clip_similarity, faithfulness
 
-from .budget import Cost, Work, check_budget
-from .common import (Callback, Gallery, Stopped, Tracker, check_text, evenly, make_generator, noise_image, offered_model,
-                     picture, validated)
+from . import base
+from .base import Job, validated
+from .budget import Cost, Work
+from .common import Callback, Gallery, check_text, evenly, make_generator, noise_image, offered_model, picture
 
 TAB = "cycle"
 PICTURES, FILES = {"image": "source_id"}, ()
-MODES = ("reconstruct", "translate", "text edit", "class translation")
+# what the decoding does, and how a result's caption names it
+MODES = {"reconstruct": "reconstruction", "translate": "translate", "text": "text edit", "class": "class translation"}
 MIN_STEPS, MIN_STRENGTH = 10, 0.1
 MAX_GUIDANCE_SCALE = 100  # the page's slider range
 LATENT_MAPS = 4  # the noise maps eps_t shown besides x_t0
@@ -28,15 +31,15 @@ class Settings:
     """Every knob of a CycleDiffusion run (the names are the /cycle endpoint's parameters)."""
 
     image: str | None = None  # the input image's path
-    mode: str = "class translation"
+    mode: str = "class"  # "reconstruct", "translate" (another model), "text" (CLIP-guided), "class" (another class)
     source_id: str | None = None  # the model that encodes the input (None: the default model)
     target_id: str | None = None  # translate: the model that decodes z
-    target_prompt: str = ""  # text edit: what the edited image should show
-    source_prompt: str = ""  # text edit, optional: what to steer away from
+    target_prompt: str = ""  # text: what the edited image should show
+    source_prompt: str = ""  # text, optional: what to steer away from
     strength: float = 0.6  # t0 = strength x T
     eta: float = 1.0
     steps: int = 100
-    guidance_scale: float = 10.0  # text edit: CLIP guidance scale s
+    guidance_scale: float = 10.0  # text: CLIP guidance scale s
     exact_gradient: bool = False
     pnp_steps: int = 0  # plug-and-play guidance: Langevin steps on z
     step_size: float = 1e-3  # the Langevin step size lambda
@@ -98,14 +101,15 @@ def class_labels(settings: Settings) -> dict[str, int]:
 def check_mode(settings: Settings) -> None:
     """The mode's own settings, before any model work."""
     if settings.mode not in MODES:
-        raise ValueError(f"Pick a mode: {', '.join(MODES)}.")
+        raise ValueError(f"Pick a mode: {', '.join(MODES)} (reconstruct, translate to another model, text edit by "
+                         f"CLIP guidance, class translation); got {settings.mode!r}.")
     if settings.mode == "translate":
         if not settings.target_id:
             raise ValueError("Pick a target model of the same resolution as the source model.")
         settings.target_id = offered_model(settings.target_id)
     settings.target_prompt = check_text(settings.target_prompt, "The target text")
     settings.source_prompt = check_text(settings.source_prompt, "The source text")
-    if settings.mode == "text edit":
+    if settings.mode == "text":
         if not settings.target_prompt:
             raise ValueError("Write the target text (what the edited image should show).")
         if not 0 <= settings.guidance_scale <= MAX_GUIDANCE_SCALE:
@@ -117,12 +121,12 @@ def check_mode(settings: Settings) -> None:
 
 def decoding_kwargs(settings: Settings) -> dict:
     """What the mode asks of the decoding: a target model, target class or text guidance."""
-    if settings.mode == "class translation":
+    if settings.mode == "class":
         return class_labels(settings)
     if settings.mode == "translate":
         target = loading.load_diffusion(settings.target_id)
-        return dict(target_unet=target.unet, target_scheduler=loading.make_scheduler(target, "ddim"))
-    if settings.mode == "text edit":
+        return dict(target_unet=target.unet, target_scheduler=loading.make_scheduler(target))
+    if settings.mode == "text":
         return dict(clip=loading.load_clip().judge, target_prompt=settings.target_prompt,
                     source_prompt=settings.source_prompt or None, guidance_scale=settings.guidance_scale,
                     gradient="exact" if settings.exact_gradient else "fixed_eps",
@@ -132,21 +136,21 @@ def decoding_kwargs(settings: Settings) -> dict:
 
 def pipeline(model_id: str) -> CycleDiffusionPipeline:
     model = loading.load_diffusion(model_id)
-    pipe = CycleDiffusionPipeline(unet=model.unet, scheduler=loading.make_scheduler(model, "ddim"))
+    pipe = CycleDiffusionPipeline(unet=model.unet, scheduler=loading.make_scheduler(model))
     pipe.set_progress_bar_config(disable=True)  # the Tracker reports progress
     return pipe
 
 
 def with_ddib(settings: Settings) -> bool:
     """The DDIB baseline decodes with a model or a class (deterministic DDIM has no CLIP guidance here)."""
-    return settings.ddib and settings.mode in ("translate", "class translation")
+    return settings.ddib and settings.mode in ("translate", "class")
 
 
 def total_steps(settings: Settings, pipe: CycleDiffusionPipeline) -> int:
     """The pipeline's steps, and DDIB's inversion and decoding (one chain each) when asked."""
     chain = chain_length(settings.steps, settings.strength)
     return pipe.total_steps(num_inference_steps=settings.steps, strength=settings.strength,
-                            plug_and_play_steps=settings.pnp_steps if settings.mode == "text edit" else 0,
+                            plug_and_play_steps=settings.pnp_steps if settings.mode == "text" else 0,
                             translate_or_edit=settings.mode != "reconstruct",
                             sdedit_baseline=settings.sdedit) + 2 * chain * with_ddib(settings)
 
@@ -157,7 +161,7 @@ def cost(settings: Settings, pipe: CycleDiffusionPipeline | None = None) -> Cost
     settings = validated(settings, model_field="source_id")
     pipe = pipe or pipeline(settings.source_id)
     steps = total_steps(settings, pipe)
-    if settings.mode != "text edit":
+    if settings.mode != "text":
         return Cost(settings.source_id, (Work(steps),))
     chain = chain_length(settings.steps, settings.strength)
     decodings = (1 + int(settings.sdedit)) * chain if settings.exact_gradient and not settings.pnp_steps else 0
@@ -190,40 +194,45 @@ def metrics(settings: Settings, image, out, clip, deterministic=None) -> dict:
     return found
 
 
-def run(settings: Settings, *, callback: Callback | None = None, stop: threading.Event | None = None) -> Result:
-    """The input, its reconstruction, the result (and the SDEdit baseline), the metrics, and the latent z."""
-    settings = validated(settings, model_field="source_id")
+def prepare(settings: Settings) -> Job:
+    """The mode, the pipeline, the image at the model's size and the decoding's arguments checked, before any
+    sampling."""
     check_mode(settings)
     pipe = pipeline(settings.source_id)
     image = picture(settings.image, pipe.unet.config.sample_size)
     kwargs = decoding_kwargs(settings)
     chain = dict(strength=settings.strength, eta=settings.eta, num_inference_steps=settings.steps)
     pipe.check_inputs(image=image, output_type="pil", **chain, **kwargs)
-    lightest = Settings(source_id=settings.source_id, mode=settings.mode, strength=MIN_STRENGTH, steps=MIN_STEPS,
-                        sdedit=False)
-    check_budget(loading.load_diffusion(settings.source_id), cost(settings, pipe),
-                 lower="the steps, the strength or the Langevin steps (or turn off the exact CLIP gradient or the "
-                       "SDEdit baseline)", smallest=cost(lightest, pipe))
-    tracker = Tracker(total_steps(settings, pipe), f"CycleDiffusion: {settings.mode}", callback, stop,
-                      settings.preview_every)
-    try:
+
+    def work(tracker: base.Tracker) -> Result:
         out = pipe(image, generator=make_generator(settings.seed), callback=tracker, sdedit_baseline=settings.sdedit,
                    **chain, **kwargs)
         deterministic = ddib_baseline(settings, pipe, image, kwargs, tracker.offset(tracker.step))
-    except Stopped:
-        return Result([(image, "input")] + tracker.stopped(), stopped=True)
-    captions = {"translate": settings.target_id, "text edit": f"“{settings.target_prompt}”",
-                "class translation": f"{settings.source_class} → {settings.target_class}"}
-    same = (f"G(z | {settings.source_class}) (same class)" if settings.mode == "class translation"
-            else "G1(z) (same model)")
-    gallery = [(image, "input"), (out.reconstructions[0], f"reconstruction {same}")]
-    if settings.mode != "reconstruct":
-        gallery.append((out.images[0], f"{settings.mode}: {captions[settings.mode]}"))
-    if settings.sdedit:
-        gallery.append((out.sdedit_images[0], "SDEdit baseline: the same x_t0, fresh noise instead of the encoded ε"))
-    if deterministic is not None:
-        gallery.append((deterministic, "DDIB baseline: deterministic DDIM inversion to t0, then decoding"))
-    return Result(gallery, metrics(settings, image, out, kwargs.get("clip"), deterministic), latent_maps(out.latent))
+        captions = {"translate": settings.target_id, "text": f"“{settings.target_prompt}”",
+                    "class": f"{settings.source_class} → {settings.target_class}"}
+        same = (f"G(z | {settings.source_class}) (same class)" if settings.mode == "class"
+                else "G1(z) (same model)")
+        gallery = [(image, "input"), (out.reconstructions[0], f"reconstruction {same}")]
+        if settings.mode != "reconstruct":
+            gallery.append((out.images[0], f"{MODES[settings.mode]}: {captions[settings.mode]}"))
+        if settings.sdedit:
+            gallery.append((out.sdedit_images[0], "SDEdit baseline: the same x_t0, fresh noise instead of the encoded ε"))
+        if deterministic is not None:
+            gallery.append((deterministic, "DDIB baseline: deterministic DDIM inversion to t0, then decoding"))
+        return Result(gallery, metrics(settings, image, out, kwargs.get("clip"), deterministic),
+                      latent_maps(out.latent))
+
+    lightest = Settings(source_id=settings.source_id, mode=settings.mode, strength=MIN_STRENGTH, steps=MIN_STEPS,
+                        sdedit=False)
+    return Job(loading.load_diffusion(settings.source_id), cost(settings, pipe), cost(lightest, pipe),
+               "the steps, the strength or the Langevin steps (or turn off the exact CLIP gradient or the SDEdit "
+               "baseline)", total_steps(settings, pipe), f"CycleDiffusion: {MODES[settings.mode]}", work,
+               lambda tracker: Result([(image, "input")] + tracker.stopped(), stopped=True), settings.preview_every)
+
+
+def run(settings: Settings, *, callback: Callback | None = None, stop: threading.Event | None = None) -> Result:
+    """The input, its reconstruction, the result (and the SDEdit and DDIB baselines), the metrics, and the latent z."""
+    return base.run(prepare, settings, callback=callback, stop=stop, model_field="source_id")
 
 
 def ddib_baseline(settings: Settings, pipe: CycleDiffusionPipeline, image, kwargs: dict, callback):

@@ -7,17 +7,19 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field, replace
 
-from pipelines import loading, registry
-from pipelines.ddib import text_ddib
-from pipelines.images import pil_to_tensor
-from pipelines.metrics import clip_similarity, directional_clip, faithfulness
-from pipelines.text_to_image import load_text_to_image
+from pipelines import StableCycleDiffusionPipeline
+from pipelines.models import loading, registry
+from pipelines.cycle_diffusion.ddib import text_ddib
+from pipelines.core.images import pil_to_tensor
+from pipelines.core.metrics import clip_similarity, directional_clip, faithfulness
+from pipelines.models.text_to_image import load_text_to_image
 
 from training.captions import read_attributes
 
-from .budget import Cost, Work, check_budget
-from .common import (Callback, Gallery, Stopped, Tracker, check_text, evenly, heat_image, make_generator, noise_image,
-                     picture, validated)
+from . import base
+from .base import Job, validated
+from .budget import Cost, Work
+from .common import Callback, Gallery, check_text, evenly, heat_image, make_generator, noise_image, picture
 
 TAB = "cycle_text"
 PICTURES, FILES = {"image": "model_id"}, ()
@@ -27,8 +29,6 @@ SDEDIT, DDIB = "SDEdit baseline (fresh noise)", "DDIB baseline (deterministic)"
 BUNDLED = "faces-text-32"  # its faces are read back by the generator's measurement (training.captions)
 MAX_GUIDANCE_SCALE = 20
 LATENT_MAPS = 3
-# cross-attention control and the maps swap the U-Net's attention processors for a whole call: one call at a time
-attention_in_use = threading.Lock()
 
 
 @dataclass
@@ -93,9 +93,16 @@ def check(settings: Settings) -> Settings:
     return settings
 
 
+def pipeline(model_id: str) -> StableCycleDiffusionPipeline:
+    """This request's pipeline over the model's shared components, with a scheduler of its own."""
+    pipe = StableCycleDiffusionPipeline(**load_text_to_image(model_id).components())
+    pipe.set_progress_bar_config(disable=True)  # the Tracker reports progress
+    return pipe
+
+
 def picture_size(model_id: str) -> int:
     """The side of the model's images: its latents' times the VAE's factor (512 for Stable Diffusion)."""
-    pipe = load_text_to_image(model_id)
+    pipe = pipeline(model_id)
     return pipe.unet.config.sample_size * pipe.vae_scale_factor
 
 
@@ -116,7 +123,7 @@ def cost(settings: Settings, pipe=None) -> Cost:
     classifier-free guidance (a batch of four); the SDEdit baseline decodes the target alone, the DDIB baseline inverts
     and then decodes it. (The VAE's encode and decode are not counted: a few U-Net steps' worth.)"""
     settings = check(settings)
-    pipe = pipe or load_text_to_image(settings.model_id)
+    pipe = pipe or pipeline(settings.model_id)
     steps = pipe.total_steps(num_inference_steps=settings.steps, strength=settings.strength)
     guided = 2 if settings.guidance_scale > 1 else 1
     work = [Work(steps, 2 * guided)] + ([Work(steps, guided)] if settings.sdedit else [])
@@ -152,23 +159,18 @@ def metrics(settings: Settings, image, edited, baselines: dict) -> dict:
     return found
 
 
-def run(settings: Settings, *, callback: Callback | None = None, stop: threading.Event | None = None) -> Result:
+def prepare(settings: Settings) -> Job:
+    """The settings, the pipeline and the photo at the model's size checked, before any sampling."""
     settings = check(settings)
-    pipe = load_text_to_image(settings.model_id)
-    image = picture(settings.image, picture_size(settings.model_id), "a photo to edit")
+    pipe = pipeline(settings.model_id)
+    image = picture(settings.image, pipe.unet.config.sample_size * pipe.vae_scale_factor, "a photo to edit")
     kwargs = pipe_kwargs(settings, pipe)
     pipe.check_inputs(image=image, **kwargs)
-    lightest = replace(settings, strength=MIN_STRENGTH, steps=MIN_STEPS, sdedit=False, ddib=False)
-    timed = loading.DiffusionModel(settings.model_id, pipe.unet, pipe.scheduler.config)  # what the budget times
-    check_budget(timed, cost(settings, pipe), lower="the steps or the strength (or untick the baselines)",
-                 smallest=cost(lightest, pipe))
     steps = pipe.total_steps(num_inference_steps=settings.steps, strength=settings.strength)
-    tracker = Tracker(steps * (1 + settings.sdedit + 2 * settings.ddib), "CycleDiffusion: text edit", callback, stop,
-                      settings.preview_every)
-    baselines = {}
-    try:
-        with attention_in_use:
-            out = pipe(image=image, generator=make_generator(settings.seed), callback=tracker, **kwargs)
+
+    def work(tracker: base.Tracker) -> Result:
+        out = pipe(image=image, generator=make_generator(settings.seed), callback=tracker, **kwargs)
+        baselines = {}
         if settings.sdedit:
             baselines[SDEDIT] = pipe.decode(out.latent.with_fresh_noise(make_generator(settings.seed + 1)),
                                             settings.prompt, guidance_scale=settings.guidance_scale,
@@ -180,17 +182,27 @@ def run(settings: Settings, *, callback: Callback | None = None, stop: threading
                                         source_guidance_scale=settings.source_guidance_scale,
                                         generator=make_generator(settings.seed),
                                         callback=tracker.offset(tracker.step)).images[0]
-    except Stopped:
-        return Result([(image, "input")] + tracker.stopped(), stopped=True)
-    flagged = any(out.nsfw_content_detected or [])
-    gallery = [(image, f"input: “{settings.source_prompt}”"), (out.images[0], f"edit: “{settings.prompt}”")]
-    labels = {SDEDIT: "SDEdit baseline: the same x_t0, fresh noise instead of the encoded ε",
-              DDIB: "DDIB baseline: deterministic DDIM inversion to t0, decoded under the target prompt"}
-    gallery += [(shown, labels[name]) for name, shown in baselines.items()]
-    latent = out.latent
-    maps = [(noise_image(latent.x_t0[0, :3]), f"x_t0 (3 of {latent.x_t0.shape[1]} channels), t0 = {latent.t0}")]
-    maps += [(noise_image(latent.eps[k][0, :3]), f"ε at t = {int(latent.timesteps[k])}")
-             for k in evenly(len(latent.timesteps), LATENT_MAPS)]
-    note = ("⚠️ The safety checker flagged the edit; it was replaced by a black image. " if flagged else "")
-    return Result(gallery, word_maps(out.attention_maps), maps,
-                  metrics(settings, image, out.images[0], baselines), note)
+        flagged = any(out.nsfw_content_detected or [])
+        gallery = [(image, f"input: “{settings.source_prompt}”"), (out.images[0], f"edit: “{settings.prompt}”")]
+        labels = {SDEDIT: "SDEdit baseline: the same x_t0, fresh noise instead of the encoded ε",
+                  DDIB: "DDIB baseline: deterministic DDIM inversion to t0, decoded under the target prompt"}
+        gallery += [(shown, labels[name]) for name, shown in baselines.items()]
+        latent = out.latent
+        maps = [(noise_image(latent.x_t0[0, :3]), f"x_t0 (3 of {latent.x_t0.shape[1]} channels), t0 = {latent.t0}")]
+        maps += [(noise_image(latent.eps[k][0, :3]), f"ε at t = {int(latent.timesteps[k])}")
+                 for k in evenly(len(latent.timesteps), LATENT_MAPS)]
+        note = ("⚠️ The safety checker flagged the edit; it was replaced by a black image. " if flagged else "")
+        return Result(gallery, word_maps(out.attention_maps), maps,
+                      metrics(settings, image, out.images[0], baselines), note)
+
+    lightest = replace(settings, strength=MIN_STRENGTH, steps=MIN_STEPS, sdedit=False, ddib=False)
+    return Job(load_text_to_image(settings.model_id), cost(settings, pipe), cost(lightest, pipe),
+               "the steps or the strength (or untick the baselines)", steps * (1 + settings.sdedit + 2 * settings.ddib),
+               "CycleDiffusion: text edit", work,
+               lambda tracker: Result([(image, "input")] + tracker.stopped(), stopped=True), settings.preview_every)
+
+
+def run(settings: Settings, *, callback: Callback | None = None, stop: threading.Event | None = None) -> Result:
+    """The input, the edit (and the SDEdit and DDIB baselines), the per-word attention maps, the latent z and the
+    metrics."""
+    return base.run(prepare, settings, callback=callback, stop=stop, model_field=None)

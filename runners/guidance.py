@@ -6,16 +6,17 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-from pipelines import ClassifierGuidancePipeline, ClipZeroShotClassifier, loading, registry
+from pipelines import ClassifierGuidancePipeline, ClipZeroShotClassifier
+from pipelines.models import loading, registry
 
-from .budget import Cost, Work, check_budget
-from .common import (Callback, Gallery, Stopped, Tracker, evenly, heat_image, make_generator, parse_prompts,
-                     validated)
+from . import base
+from .base import Job, validated
+from .budget import Cost, Work
+from .common import Callback, Gallery, evenly, heat_image, make_generator, parse_prompts
 
 TAB = "guidance"
 PICTURES, FILES = {}, ()
-NOISE_AWARE = "noise-aware classifier of the model (trained on noisy x_t)"
-CLIP_ZERO_SHOT = "CLIP zero-shot over label prompts"
+NOISE_AWARE, CLIP_ZERO_SHOT = "classifier", "clip"  # the model's noise-aware classifier; CLIP zero-shot over prompts
 CLASSIFIERS = (NOISE_AWARE, CLIP_ZERO_SHOT)
 FACE_PROMPTS = "a photo of a smiling person\na photo of a person with glasses\na photo of a person with a beard"
 MIN_STEPS = 10
@@ -40,7 +41,7 @@ class Settings:
     seed: int = 0
     sweep: bool = False
     sweep_scales: str = "0, 5, 10, 20"
-    classifier_kind: str = CLIP_ZERO_SHOT
+    classifier_kind: str = CLIP_ZERO_SHOT  # "classifier" (the model's noise-aware one) or "clip" (zero-shot)
     compare: bool = True  # also the unguided run from the same seed
     preview_every: int = 0
 
@@ -99,14 +100,15 @@ def make_classifier(settings: Settings):
         labels = model_class_names(settings.model_id)
         if not labels:
             ships = ", ".join(name for name, info in registry.REGISTRY.items() if info.classifier)
-            raise ValueError(f"The model {settings.model_id} comes with no noise-aware classifier. Pick "
-                             f"'{CLIP_ZERO_SHOT}', or a model that ships one ({ships}).")
+            raise ValueError(f"The model {settings.model_id} comes with no noise-aware classifier. Pick CLIP "
+                             f"zero-shot over label prompts, or a model that ships one ({ships}).")
         if settings.target not in labels:
             raise ValueError(f"The target {settings.target!r} is not one of the model's classes; "
                              f"pick one of: {', '.join(labels)}.")
         return loading.load_classifier(settings.model_id), labels.index(settings.target)
     if settings.classifier_kind != CLIP_ZERO_SHOT:
-        raise ValueError(f"Pick a classifier: '{NOISE_AWARE}' or '{CLIP_ZERO_SHOT}'.")
+        raise ValueError(f"Pick a classifier: {NOISE_AWARE!r} (the model's noise-aware classifier) or "
+                         f"{CLIP_ZERO_SHOT!r} (CLIP zero-shot over label prompts); got {settings.classifier_kind!r}.")
     prompts = parse_prompts(settings.prompts_text)
     if not prompts:
         raise ValueError("Write the label prompts, one per line: the target and at least one label it competes with.")
@@ -139,10 +141,8 @@ def trace_rows(s: float, log_probs) -> list[dict]:
             for step, row in enumerate(log_probs.exp().tolist()) for i, p in enumerate(row)]
 
 
-def run(settings: Settings, *, callback: Callback | None = None, stop: threading.Event | None = None) -> Result:
-    """The samples of every scale run, p(target | x_t) over the steps for each (with `compare`, the unguided run
-    from the same seed too), and the gradient norm maps of the first guided run."""
-    settings = validated(settings)
+def prepare(settings: Settings) -> Job:
+    """The classifier, the pipeline and every scale run checked, before any sampling."""
     scales = runs(settings)
     classifier, y = make_classifier(settings)
     pipe = pipeline(settings.model_id, classifier)
@@ -151,28 +151,39 @@ def run(settings: Settings, *, callback: Callback | None = None, stop: threading
         pipe.check_inputs(class_labels=labels, guidance_scale=s, sampler=settings.sampler,
                           num_inference_steps=settings.steps, eta=settings.eta, gradient=settings.gradient,
                           output_type="pil")
-    lightest = Settings(model_id=settings.model_id, steps=MIN_STEPS, samples=1, compare=False,
-                        classifier_kind=settings.classifier_kind)
-    check_budget(loading.load_diffusion(settings.model_id), cost(settings, pipe),
-                 lower="the steps, the number of samples or the sweep's scales (or use the fixed-eps gradient, or "
-                       "untick the unguided comparison)", smallest=cost(lightest, pipe))
-    result, map_steps = Result([]), evenly(settings.steps, GRADIENT_MAPS)
-    for s in scales:
-        tracker = Tracker(pipe.total_steps(num_inference_steps=settings.steps), f"guided sampling, s = {s:g}",
-                          callback, stop, settings.preview_every)
-        try:
+    steps, map_steps = pipe.total_steps(num_inference_steps=settings.steps), evenly(settings.steps, GRADIENT_MAPS)
+    result = Result([])
+
+    def work(tracker: base.Tracker) -> Result:
+        for k, s in enumerate(scales):
+            tracker.desc = f"guided sampling, s = {s:g}"
             out = pipe(labels, guidance_scale=s, sampler=settings.sampler, num_inference_steps=settings.steps,
                        eta=settings.eta, gradient=settings.gradient, generator=make_generator(settings.seed),
-                       callback=tracker, return_log_probs=True,
+                       callback=tracker.offset(k * steps), return_log_probs=True,
                        gradient_map_steps=map_steps if s > 0 and not result.gradient_maps else ())
-        except Stopped:
-            result.gallery += [(image, f"s={s:g}, {caption}") for image, caption in tracker.stopped()]
-            result.stopped = True
-            return result
-        for i, (image, p) in enumerate(zip(out.images, out.probabilities[:, y].tolist())):
-            result.gallery.append((image, f"s={s:g}, sample {i + 1}: p(target) = {p:.2f}"))
-        result.trace += trace_rows(s, out.log_probs)
-        result.gradient_maps += [(heat_image(m[0]), f"s={s:g}, step {step + 1} (t={int(out.timesteps[step])}): "
-                                        f"|∇ log p(y|x_t)|, max {m[0].max().item():.3g}")
-                                 for step, m in sorted((out.gradient_maps or {}).items())]
-    return result
+            for i, (image, p) in enumerate(zip(out.images, out.probabilities[:, y].tolist())):
+                result.gallery.append((image, f"s={s:g}, sample {i + 1}: p(target) = {p:.2f}"))
+            result.trace += trace_rows(s, out.log_probs)
+            result.gradient_maps += [(heat_image(m[0]), f"s={s:g}, step {step + 1} (t={int(out.timesteps[step])}): "
+                                                        f"|∇ log p(y|x_t)|, max {m[0].max().item():.3g}")
+                                     for step, m in sorted((out.gradient_maps or {}).items())]
+        return result
+
+    def stopped(tracker: base.Tracker) -> Result:
+        s = scales[min((tracker.step - 1) // steps, len(scales) - 1)] if tracker.step else scales[0]
+        result.gallery += [(image, f"s={s:g}, {caption}") for image, caption in tracker.stopped()]
+        result.stopped = True
+        return result
+
+    lightest = Settings(model_id=settings.model_id, steps=MIN_STEPS, samples=1, compare=False,
+                        classifier_kind=settings.classifier_kind)
+    return Job(loading.load_diffusion(settings.model_id), cost(settings, pipe), cost(lightest, pipe),
+               "the steps, the number of samples or the sweep's scales (or use the fixed-eps gradient, or untick the "
+               "unguided comparison)", steps * len(scales), f"guided sampling, s = {scales[0]:g}", work, stopped,
+               settings.preview_every)
+
+
+def run(settings: Settings, *, callback: Callback | None = None, stop: threading.Event | None = None) -> Result:
+    """The samples of every scale run, p(target | x_t) over the steps for each (with `compare`, the unguided run
+    from the same seed too), and the gradient norm maps of the first guided run."""
+    return base.run(prepare, settings, callback=callback, stop=stop)

@@ -7,11 +7,15 @@ from dataclasses import dataclass, field
 
 import torch
 
-from pipelines import ILVRPipeline, images, loading
+from pipelines import ILVRPipeline
+from pipelines.core import images
+from pipelines.models import loading
 from pipelines.ilvr import DOWN_FACTORS
 
-from .budget import Cost, Work, check_budget
-from .common import Callback, Gallery, Stopped, Tracker, make_generator, picture, validated
+from . import base
+from .base import Job, validated
+from .budget import Cost, Work
+from .common import Callback, Gallery, make_generator, picture
 
 TAB = "ilvr"
 PICTURES = {"reference": "model_id"}  # picture settings -> the setting naming the model whose size they take
@@ -77,19 +81,29 @@ def cost(settings: Settings, pipe: ILVRPipeline | None = None) -> Cost:
     return Cost(settings.model_id, (Work(pipe.total_steps(num_inference_steps=settings.steps), settings.samples),))
 
 
-def check(settings: Settings) -> tuple[ILVRPipeline, torch.Tensor, int | None]:
-    """The pipeline, the reference at the model's size and the split's step index, or a ValueError; before any
-    sampling, and with the request's time measured against the budget."""
+def prepare(settings: Settings) -> Job:
+    """The pipeline, the reference at the model's size and the split's step index checked, before any sampling."""
     pipe = pipeline(settings.model_id)
     reference = picture(settings.reference, pipe.unet.config.sample_size, "a reference image")
     split = split_index(settings.split_step, settings.steps) if settings.show_process else None
     pipe.check_inputs(down_factor=settings.down_factor, range_t=settings.range_t,
                       num_inference_steps=settings.steps, batch_size=settings.samples, output_type="pil",
                       split_step=split)
-    check_budget(loading.load_diffusion(settings.model_id), cost(settings, pipe),
-                 lower="the sampling steps or the number of samples",
-                 smallest=cost(Settings(model_id=settings.model_id, steps=MIN_STEPS, samples=1), pipe))
-    return pipe, reference, split
+
+    def work(tracker: base.Tracker) -> Result:
+        out = pipe(reference, down_factor=settings.down_factor, range_t=settings.range_t,
+                   num_inference_steps=settings.steps, batch_size=settings.samples,
+                   generator=make_generator(settings.seed), callback=tracker, split_step=split)
+        gallery = [(reference, "reference y"), (out.reference_low_pass[0], f"φ_N(y), N={settings.down_factor}")]
+        gallery += [(image, f"sample {i + 1}") for i, image in enumerate(out.images)]
+        return Result(gallery, tracker.frames + frequency_split(out.frequency_split, settings.down_factor))
+
+    return Job(loading.load_diffusion(settings.model_id), cost(settings, pipe),
+               cost(Settings(model_id=settings.model_id, steps=MIN_STEPS, samples=1), pipe),
+               "the sampling steps or the number of samples", pipe.total_steps(num_inference_steps=settings.steps),
+               "ILVR sampling", work,
+               lambda tracker: Result([(reference, "reference y")] + tracker.stopped(), tracker.frames, stopped=True),
+               settings.preview_every, SNAPSHOTS if settings.show_process else 0)
 
 
 def frequency_split(split, down_factor: int) -> Gallery:
@@ -106,19 +120,9 @@ def frequency_split(split, down_factor: int) -> Gallery:
 
 
 def run(settings: Settings, *, callback: Callback | None = None, stop: threading.Event | None = None) -> Result:
-    settings = validated(settings)
-    pipe, reference, split = check(settings)
-    tracker = Tracker(pipe.total_steps(num_inference_steps=settings.steps), "ILVR sampling", callback, stop,
-                      settings.preview_every, SNAPSHOTS if settings.show_process else 0)
-    try:
-        out = pipe(reference, down_factor=settings.down_factor, range_t=settings.range_t,
-                   num_inference_steps=settings.steps, batch_size=settings.samples,
-                   generator=make_generator(settings.seed), callback=tracker, split_step=split)
-    except Stopped:
-        return Result([(reference, "reference y")] + tracker.stopped(), tracker.frames, stopped=True)
-    gallery = [(reference, "reference y"), (out.reference_low_pass[0], f"φ_N(y), N={settings.down_factor}")]
-    gallery += [(image, f"sample {i + 1}") for i, image in enumerate(out.images)]
-    return Result(gallery, tracker.frames + frequency_split(out.frequency_split, settings.down_factor))
+    """The reference, its low-pass and the samples; with show_process, x_t and x0_hat at a few steps and the
+    frequency split of one step."""
+    return base.run(prepare, settings, callback=callback, stop=stop)
 
 
 def grid_factors(size: int) -> list[int]:
@@ -133,11 +137,8 @@ def grid_cost(settings: GridSettings, pipe: ILVRPipeline | None = None) -> Cost:
     return Cost(settings.model_id, (Work(cells * pipe.total_steps(num_inference_steps=settings.steps)),))
 
 
-def run_grid(settings: GridSettings, *, callback: Callback | None = None,
-             stop: threading.Event | None = None) -> Result:
-    """One sample from the same seed at every factor N (rows) and conditioning range (columns), as in the paper's
-    figures: a larger N keeps less of the reference, a larger range_t stops conditioning earlier."""
-    settings = validated(settings)
+def prepare_grid(settings: GridSettings) -> Job:
+    """Every cell of the grid checked, before any sampling."""
     pipe = pipeline(settings.model_id)
     reference = picture(settings.reference, pipe.unet.config.sample_size, "a reference image")
     cells = [(n, r) for n in grid_factors(pipe.unet.config.sample_size) for r in GRID_RANGES]
@@ -145,15 +146,23 @@ def run_grid(settings: GridSettings, *, callback: Callback | None = None,
         pipe.check_inputs(down_factor=n, range_t=r, num_inference_steps=settings.steps, batch_size=1,
                           output_type="pil")
     steps = pipe.total_steps(num_inference_steps=settings.steps)
-    check_budget(loading.load_diffusion(settings.model_id), grid_cost(settings, pipe), lower="the sampling steps",
-                 smallest=grid_cost(GridSettings(model_id=settings.model_id, steps=MIN_STEPS), pipe))
-    tracker = Tracker(len(cells) * steps, "ILVR grid", callback, stop)
-    gallery = []
-    for k, (n, r) in enumerate(cells):
-        try:
+    gallery: Gallery = []
+
+    def work(tracker: base.Tracker) -> Result:
+        for k, (n, r) in enumerate(cells):
             out = pipe(reference, down_factor=n, range_t=r, num_inference_steps=settings.steps, batch_size=1,
                        generator=make_generator(settings.seed), callback=tracker.offset(k * steps))
-        except Stopped:
-            return Result(gallery + tracker.stopped(), stopped=True)
-        gallery.append((out.images[0], f"N={n}, condition while t > {r}"))
-    return Result(gallery)
+            gallery.append((out.images[0], f"N={n}, condition while t > {r}"))
+        return Result(gallery)
+
+    return Job(loading.load_diffusion(settings.model_id), grid_cost(settings, pipe),
+               grid_cost(GridSettings(model_id=settings.model_id, steps=MIN_STEPS), pipe), "the sampling steps",
+               len(cells) * steps, "ILVR grid", work,
+               lambda tracker: Result(gallery + tracker.stopped(), stopped=True))
+
+
+def run_grid(settings: GridSettings, *, callback: Callback | None = None,
+             stop: threading.Event | None = None) -> Result:
+    """One sample from the same seed at every factor N (rows) and conditioning range (columns), as in the paper's
+    figures: a larger N keeps less of the reference, a larger range_t stops conditioning earlier."""
+    return base.run(prepare_grid, settings, callback=callback, stop=stop)

@@ -1,5 +1,9 @@
-"""A result taken home: a JSON of every setting and the seed (format steer-settings/1), with the input pictures
+"""A result taken home: a JSON of every setting and the seed (format steer-settings/2), with the input pictures
 embedded at the model's size and direction files embedded whole, and a PNG strip of the result's images.
+
+steer-settings/2 writes every choice as the runner's short id ("principal", "clip", "class"); a steer-settings/1 file
+wrote some as the page's labels of the time, which reading it maps to their ids, so an old file reproduces its
+result bit for bit.
 
 The page writes it under a result and loads it back into its tab; `python -m runners reproduce` runs it.
 A settings file never names a server path: picture and file settings come only from what the file embeds.
@@ -15,9 +19,18 @@ from pathlib import Path
 
 from PIL import Image
 
-from pipelines import images, loading
+from pipelines.core import images
+from pipelines.models import loading
 
-FORMAT = "steer-settings/1"
+FORMAT = "steer-settings/2"
+# the choices steer-settings/1 wrote as the page's labels: tab -> setting -> label -> id
+V1_LABELS = {
+    "asyrp": {"source": {"unsupervised (k-th principal direction)": "principal", "learn from two texts": "learned",
+                         "load a direction file": "file", "released by the Asyrp authors": "released"}},
+    "guidance": {"classifier_kind": {"noise-aware classifier of the model (trained on noisy x_t)": "classifier",
+                                     "CLIP zero-shot over label prompts": "clip"}},
+    "cycle": {"mode": {"text edit": "text", "class translation": "class"}},
+}
 MAX_BYTES = 8 * 2**20  # a settings file with its images and direction file
 MAX_EMBEDDED_FILE_BYTES = 4 * 2**20  # a direction file embedded in settings (a 256 px f_t is 2.4 MB)
 PNG_URL = "data:image/png;base64,"
@@ -45,7 +58,7 @@ def diffusion_picture_size(model_id: str) -> int:
 
 
 def document(runner, settings) -> dict:
-    """The settings as a steer-settings/1 document: picture settings embedded at their model's size (`runner.PICTURES`
+    """The settings as a steer-settings/2 document: picture settings embedded at their model's size (`runner.PICTURES`
     names the setting holding that model), file settings (`runner.FILES`) embedded whole when small enough."""
     values, embedded = asdict(settings), {}
     for name, model_field in runner.PICTURES.items():
@@ -62,25 +75,33 @@ def document(runner, settings) -> dict:
     return {"format": FORMAT, "tab": runner.TAB, "settings": values, "embedded": embedded}
 
 
-def write(runner, settings, pictures: list[Image.Image], folder: Path) -> tuple[Path, Path]:
-    """`<tab>-result.png` (the pictures side by side) and `<tab>-settings.json` in `folder`."""
-    folder = Path(folder)
-    strip(pictures).save(folder / f"{runner.TAB}-result.png")
+def write(runner, settings, pictures: list[Image.Image], folder: Path) -> list[Path]:
+    """`<tab>-result.png` (the pictures side by side, when there are any) and `<tab>-settings.json` in `folder`."""
+    folder, written = Path(folder), []
+    if pictures:
+        strip(pictures).save(folder / f"{runner.TAB}-result.png")
+        written.append(folder / f"{runner.TAB}-result.png")
     (folder / f"{runner.TAB}-settings.json").write_text(json.dumps(document(runner, settings), indent=1))
-    return folder / f"{runner.TAB}-result.png", folder / f"{runner.TAB}-settings.json"
+    return written + [folder / f"{runner.TAB}-settings.json"]
 
 
 def read_document(path) -> dict:
-    """A steer-settings/1 document from a file, or a ValueError that says what to load instead."""
+    """A steer-settings/2 document from a file (a /1 file's labels mapped to their ids), or a ValueError that says
+    what to load instead."""
     if Path(path).stat().st_size > MAX_BYTES:
         raise ValueError(f"That settings file is over {MAX_BYTES // 2**20} MB; load the .json a result's download gave.")
     try:
         found = json.loads(Path(path).read_text())
-        assert found["format"] == FORMAT and isinstance(found["settings"], dict) and isinstance(found["tab"], str)
+        assert found["format"] in (FORMAT, "steer-settings/1")
+        assert isinstance(found["settings"], dict) and isinstance(found["tab"], str)
     except (ValueError, KeyError, TypeError, AssertionError, UnicodeDecodeError) as err:
         raise ValueError("That is not a settings file of this Space: load the .json that a result's download "
                          "gave.") from err
-    return found
+    if found["format"] == "steer-settings/1":
+        for name, ids in V1_LABELS.get(found["tab"], {}).items():
+            value = found["settings"].get(name)
+            found["settings"][name] = ids.get(value, value) if isinstance(value, str) else value
+    return dict(found, format=FORMAT)
 
 
 def values(runner, found: dict, folder: Path) -> dict:

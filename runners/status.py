@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from pipelines import asyrp_released, loading, registry, timing
-from pipelines.text_to_image import load_text_to_image
+from pipelines.asyrp import released as asyrp_released
+from pipelines.models import loading, registry, timing
+from pipelines.models.text_to_image import load_text_to_image
 
 from . import cycle_text
 

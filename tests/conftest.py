@@ -128,7 +128,7 @@ def live_app(tmp_path_factory) -> LiveApp:
 def bundled():
     """The bundled model (assets/shapes-16), loaded through the registry like the hub models; tests of what the
     methods mean use it."""
-    from pipelines import loading, registry
+    from pipelines.models import loading, registry
 
     if not (registry.ROOT / registry.REGISTRY["shapes-16"].path / "unet").is_dir():
         pytest.skip("assets/shapes-16 is not trained yet: python -m training.train_shapes")

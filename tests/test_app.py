@@ -9,8 +9,8 @@ import torch
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from pipelines import images
-from pipelines.registry import asyrp_interval
+from pipelines.core import images
+from pipelines.asyrp.interval import asyrp_interval
 from training.shapes import measure
 from runners import guidance, ilvr
 from ui.cycle_tab import class_dropdowns

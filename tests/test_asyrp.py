@@ -8,10 +8,10 @@ from safetensors.torch import save_file
 
 from conftest import ddpm_scheduler, tiny_unet
 from pipelines import AsyrpPipeline
-from pipelines import directions as find
-from pipelines import interval
-from pipelines.clip import ClipJudge
-from pipelines.directions import DeltaBlock, load_direction, save_direction
+from pipelines.asyrp import interval
+from pipelines.asyrp.directions import finding as find, learning
+from pipelines.core.clip import ClipJudge
+from pipelines.asyrp.directions import DeltaBlock, load_direction, save_direction
 
 STEPS = 5  # timesteps 800, 600, 400, 200, 0
 SIZE = 16  # h-space (32, 8, 8)
@@ -129,19 +129,24 @@ def test_inversion_is_the_exact_inverse_of_ddim_for_a_model_with_consistent_eps(
 def test_learned_direction_lowers_the_directional_loss_it_was_trained_on(pipe, tiny_clip):
     judge = ClipJudge(*tiny_clip)
     img, src, trg = image(6), "a photo", "a red photo"
-    loss = lambda d: find.directional_loss(pipe, img, judge, src, trg, d, t_edit=400, num_inference_steps=STEPS)  # noqa: E731
+    x_T, text = pipe.invert(img, num_inference_steps=STEPS), learning.text_delta(judge, src, trg, img.device)
+
+    def loss(d) -> float:  # the mean CLIP directional loss over the edit interval: what learning lowers
+        losses = learning.edit_losses(pipe, x_T, d, judge, text, t_edit=400, num_inference_steps=STEPS)
+        return sum(losses) / len(losses)
+
     # no edit: the image delta is 0, its cosine with the text delta 0, the loss exactly 1
     assert loss(None) == 1.0
     learned = {}
     for kind in ("global", "implicit"):
-        learned[kind] = find.learn_direction(pipe, img, judge, src, trg, kind=kind, t_edit=400, num_inference_steps=STEPS, iterations=2)
+        learned[kind] = learning.learn_direction(pipe, img, judge, src, trg, kind=kind, t_edit=400, num_inference_steps=STEPS, iterations=2)
         assert loss(learned[kind]) < 1.0, kind  # the edit now moves CLIP's image embedding toward the target text
     assert loss(-learned["global"]) > 1.0  # and the opposite direction moves it away
 
 
 def test_learning_stops_when_asked(pipe, tiny_clip):
     seen = []
-    find.learn_direction(pipe, image(8), ClipJudge(*tiny_clip), "a", "b", kind="global", t_edit=800, num_inference_steps=STEPS,
+    learning.learn_direction(pipe, image(8), ClipJudge(*tiny_clip), "a", "b", kind="global", t_edit=800, num_inference_steps=STEPS,
                          iterations=5, progress=lambda i, n, loss: seen.append(i), should_stop=lambda: len(seen) >= 2)
     assert seen == [1, 2]
 
@@ -183,7 +188,7 @@ def test_bad_arguments_are_refused(pipe):
     with pytest.raises(ValueError, match="shape"):
         edit(pipe, image(), torch.zeros(3, 8, 8))
     with pytest.raises(ValueError, match="kind"):
-        find.learn_direction(pipe, image(), None, "a", "b", kind="pca")
+        learning.learn_direction(pipe, image(), None, "a", "b", kind="pca")
 
 
 def test_unsupervised_directions_are_orthogonal_principal_axes_that_edit(pipe):

@@ -20,9 +20,13 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from conftest import ddpm_scheduler, tiny_clip_components, tiny_unet
-from pipelines import AsyrpPipeline, asyrp_official, asyrp_released, registry
-from pipelines.asyrp_released import RELEASED, fetch_released, released_status
-from pipelines.directions import load_direction
+from pipelines import AsyrpPipeline
+from pipelines.asyrp.directions import official as asyrp_official
+from pipelines.asyrp import released as asyrp_released
+from pipelines.models import registry
+from pipelines.asyrp.interval import asyrp_interval
+from pipelines.asyrp.released import RELEASED, fetch_released, released_status
+from pipelines.asyrp.directions import DeltaBlock, load_direction
 
 SMILING, SAD = RELEASED["smiling"], RELEASED["sad"]
 T_EDIT = 400
@@ -193,7 +197,7 @@ def test_the_registry_lists_the_26_releases_at_the_pinned_commit():
     assert "google/ddpm-ema-church-256" in church.model_ids
     assert [d.name for d in asyrp_released.released_for("google/ddpm-ema-bedroom-256")] == ["bedroom_hotel", "bedroom_princess"]
     for entry in RELEASED.values():  # offered only on registry models, with the dataset's Asyrp interval
-        assert all(m in registry.REGISTRY and registry.asyrp_interval(m)[0] == entry.t_edit for m in entry.model_ids)
+        assert all(m in registry.REGISTRY and asyrp_interval(m)[0] == entry.t_edit for m in entry.model_ids)
 
 
 @pytest.fixture
@@ -262,8 +266,14 @@ def test_two_processes_learn_the_direction_one_process_learns_from_the_same_batc
         subprocess.run([sys.executable, *launcher, *args, "--out", str(tmp_path / f"{name}.safetensors")],
                        check=True, env=env, cwd=Path(__file__).resolve().parents[1], capture_output=True)
     one, two = load_file(tmp_path / "one.safetensors"), load_file(tmp_path / "two.safetensors")
+    channels = tiny_unet().config.block_out_channels[-1]  # h's
+    torch.manual_seed(0)  # the script's --seed: the f_t both runs start from
+    start = {f"f_t.{k}": v for k, v in DeltaBlock(channels).state_dict().items()}
     assert one["f_t.conv2.weight"].abs().max() > 1e-3  # f_t learned (W_2 starts at zero)
     for key in one:
-        # the averaged half-batch gradients equal the whole batch's but for the order of float sums; the random U-Net's
-        # large gradients carry that round-off into the weights (measured: at most 2.3e-5 of each tensor's largest)
-        assert (one[key] - two[key]).abs().max() <= 1e-4 * one[key].abs().max(), key
+        # the averaged half-batch gradients equal the whole batch's but for the order of float sums, which depends on
+        # the CPU; the round-off they carry into the weights is a small share of what learning moved each tensor
+        # (measured: at most 3.4e-4 of it), whereas a wrong average (a sum, or no exchange) would be of the order of the
+        # move itself; conv1's bias, which GroupNorm cancels, never moves in either
+        moved = (one[key] - start[key]).abs().max()
+        assert (one[key] - two[key]).abs().max() <= 1e-2 * moved, key

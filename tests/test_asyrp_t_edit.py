@@ -12,7 +12,8 @@ from diffusers import UNet2DModel
 from huggingface_hub import constants
 
 from conftest import ddpm_scheduler, tiny_clip_components, write_published_clip, write_published_ddpm
-from pipelines import asyrp_released, loading
+from pipelines.asyrp import released as asyrp_released
+from pipelines.models import loading
 from runners import asyrp
 from test_asyrp_official import official_state, write_official
 

@@ -6,11 +6,11 @@ from diffusers import DDIMPipeline, DDPMScheduler, UNet2DModel
 
 from conftest import ddpm_scheduler, tiny_unet
 from pipelines import CycleDiffusionPipeline, make_scheduler
-from pipelines.clip import ClipJudge
-from pipelines.dpm_encoder import CycleLatent, encoder_scheduler
-from pipelines.metrics import psnr
-from pipelines.sampling import abar, eps_theta, sigma_t
-from pipelines.scores import clip_text_score, score_gradient
+from pipelines.core.clip import ClipJudge
+from pipelines.cycle_diffusion.dpm_encoder import CycleLatent, encoder_scheduler
+from pipelines.core.metrics import psnr
+from pipelines.core.sampling import abar, eps_theta, sigma_t
+from pipelines.core.scores import clip_text_score, score_gradient
 from training.shapes import CENTROID_DY, make_batch, measure_batch
 
 STEPS = 6

@@ -4,7 +4,8 @@ target class goes from its base rate under plain sampling to most samples."""
 import pytest
 import torch
 
-from pipelines import ClassifierGuidancePipeline, loading, registry
+from pipelines import ClassifierGuidancePipeline
+from pipelines.models import loading, registry
 from training.faces import CLASSES, measure_batch
 
 SAMPLES, STEPS = 16, 50

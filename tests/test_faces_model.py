@@ -6,9 +6,11 @@ import pytest
 import torch
 from test_app import no_progress, shown_image
 
-from pipelines import AsyrpPipeline, CycleDiffusionPipeline, ILVRPipeline, images, loading
-from pipelines.directions import load_direction
-from pipelines.registry import asyrp_interval
+from pipelines import AsyrpPipeline, CycleDiffusionPipeline, ILVRPipeline
+from pipelines.core import images
+from pipelines.models import loading
+from pipelines.asyrp.directions import load_direction
+from pipelines.asyrp.interval import asyrp_interval
 from training.face_directions import (Config, faces_to_edit, largest_channel_change, measure_smile_edits, rises,
                                       smile_pairs)
 from training.faces import make_batch, measure, measure_batch, render

@@ -8,7 +8,6 @@ import random
 import pytest
 import torch
 
-from pipelines.text_to_image import load_text_to_image
 from runners import cycle_text
 from training import captions, faces
 from training import faces_text_edits as edits
@@ -21,7 +20,7 @@ FACES = 8  # held-out faces per edit
 
 @pytest.fixture(scope="module")
 def pipe():
-    return load_text_to_image("faces-text-32")
+    return cycle_text.pipeline("faces-text-32")
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from diffusers import DDIMPipeline, DDPMPipeline, DDPMScheduler
 
 from conftest import ddpm_scheduler, tiny_unet
 from pipelines import NoiseAwareClassifier
-from pipelines.clip import ClipJudge
+from pipelines.core.clip import ClipJudge
 from pipelines.guidance import ClassifierGuidancePipeline, ClipZeroShotClassifier
 
 STEPS = 4
@@ -188,7 +188,7 @@ def test_missing_classifier_undeclared_classes_and_callback(small_unet, schedule
 
 
 def test_tab_runs_a_sweep_on_local_models(tiny_model_dir, tiny_clip, tmp_path, monkeypatch):
-    from pipelines import loading
+    from pipelines.models import loading
     from ui import guidance_tab
 
     model, tokenizer = tiny_clip
@@ -213,7 +213,7 @@ def test_tab_runs_a_sweep_on_local_models(tiny_model_dir, tiny_clip, tmp_path, m
 def judged_target(bundled, sampler, scale, per_class, steps=25):
     """Fraction of samples that training.shapes.measure judges the target, per target class (circle, square,
     triangle), guided by the bundled noise-aware classifier; the same x_T for every scale."""
-    from pipelines import loading
+    from pipelines.models import loading
     from training.shapes import measure_batch
 
     pipe = ClassifierGuidancePipeline(bundled.unet, loading.make_scheduler(bundled), loading.load_classifier("shapes-16"))
@@ -245,7 +245,7 @@ def test_ddpm_guidance_scales_the_step_by_sigma(bundled):
 
 
 def test_tab_offers_the_models_own_classifier_and_refuses_it_for_a_model_without_one(tiny_model_dir, monkeypatch):
-    from pipelines import loading
+    from pipelines.models import loading
     from ui import guidance_tab as tab
 
     kind, _, target, sampler = tab.model_controls("shapes-16", tab.FACE_PROMPTS, None)

@@ -9,11 +9,13 @@ import math
 import pytest
 import torch
 
-from pipelines import AsyrpPipeline, images, loading
-from pipelines.ddib import ddib
-from pipelines.directions import load_direction
-from pipelines.hspace_probes import combination
-from pipelines.metrics import psnr
+from pipelines import AsyrpPipeline
+from pipelines.core import images
+from pipelines.models import loading
+from pipelines.cycle_diffusion.ddib import ddib
+from pipelines.asyrp.directions import load_direction
+from pipelines.asyrp.probes import combination
+from pipelines.core.metrics import psnr
 from runners import hspace
 from training.face_directions import Config, faces_to_edit
 from training.faces import make_batch, measure_batch, render

@@ -7,7 +7,7 @@ import time
 import httpx
 import pytest
 
-from pipelines import loading, timing
+from pipelines.models import loading, timing
 
 ASTRONAUT = os.path.abspath("assets/astronaut.png")
 

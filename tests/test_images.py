@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pipelines import images
+from pipelines.core import images
 
 
 def _png_bytes(image: Image.Image, fmt: str = "PNG") -> bytes:

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from pipelines import loading, registry, timing
+from pipelines.models import loading, registry, timing
 
 
 @pytest.fixture(autouse=True)

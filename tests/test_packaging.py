@@ -114,7 +114,7 @@ endpoints = sorted(d.api_name for d in app.demo.fns.values() if d.api_name and d
 limits = sorted({{d.concurrency_limit for d in app.demo.fns.values() if d.concurrency_id == "gpu"}})
 asked = {{}}
 if durations:  # each request asks for its own estimate: a long one for more than a short one
-    from pipelines import registry, timing
+    from pipelines.models import registry, timing
     from ui import ilvr_tab
     model = registry.default_model_id()
     ilvr_tab.run_ilvr("assets/astronaut.png", model, 4, 0, 2, 1, 0, False)  # measures the model's seconds per step
@@ -161,7 +161,7 @@ import json, sys, types
 spaces = types.ModuleType("spaces")
 spaces.GPU = lambda duration: (lambda fn: fn)
 sys.modules["spaces"] = spaces
-from pipelines import loading, registry
+from pipelines.models import loading, registry
 import app
 from ui import guidance_tab, ilvr_tab
 at_import = dict(loading.cache.load_count)

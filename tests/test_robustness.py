@@ -10,7 +10,7 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from pipelines import loading
+from pipelines.models import loading
 
 rng = np.random.default_rng(0)
 PHOTO = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)

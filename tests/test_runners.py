@@ -18,9 +18,10 @@ from diffusers import UNet2DModel
 from PIL import Image
 
 from conftest import ddpm_scheduler, write_published_ddpm
-from pipelines import asyrp_released, loading
+from pipelines.asyrp import released as asyrp_released
+from pipelines.models import loading
 from runners import METHODS, asyrp
-from runners.common import coerced
+from runners.base import coerced
 from runners.__main__ import main
 from test_app import no_progress
 from test_asyrp_official import official_state, write_official

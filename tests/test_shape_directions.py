@@ -4,10 +4,10 @@ measured by training.shapes (no model)."""
 import pytest
 import torch
 
-from pipelines import loading
-from pipelines.asyrp import AsyrpPipeline
-from pipelines.registry import asyrp_interval
-from pipelines.directions import DeltaBlock, load_direction
+from pipelines.models import loading
+from pipelines.asyrp.pipeline import AsyrpPipeline
+from pipelines.asyrp.interval import asyrp_interval
+from pipelines.asyrp.directions import DeltaBlock, load_direction
 from training.shape_directions import Config, measure_edits, paired_loss, shapes_to_edit, size_pairs
 from training.shapes import measure_batch, render
 from ui.asyrp_tab import SIZE_DIRECTION

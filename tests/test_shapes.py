@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from pipelines import NoiseAwareClassifier, loading, registry
+from pipelines import NoiseAwareClassifier
+from pipelines.models import loading, registry
 from training.shapes import BACKGROUND, CLASSES, Shapes, make_batch, measure, measure_batch, render, size_range
 
 

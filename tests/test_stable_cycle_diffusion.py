@@ -11,7 +11,7 @@ from diffusers import (AutoencoderKL, CycleDiffusionPipeline, DDIMScheduler, PND
 from transformers import CLIPImageProcessor, CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from pipelines import StableCycleDiffusionPipeline
-from pipelines.attention_control import AttentionControl, attention_map_size, token_alignment
+from pipelines.cycle_diffusion.attention_control import AttentionControl, attention_map_size, token_alignment
 
 WORDS = ["a", "photo", "of", "cat", "dog", "red", "fluffy", "sitting", "on", "mat"]
 STEPS = 5

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from runners import budget
-from runners.common import PREVIEWS_PER_RUN, Stopped, Tracker
+from runners.base import PREVIEWS_PER_RUN, Stopped, Tracker
 from ui.handler import StopFlags, live, progress_callback, stop_flags
 
 
@@ -76,7 +76,7 @@ def test_closing_a_live_run_stops_it_at_its_next_step():
 
 
 def test_the_budget_says_when_no_setting_fits(monkeypatch):
-    from pipelines import timing
+    from pipelines.models import timing
 
     monkeypatch.setenv("STEER_MAX_SECONDS", "300")
     monkeypatch.setattr(timing, "seconds_per_eval", lambda model, grad=False, batch_size=1: 1.0)
@@ -95,7 +95,7 @@ def test_the_budget_says_when_no_setting_fits(monkeypatch):
 
 def test_a_batch_is_priced_at_its_own_size_not_as_that_many_single_samples(monkeypatch):
     """Measured: 1 s per evaluation at batch 1, 2 s at batch 4, 3 s at 8; a batch of 6 lies between 4 and 8."""
-    from pipelines import timing
+    from pipelines.models import timing
 
     measured = {1: 1.0, 2: 1.5, 4: 2.0, 8: 3.0}
     timed = []

@@ -6,7 +6,7 @@ import torch
 from diffusers import DDIMInverseScheduler, DDIMScheduler
 from test_stable_cycle_diffusion import components, image, pipe, seeded  # noqa: F401 (fixtures)
 
-from pipelines.ddib import text_ddib
+from pipelines.cycle_diffusion.ddib import text_ddib
 
 STEPS = 10
 

@@ -12,8 +12,8 @@ import torch
 from diffusers import PNDMScheduler
 from PIL import Image
 
-from pipelines import loading
-from pipelines.text_to_image import load_text_to_image, text_to_image_patterns
+from pipelines.models import loading
+from pipelines.models.text_to_image import load_text_to_image, text_to_image_patterns
 from runners import cycle_text
 from runners.__main__ import main
 from runners.settings_file import write

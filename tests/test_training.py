@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from pipelines import loading
+from pipelines.models import loading
 from training import train_shapes
 from training.train_shapes import DATA, PRESETS, Config, Run, make_classifier, make_unet
 

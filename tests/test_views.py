@@ -13,7 +13,7 @@ from PIL import Image
 from test_app import no_progress, shown_image
 from training.shapes import CLASSES, measure
 from runners import asyrp, ilvr
-from runners.common import Tracker
+from runners.base import Tracker
 from ui import asyrp_tab, ilvr_tab, outputs
 from ui.handler import live, progress_callback, user_errors
 from ui.widgets import load_settings, save_result

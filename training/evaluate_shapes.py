@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from pipelines.loading import load_classifier, load_diffusion, make_scheduler
-from pipelines.sampling import eps_theta, initial_noise
+from pipelines.models.loading import load_classifier, load_diffusion, make_scheduler
+from pipelines.core.sampling import eps_theta, initial_noise
 from training.train_shapes import DATA
 
 ROOT = Path(__file__).resolve().parent.parent

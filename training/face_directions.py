@@ -23,8 +23,8 @@ from pathlib import Path
 
 import torch
 
-from pipelines.asyrp import AsyrpPipeline
-from pipelines.directions import save_direction
+from pipelines.asyrp.pipeline import AsyrpPipeline
+from pipelines.asyrp.directions import save_direction
 from training.faces import Faces, measure_batch, render, sample_faces
 from training.shape_directions import (ROOT, SCALES, PairedLearning, asyrp_pipeline, edit_strip,
                                        largest_channel_change, learn_with_progress_bar, paired_scales, rises, share)

@@ -26,8 +26,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from pipelines.metrics import psnr
-from pipelines.text_to_image import load_text_to_image
+from pipelines.core.metrics import psnr
+from pipelines import StableCycleDiffusionPipeline, load_text_to_image
 from training import captions, faces
 from training.evaluate_shapes import save_grid
 from training.train_shapes import ROOT
@@ -159,7 +159,8 @@ def main() -> None:
     parser.add_argument("--figure", action="store_true", help="also write edits.png beside the model")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    pipe = load_text_to_image(str(args.model))
+    pipe = StableCycleDiffusionPipeline(**load_text_to_image(str(args.model)).components())
+    pipe.set_progress_bar_config(disable=True)
     began, table, shown = time.perf_counter(), {}, {}
     for name in args.edits:
         found = run_edit(pipe, EDITS[name], args.faces, args.seed, args.steps, args.guidance_scale, args.map_step,

@@ -26,8 +26,8 @@ import torch
 from accelerate import Accelerator
 
 from pipelines import AsyrpPipeline, load_clip, load_diffusion, make_scheduler
-from pipelines.directions import learn_direction, save_direction
-from pipelines.images import load_image
+from pipelines.asyrp.directions import learn_direction, save_direction
+from pipelines.core.images import load_image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
@@ -90,9 +90,10 @@ def main(argv=None) -> None:
     pipe.set_progress_bar_config(disable=True)
     start = time.perf_counter()
     x_T = latents(pipe, mine, args.steps, batch_size // accelerator.num_processes)  # (N / processes,3,H,W)
-    torch.manual_seed(args.seed)
+    judge = load_clip(args.clip).judge
+    torch.manual_seed(args.seed)  # f_t's initial weights: DeltaBlock(C) is the next draw
     direction = learn_direction(
-        pipe, None, load_clip(args.clip).judge, args.source, args.target, kind="implicit", t_edit=args.t_edit,
+        pipe, None, judge, args.source, args.target, kind="implicit", t_edit=args.t_edit,
         num_inference_steps=args.steps, iterations=args.iterations, lr=args.lr, optimizer=args.optimizer,
         batch_size=batch_size // accelerator.num_processes, clip_weight=args.clip_weight, l1_weight=args.l1_weight,
         x_T=x_T, prepare=accelerator.prepare,

@@ -26,9 +26,9 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from pipelines.asyrp import AsyrpPipeline
-from pipelines.directions import DeltaBlock, save_direction
-from pipelines.loading import load_diffusion, make_scheduler
+from pipelines.asyrp.pipeline import AsyrpPipeline
+from pipelines.asyrp.directions import DeltaBlock, save_direction
+from pipelines.models.loading import load_diffusion, make_scheduler
 from training.shapes import Shapes, measure_batch, render, sample_shapes
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -36,7 +36,7 @@ from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
-from pipelines.classifier import NoiseAwareClassifier
+from pipelines.models.classifier import NoiseAwareClassifier
 from training import faces, shapes
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -6,15 +6,15 @@ import gradio as gr
 import pandas as pd
 
 from runners import asyrp
-from runners.asyrp import LPIPS_BOOST, LPIPS_EDIT, SOURCES
+from runners.asyrp import LPIPS_BOOST, LPIPS_EDIT
 from runners.common import ModelLoadError
 
 from .gpu import concurrency
 from .handler import endpoint, estimator, live, user_errors
 from .hspace_panel import build_panel
 from .outputs import gallery as shown, output_folder
-from .widgets import (explanation, line_plot, model_dropdown, preview_slider, run_controls, seed_input, stop_button,
-                      take_home)
+from .widgets import (explanation, line_plot, model_dropdown, preview_slider, run_controls, seed_input,
+                      settings_inputs, stop_button, take_home)
 
 EXPLANATION = r"""
 **Asyrp** (Kwon, Jeong & Uh, ICLR 2023) finds a *semantic latent space* in a frozen, unconditional diffusion model:
@@ -47,18 +47,21 @@ SIZE_DIRECTION = "assets/shapes-16/directions/size.safetensors"  # training/shap
 SMILE_DIRECTION = "assets/faces-32/directions/smile.safetensors"  # training/face_directions.py: smiling at s > 0
 
 CELEBAHQ = "google/ddpm-celebahq-256"
+SOURCES = [("unsupervised (k-th principal direction)", "principal"), ("learn from two texts", "learned"),
+           ("load a direction file", "file"), ("released by the Asyrp authors", "released")]
+KINDS = [("f_t (the paper's implicit function)", "f_t"), ("global Δh", "global")]
 
 # image, model, source, k, direction file, scale, strip, steps, seed, released directions
 EXAMPLES = [
-    ["assets/faces/frowning.png", "faces-32", SOURCES[2], 1, SMILE_DIRECTION, 1.5, True, 20, 0, []],
-    ["assets/shapes/green-triangle.png", "shapes-16", SOURCES[2], 1, SIZE_DIRECTION, 1.0, True, 40, 0, []],
-    ["assets/shapes/red-circle.png", "shapes-16", SOURCES[2], 1, SIZE_DIRECTION, 1.0, True, 40, 0, []],
-    ["assets/shapes/blue-square.png", "shapes-16", SOURCES[0], 2, None, 1.0, True, 40, 0, []],
-    ["assets/astronaut.png", CELEBAHQ, SOURCES[3], 1, None, 0.5, True, 40, 0, ["smiling"]],
-    ["assets/astronaut.png", CELEBAHQ, SOURCES[3], 1, None, 0.5, True, 40, 0, ["young"]],
-    ["assets/astronaut.png", CELEBAHQ, SOURCES[3], 1, None, 0.5, True, 40, 0, ["pixar"]],
-    ["assets/astronaut.png", CELEBAHQ, SOURCES[0], 1, None, 1.0, True, 40, 0, []],
-    ["assets/chelsea.png", "google/ddpm-cat-256", SOURCES[0], 1, None, 1.0, True, 40, 0, []],
+    ["assets/faces/frowning.png", "faces-32", "file", 1, SMILE_DIRECTION, 1.5, True, 20, 0, []],
+    ["assets/shapes/green-triangle.png", "shapes-16", "file", 1, SIZE_DIRECTION, 1.0, True, 40, 0, []],
+    ["assets/shapes/red-circle.png", "shapes-16", "file", 1, SIZE_DIRECTION, 1.0, True, 40, 0, []],
+    ["assets/shapes/blue-square.png", "shapes-16", "principal", 2, None, 1.0, True, 40, 0, []],
+    ["assets/astronaut.png", CELEBAHQ, "released", 1, None, 0.5, True, 40, 0, ["smiling"]],
+    ["assets/astronaut.png", CELEBAHQ, "released", 1, None, 0.5, True, 40, 0, ["young"]],
+    ["assets/astronaut.png", CELEBAHQ, "released", 1, None, 0.5, True, 40, 0, ["pixar"]],
+    ["assets/astronaut.png", CELEBAHQ, "principal", 1, None, 1.0, True, 40, 0, []],
+    ["assets/chelsea.png", "google/ddpm-cat-256", "principal", 1, None, 1.0, True, 40, 0, []],
 ]
 RELEASED_NOTE = (
     "**Released by the Asyrp authors** (Kwon, Jeong & Uh, [kwonminki/Asyrp_official](https://github.com/kwonminki/"
@@ -142,7 +145,7 @@ def released_picked(names):
     """Picking released directions: their source, and their t_edit (the authors' rule, else the dataset's)."""
     if not names:
         return gr.skip(), gr.skip()
-    return SOURCES[3], asyrp.released_t_edit(names)
+    return "released", asyrp.released_t_edit(names)
 
 
 def example_controls(image, model_id, *rest):
@@ -170,13 +173,13 @@ def build_tab() -> None:
                 image = gr.Image(type="filepath", label="Image to edit", height=320)
                 model_id = model_dropdown()
                 default_edit, default_boost = asyrp.interval(model_id.value)
-                source = gr.Radio(list(SOURCES), value=SOURCES[0], label="Direction")
+                source = gr.Radio(SOURCES, value="principal", label="Direction")
                 k = gr.Slider(1, asyrp.MAX_K, value=1, step=1,
                               label="k (unsupervised: the k-th principal direction of h)")
                 with gr.Accordion("Learn a direction from two texts", open=False):
                     source_text = gr.Textbox("a face", label="Source text (what the image shows)")
                     target_text = gr.Textbox("a smiling face", label="Target text (what it should show)")
-                    kind = gr.Radio(list(asyrp.KINDS), value=asyrp.KINDS[0], label="Kind")
+                    kind = gr.Radio(KINDS, value="f_t", label="Kind")
                     iterations = gr.Slider(1, 20, value=5, step=1, label="Passes over the edit interval")
                     with gr.Row():
                         learn_button = gr.Button("Learn direction")
@@ -215,12 +218,15 @@ def build_tab() -> None:
         released.input(released_picked, released, [source, t_edit], api_visibility="private")
         gr.on([t_edit.change, t_boost.change], timeline_of, [model_id, t_edit, t_boost], stages,
               api_visibility="private")
-        learn_button.click(learn, [image, model_id, source_text, target_text, kind, iterations, t_edit, steps],
-                           [learned_path, learned_file, info], api_name="asyrp_learn", preprocess=False,
-                           **concurrency())
-        # the runner's settings, in order
-        inputs = [image, model_id, source, k, learned_path, direction_file, scale, strip, auto, t_edit, t_boost, steps,
-                  seed, preview_every, released]
+        learn_inputs = settings_inputs(asyrp.LearnSettings, image=image, model_id=model_id, source_text=source_text,
+                                       target_text=target_text, kind=kind, iterations=iterations, t_edit=t_edit,
+                                       steps=steps)
+        learn_button.click(learn, learn_inputs, [learned_path, learned_file, info], api_name="asyrp_learn",
+                           preprocess=False, **concurrency())
+        inputs = settings_inputs(asyrp.Settings, image=image, model_id=model_id, source=source, k=k,
+                                 learned_path=learned_path, file_path=direction_file, scale=scale, strip=strip,
+                                 auto=auto, t_edit=t_edit, t_boost=t_boost, steps=steps, seed=seed,
+                                 preview_every=preview_every, released=released)
         estimate = estimator(asyrp.Settings, asyrp.cost)
         costs = [model_id, source, strip, t_edit, steps]
         gr.on([c.change for c in costs], estimate, inputs, time_estimate, api_visibility="private")

@@ -10,9 +10,11 @@ from runners import cycle
 from .gpu import concurrency
 from .handler import endpoint, estimator, live
 from .outputs import gallery as shown
-from .widgets import explanation, model_dropdown, preview_slider, run_controls, seed_input, take_home
+from .widgets import (explanation, model_dropdown, preview_slider, run_controls, seed_input, settings_inputs,
+                      take_home)
 
-MODES = list(cycle.MODES)
+MODES = [("reconstruct", "reconstruct"), ("translate: another model decodes z", "translate"),
+         ("text edit: CLIP guidance", "text"), ("class translation", "class")]
 
 EXPLANATION = r"""
 **CycleDiffusion** (Wu & De la Torre, ICCV 2023) gives a stochastic sampler (DDIM with $\eta > 0$) a latent code:
@@ -36,20 +38,20 @@ the result is what the inferred noise contributes. Below the result, $z$ itself:
 
 # image, mode, source model, target model, target text, source text, strength, eta, steps, seed, source/target class
 EXAMPLES = [
-    ["assets/faces/frowning.png", "class translation", "faces-32", None, "", "", 0.5, 1.0, 50, 0, "frowning", "smiling"],
-    ["assets/faces/frowning.png", "class translation", "faces-32", None, "", "", 0.5, 1.0, 50, 0, "frowning",
+    ["assets/faces/frowning.png", "class", "faces-32", None, "", "", 0.5, 1.0, 50, 0, "frowning", "smiling"],
+    ["assets/faces/frowning.png", "class", "faces-32", None, "", "", 0.5, 1.0, 50, 0, "frowning",
      "frowning with glasses"],
-    ["assets/shapes/red-circle.png", "class translation", "shapes-16", None, "", "", 0.5, 1.0, 50, 0, "circle", "square"],
-    ["assets/shapes/green-triangle.png", "class translation", "shapes-16", None, "", "", 0.5, 1.0, 50, 0, "triangle",
+    ["assets/shapes/red-circle.png", "class", "shapes-16", None, "", "", 0.5, 1.0, 50, 0, "circle", "square"],
+    ["assets/shapes/green-triangle.png", "class", "shapes-16", None, "", "", 0.5, 1.0, 50, 0, "triangle",
      "circle"],
-    ["assets/shapes/blue-square.png", "class translation", "shapes-16", None, "", "", 0.5, 1.0, 50, 0, "square",
+    ["assets/shapes/blue-square.png", "class", "shapes-16", None, "", "", 0.5, 1.0, 50, 0, "square",
      "triangle"],
     ["assets/astronaut.png", "reconstruct", "google/ddpm-celebahq-256", None, "", "", 1.0, 1.0, 100, 0, None, None],
     ["assets/astronaut.png", "translate", "google/ddpm-celebahq-256", "google/ddpm-cat-256", "", "", 0.6, 1.0, 100, 0,
      None, None],
     ["assets/chelsea.png", "translate", "google/ddpm-cat-256", "google/ddpm-celebahq-256", "", "", 0.5, 1.0, 100, 1,
      None, None],
-    ["assets/astronaut.png", "text edit", "google/ddpm-celebahq-256", None, "a smiling face", "a face", 0.6, 1.0, 100,
+    ["assets/astronaut.png", "text", "google/ddpm-celebahq-256", None, "a smiling face", "a face", 0.6, 1.0, 100,
      2, None, None],
 ]
 
@@ -120,7 +122,7 @@ def build_tab() -> None:
                 image = gr.Image(type="filepath", label="Input image", height=320)
                 source_id = model_dropdown("Source model (encodes the input)")
                 first_classes = list(cycle.class_names(source_id.value))
-                mode = gr.Radio(MODES, value="class translation" if first_classes else "translate", label="Mode")
+                mode = gr.Radio(MODES, value="class" if first_classes else "translate", label="Mode")
                 first_targets = cycle.target_choices(source_id.value)
                 target_id = gr.Dropdown(first_targets, value=first_targets[0] if first_targets else None,
                                         allow_custom_value=True,
@@ -167,9 +169,12 @@ def build_tab() -> None:
                                       steps, seed, source_class, target_class],
                     outputs=menus, fn=example_controls, run_on_click=True, cache_examples=False,
                     label="Examples (pick one, then Run)")
-        # the runner's settings, in order
-        inputs = [image, mode, source_id, target_id, target_prompt, source_prompt, strength, eta, steps, guidance_scale,
-                  exact_gradient, pnp_steps, step_size, seed, source_class, target_class, sdedit, preview_every, ddib]
+        inputs = settings_inputs(
+            cycle.Settings, image=image, mode=mode, source_id=source_id, target_id=target_id,
+            target_prompt=target_prompt, source_prompt=source_prompt, strength=strength, eta=eta, steps=steps,
+            guidance_scale=guidance_scale, exact_gradient=exact_gradient, pnp_steps=pnp_steps, step_size=step_size,
+            seed=seed, source_class=source_class, target_class=target_class, sdedit=sdedit,
+            preview_every=preview_every, ddib=ddib)
         estimate = estimator(cycle.Settings, cycle.cost, model_field="source_id")
         costs = [source_id, mode, strength, steps, exact_gradient, pnp_steps, sdedit, ddib]
         gr.on([c.change for c in costs], estimate, inputs, time_estimate, api_visibility="private")

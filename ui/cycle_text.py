@@ -9,7 +9,7 @@ from runners import cycle_text
 from .gpu import concurrency
 from .handler import endpoint, estimator, live
 from .outputs import gallery as shown
-from .widgets import explanation, preview_slider, run_controls, seed_input, take_home
+from .widgets import explanation, preview_slider, run_controls, seed_input, settings_inputs, take_home
 
 EXPLANATION = r"""
 **The paper's headline: edit a photo by changing its text.** A text-to-image model (Stable Diffusion) is a
@@ -122,10 +122,12 @@ def build_tab() -> None:
         gr.Examples(EXAMPLES, inputs=[image, model_id, source_prompt, prompt, strength, steps, guidance_scale, control, seed],
                     label="Examples (pick one, then Edit with text; faces-text-32 runs in seconds on a CPU, "
                           "Stable Diffusion wants a GPU)")
-        # the runner's settings, in order
-        inputs = [image, model_id, source_prompt, prompt, strength, steps, guidance_scale, source_guidance_scale, eta,
-                  control, cross_replace, self_replace, reweight_word, reweight_scale, attention_step, seed, sdedit,
-                  preview_every, ddib]
+        inputs = settings_inputs(
+            cycle_text.Settings, image=image, model_id=model_id, source_prompt=source_prompt, prompt=prompt,
+            strength=strength, steps=steps, guidance_scale=guidance_scale, source_guidance_scale=source_guidance_scale,
+            eta=eta, control=control, cross_replace_steps=cross_replace, self_replace_steps=self_replace,
+            reweight_word=reweight_word, reweight_scale=reweight_scale, attention_step=attention_step, seed=seed,
+            sdedit=sdedit, preview_every=preview_every, ddib=ddib)
         estimate = estimator(cycle_text.Settings, cycle_text.cost)
         gr.on([c.change for c in (model_id, strength, steps, guidance_scale, source_guidance_scale, sdedit, ddib)],
               estimate, inputs, time_estimate, api_visibility="private")

@@ -12,7 +12,8 @@ from runners.guidance import CLIP_ZERO_SHOT, FACE_PROMPTS, NOISE_AWARE
 from .gpu import concurrency
 from .handler import endpoint, estimator, live
 from .outputs import gallery as shown
-from .widgets import explanation, line_plot, model_dropdown, preview_slider, run_controls, seed_input, take_home
+from .widgets import (explanation, line_plot, model_dropdown, preview_slider, run_controls, seed_input,
+                      settings_inputs, take_home)
 
 EXPLANATION = r"""
 **Classifier guidance** (Dhariwal & Nichol, NeurIPS 2021) adds the gradient of a classifier's log-probability
@@ -54,6 +55,8 @@ EXAMPLES = [
      "a photo of a car", 20, "ddpm", 100, 2, 1, False, "0, 10, 20"],
 ]
 
+CLASSIFIERS = [("noise-aware classifier of the model (trained on noisy x_t)", NOISE_AWARE),
+               ("CLIP zero-shot over label prompts", CLIP_ZERO_SHOT)]
 SAMPLERS = [("DDIM (Algorithm 2: shift the noise)", "ddim"), ("DDPM (Algorithm 1: shift the mean)", "ddpm")]
 GRADIENTS = [("fast: eps held fixed", "fixed_eps"), ("exact: through the U-Net", "exact")]
 PLOT_COLUMNS = ["step", "p(target | x_t)", "run"]
@@ -103,7 +106,7 @@ def build_tab() -> None:
             with gr.Column():
                 model_id = model_dropdown()
                 kind = guidance.default_classifier(model_id.value)
-                classifier_kind = gr.Radio(list(guidance.CLASSIFIERS), value=kind, label="Classifier p(y | x_t)")
+                classifier_kind = gr.Radio(CLASSIFIERS, value=kind, label="Classifier p(y | x_t)")
                 prompts = gr.Textbox(FACE_PROMPTS, lines=3, label="Label prompts, one per line (CLIP's classes)",
                                      visible=kind == CLIP_ZERO_SHOT)
                 labels = labels_or_none(kind, FACE_PROMPTS, model_id.value)
@@ -145,9 +148,10 @@ def build_tab() -> None:
                           sweep_scales]
         gr.Examples(EXAMPLES, inputs=example_inputs, outputs=[prompts, target], fn=example_controls,
                     run_on_click=True, cache_examples=False, label="Examples (pick one, then Run)")
-        # the runner's settings, in order
-        inputs = [prompts, target, model_id, scale, sampler, gradient, eta, steps, samples, seed, sweep, sweep_scales,
-                  classifier_kind, compare, preview_every]
+        inputs = settings_inputs(guidance.Settings, prompts_text=prompts, target=target, model_id=model_id, scale=scale,
+                                 sampler=sampler, gradient=gradient, eta=eta, steps=steps, samples=samples, seed=seed,
+                                 sweep=sweep, sweep_scales=sweep_scales, classifier_kind=classifier_kind,
+                                 compare=compare, preview_every=preview_every)
         estimate = estimator(guidance.Settings, guidance.cost)
         costs = [model_id, classifier_kind, gradient, steps, samples, sweep, sweep_scales, scale, compare]
         gr.on([c.change for c in costs], estimate, inputs, time_estimate, api_visibility="private")

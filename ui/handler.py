@@ -1,12 +1,19 @@
 """The one handler every tab's Run button goes through: settings from the inputs, the runner on the GPU, progress,
-streaming of the predicted clean images, Stop, errors a student understands, and the result rendered by the tab."""
+streaming of the predicted clean images, Stop, errors a student understands, and the result rendered by the tab.
+
+Every error reaches the page as a message: a bad input or a model that cannot be had says what was wrong and what is
+allowed; anything else is an internal error with a short id, which the log holds too, beside the traceback and the
+request's settings.
+"""
 
 from __future__ import annotations
 
 import contextvars
 import functools
 import inspect
+import logging
 import queue
+import secrets
 import threading
 from collections import OrderedDict
 from dataclasses import fields
@@ -61,10 +68,23 @@ class StopFlags:
 
 stop_flags = StopFlags()
 _previews: contextvars.ContextVar[queue.Queue | None] = contextvars.ContextVar("previews", default=None)
+log = logging.getLogger(__name__)
+
+
+def internal_error(err: BaseException, where: str, context) -> gr.Error:
+    """An unexpected exception as the page shows it: an internal error with a short id, logged with the traceback and
+    `context` (the request's settings, or the callback's arguments)."""
+    error_id = secrets.token_hex(4)
+    log.error("internal error %s in %s: %s: %s; settings: %r", error_id, where, type(err).__name__, err, context,
+              exc_info=err)
+    return gr.Error(f"Something went wrong inside the Space, not in what you asked for (error {error_id}). Try "
+                    f"again; if it happens again, report {error_id} with the settings file under the result.",
+                    title=f"Internal error {error_id}", print_exception=False)
 
 
 def user_errors(fn: Callable) -> Callable:
-    """The library's ValueError and ModelLoadError as a gr.Error the page shows; the server keeps serving."""
+    """The library's ValueError and ModelLoadError as a gr.Error that says what was wrong, any other exception as an
+    internal error with an id (`internal_error`); the server keeps serving."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -76,6 +96,8 @@ def user_errors(fn: Callable) -> Callable:
             raise gr.Error(str(err), title="Model not available") from err
         except ValueError as err:
             raise gr.Error(str(err), title="Invalid input") from err
+        except Exception as err:
+            raise internal_error(err, fn.__name__, (args, kwargs)) from err
 
     return wrapper
 
@@ -141,7 +163,12 @@ def endpoint(name: str, settings_class, run: Callable, render: Callable, cost: C
 
     def call(*args, **named):
         settings, request, progress = call_arguments(settings_class, args, named)
-        return render(run(settings, callback=progress_callback(progress), stop=stop_flags.started(request)))
+        try:
+            return render(run(settings, callback=progress_callback(progress), stop=stop_flags.started(request)))
+        except (gr.Error, ValueError, common.ModelLoadError):
+            raise
+        except Exception as err:  # logged with the settings it ran with
+            raise internal_error(err, name, settings) from err
 
     call.__name__ = call.__qualname__ = name
     call.__signature__ = settings_signature(settings_class)

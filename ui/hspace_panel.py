@@ -12,7 +12,7 @@ from runners import hspace
 from .gpu import concurrency
 from .handler import endpoint, live
 from .outputs import gallery as shown
-from .widgets import stop_button
+from .widgets import settings_inputs, stop_button
 
 VIEWS = {  # name: (button, what it shows, columns of its grid)
     "homogeneity": ("Homogeneity", "one Δh on every image, beside the Δε of image 1 on every image", 4),
@@ -54,8 +54,9 @@ def build_panel(model_id: gr.Dropdown, seed: gr.Number) -> None:
             k = gr.Slider(0, hspace.MAX_K, value=0, step=1, label="k (0 = the model's learned direction)")
             scale = gr.Slider(-3, 3, value=1.5, step=0.1, label="Scale s")
             steps = gr.Slider(10, 100, value=20, step=5, label="Steps")
-        # the runner's settings, in order (t_edit and t_boost: the model's interval)
-        inputs = [model_id, images, direction, k, scale, gr.State(None), gr.State(None), steps, seed]
+        inputs = settings_inputs(hspace.Settings, model_id=model_id, images=images, direction_file=direction, k=k,
+                                 scale=scale, t_edit=gr.State(None), t_boost=gr.State(None), steps=steps,
+                                 seed=seed)  # t_edit and t_boost: the model's interval
         for view, (label, what, columns) in VIEWS.items():
             with gr.Row():
                 button = gr.Button(f"{label}: {what}")

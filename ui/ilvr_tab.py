@@ -9,7 +9,7 @@ from runners import ilvr
 from .handler import endpoint, estimator, live
 from .gpu import concurrency
 from .outputs import gallery as shown
-from .widgets import explanation, model_dropdown, preview_slider, run_controls, seed_input, take_home
+from .widgets import explanation, model_dropdown, preview_slider, run_controls, seed_input, settings_inputs, take_home
 
 EXPLANATION = r"""
 **ILVR** (Choi et al., ICCV 2021) steers an *unconditional* DDPM toward a reference image y without any training.
@@ -116,9 +116,9 @@ def build_tab() -> None:
                                 f"{', '.join(map(str, ilvr.GRID_RANGES))}).")
                     grid_button = gr.Button("Run the grid")
                     grid = gr.Gallery(label="Rows: N; columns: the conditioning range", columns=len(ilvr.GRID_RANGES))
-        # the runner's settings, in order
-        inputs = [reference, model_id, down_factor, range_t, steps, samples, seed, show_process, split_step,
-                  preview_every]
+        inputs = settings_inputs(ilvr.Settings, reference=reference, model_id=model_id, down_factor=down_factor,
+                                 range_t=range_t, steps=steps, samples=samples, seed=seed, show_process=show_process,
+                                 split_step=split_step, preview_every=preview_every)
         gr.Examples(EXAMPLES, inputs=inputs[:8], label="Examples (pick one, then Run)")
         gr.Examples(SKETCH_EXAMPLES, inputs=[canvas, *inputs[:8]],
                     label="Drawn references (pick one to see it on the canvas and as the reference, then Run)")
@@ -126,8 +126,9 @@ def build_tab() -> None:
         estimate = estimator(ilvr.Settings, ilvr.cost)
         gr.on([c.change for c in (model_id, steps, samples)], estimate, inputs, time_estimate, api_visibility="private")
         show_process.change(lambda show: gr.Gallery(visible=show), show_process, process, api_visibility="private")
-        grid_button.click(live(run_ilvr_grid, 1), [reference, model_id, steps, seed], grid, api_name="ilvr_grid",
-                          preprocess=False, **concurrency())
+        grid_inputs = settings_inputs(ilvr.GridSettings, reference=reference, model_id=model_id, steps=steps, seed=seed)
+        grid_button.click(live(run_ilvr_grid, 1), grid_inputs, grid, api_name="ilvr_grid", preprocess=False,
+                          **concurrency())
         event = run.click(live(run_ilvr, 2), inputs, [gallery, process], api_name="ilvr", preprocess=False,
                           **concurrency())
         event.then(estimate, inputs, time_estimate, api_visibility="private")

@@ -15,6 +15,18 @@ from .outputs import output_folder
 LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
 
 
+def settings_inputs(settings_class, **components) -> list:
+    """A tab's inputs in the order of its runner's Settings, one component per field (a gr.State for a setting the
+    page keeps but does not show); a ValueError when the tab is built names a field left without an input or an input
+    that no field takes."""
+    names = [f.name for f in fields(settings_class)]
+    missing, extra = [n for n in names if n not in components], [n for n in components if n not in names]
+    if missing or extra:
+        raise ValueError(f"{settings_class.__module__}.{settings_class.__qualname__}: no input for {missing}, "
+                         f"no setting for {extra}")
+    return [components[name] for name in names]
+
+
 def explanation(text: str) -> gr.Markdown:
     return gr.Markdown(text, latex_delimiters=LATEX)
 
@@ -64,6 +76,16 @@ def save_result(runner, gallery, values: list):
     return [str(path) for path in settings_file.write(runner, settings, pictures, output_folder())]
 
 
+def settings_after_failure(runner, values: list):
+    """After a failed run, the JSON of its settings alone, to report an internal error with; nothing where the
+    settings themselves cannot be written (the run's own message said why)."""
+    try:
+        settings = runner.Settings(*[unwrapped(v) for v in values])
+        return [str(path) for path in settings_file.write(runner, settings, [], output_folder())]
+    except (ValueError, common.ModelLoadError):
+        return None
+
+
 @user_errors
 def load_settings(runner, upload) -> list:
     """The values of the tab's inputs from a settings file its results downloaded (gr.skip() for what it lacks)."""
@@ -74,13 +96,16 @@ def load_settings(runner, upload) -> list:
 
 
 def take_home(runner, inputs: list, gallery: gr.Gallery, event) -> None:
-    """Under a tab's result: its download (a PNG strip and a JSON of every setting, written when a run ends) and a
-    button that loads such a JSON back into the tab's inputs (`inputs` are the runner's settings, in order)."""
+    """Under a tab's result: its download (a PNG strip and a JSON of every setting, written when a run ends; the JSON
+    alone when it failed) and a button that loads such a JSON back into the tab's inputs (`inputs` are the runner's
+    settings, in order)."""
     with gr.Row():
         downloads = gr.File(label="Take it home: the result as a PNG strip, its settings and seed as JSON",
                             file_count="multiple", interactive=False, height=140)
         upload = gr.UploadButton("Load settings (.json) to reproduce a result", file_types=[".json"])
     event.success(lambda value, *values: save_result(runner, value, list(values)), [gallery, *inputs], downloads,
+                  api_visibility="private")
+    event.failure(lambda *values: settings_after_failure(runner, list(values)), inputs, downloads,
                   api_visibility="private")
     upload.upload(lambda file: load_settings(runner, file), upload, inputs, api_visibility="private",
                   preprocess=False)

@@ -13,11 +13,15 @@ or pixels) of its target rows edited with the source's at the same step:
   M_tgt <- M_src for the first int(self_replace_steps * n) steps.
 The unconditional rows are never edited. The same control records the source's and the target's cross-attention maps,
 averaged over heads and the layers of one resolution, at a chosen step: which pixels each word attends to.
+
+The U-Net's processors are wrapped once (`control_attention`) and a call passes its control as an argument,
+`cross_attention_kwargs={"control": control}`: a U-Net shared by concurrent calls runs its own processors, unchanged,
+for every call that passes none.
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+import threading
 
 import torch
 
@@ -196,12 +200,17 @@ def check_control(tokenizer, sources: list[str], targets: list[str], mode, rewei
 
 
 class ControlledAttnProcessor:
-    """diffusers' AttnProcessor (an explicit softmax) with the attention probabilities edited by an AttentionControl."""
+    """A layer's own processor, or, for a call that passes an AttentionControl, diffusers' AttnProcessor (an explicit
+    softmax) with the attention probabilities M edited by it."""
 
-    def __init__(self, control: AttentionControl):
-        self.control = control
+    def __init__(self, processor):
+        self.processor = processor  # the layer's own, run whenever no control is passed
 
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None,
+                 control: AttentionControl | None = None):
+        if control is None:
+            return self.processor(attn, hidden_states, encoder_hidden_states=encoder_hidden_states,
+                                  attention_mask=attention_mask, temb=temb)
         is_cross = encoder_hidden_states is not None
         residual = hidden_states
         if attn.spatial_norm is not None:
@@ -224,7 +233,7 @@ class ControlledAttnProcessor:
         key = attn.head_to_batch_dim(attn.to_k(encoder_hidden_states))  # (B*heads, L, d)
         value = attn.head_to_batch_dim(attn.to_v(encoder_hidden_states))
 
-        probs = self.control(attn.get_attention_scores(query, key, attention_mask), attn.heads, is_cross)  # M
+        probs = control(attn.get_attention_scores(query, key, attention_mask), attn.heads, is_cross)  # M
         hidden_states = attn.batch_to_head_dim(torch.bmm(probs, value))
         hidden_states = attn.to_out[1](attn.to_out[0](hidden_states))  # linear, dropout
         if input_ndim == 4:
@@ -234,16 +243,15 @@ class ControlledAttnProcessor:
         return hidden_states / attn.rescale_output_factor
 
 
-@contextmanager
-def controlled_attention(unet, control: AttentionControl | None):
-    """Every attention layer of `unet` through `control` inside the block (None: left alone); the U-Net's own
-    processors restored after."""
-    if control is None:
-        yield None
-        return
-    original = unet.attn_processors
-    unet.set_attn_processor(ControlledAttnProcessor(control))
-    try:
-        yield control
-    finally:
-        unet.set_attn_processor(original)
+_wrapping = threading.Lock()
+
+
+def control_attention(unet) -> None:
+    """Wrap every attention processor of `unet` in a ControlledAttnProcessor, once (a second call leaves them): a call
+    then edits the attention by passing cross_attention_kwargs={"control": control}, and runs the U-Net's own
+    processors without one."""
+    with _wrapping:
+        processors = unet.attn_processors
+        if not all(isinstance(p, ControlledAttnProcessor) for p in processors.values()):
+            unet.set_attn_processor({name: p if isinstance(p, ControlledAttnProcessor) else ControlledAttnProcessor(p)
+                                     for name, p in processors.items()})

@@ -1,6 +1,7 @@
 """Text-to-image models as their repositories publish them (Stable Diffusion's layout): one folder per component
 (unet/, vae/, text_encoder/, tokenizer/, scheduler/, and safety_checker/ + feature_extractor/ when the checker is on)
-beside model_index.json, loaded once per id into a StableCycleDiffusionPipeline.
+beside model_index.json, loaded once per id as shared, read-only components: each request builds its pipeline over
+them (`TextToImageModel.components`, with a scheduler of its own).
 
 From the hub only those folders are downloaded, each in one weight format: on a GPU the fp16 variant when the
 repository has it (`*.fp16.safetensors`), else `.safetensors`, else the pickled `.bin` (segmind/tiny-sd publishes
@@ -15,14 +16,17 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from diffusers.configuration_utils import FrozenDict
 
+from ..core.schedulers import sampler
 from . import loading
 from .devices import device_and_dtype
 from .loading import ModelLoadError, from_pretrained, resolve
-from .stable_cycle_diffusion import StableCycleDiffusionPipeline
+from .registry import ModelKind
 
 COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 SAFETY_COMPONENTS = ("safety_checker", "feature_extractor")
@@ -85,14 +89,37 @@ def load_component(cls, root: Path, name: str, model_id: str, fp16: bool, **kwar
                            **kwargs)
 
 
-def _load_text_to_image(model_id: str) -> StableCycleDiffusionPipeline:
+@dataclass(frozen=True)
+class TextToImageModel:
+    """A loaded text-to-image model: its shared modules (vae None for a pixel-space model, safety_checker and
+    feature_extractor None without the checker) and the config each request builds its scheduler from."""
+
+    model_id: str
+    unet: torch.nn.Module
+    text_encoder: torch.nn.Module
+    tokenizer: object
+    vae: torch.nn.Module | None
+    scheduler_config: FrozenDict
+    safety_checker: torch.nn.Module | None
+    feature_extractor: object | None
+
+    def components(self) -> dict:
+        """The keyword arguments of a pipeline over this model (StableCycleDiffusionPipeline's, diffusers' Stable
+        Diffusion pipelines'), with a fresh DDIM scheduler of its schedule."""
+        return dict(vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer, unet=self.unet,
+                    scheduler=sampler("ddim", self.scheduler_config), safety_checker=self.safety_checker,
+                    feature_extractor=self.feature_extractor, requires_safety_checker=self.safety_checker is not None)
+
+
+def _load_text_to_image(model_id: str) -> TextToImageModel:
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
     from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer
 
     device, dtype = device_and_dtype()
     fp16, safety = dtype == torch.float16, safety_checker_on()
-    root = resolve(model_id, "text-to-image", lambda repo_files: text_to_image_patterns(repo_files, safety, fp16))
+    root = resolve(model_id, ModelKind.TEXT_TO_IMAGE,
+                   lambda repo_files: text_to_image_patterns(repo_files, safety, fp16))
     if not (root / "unet").is_dir() or not (root / "text_encoder").is_dir():
         raise ModelLoadError(f"Could not load {model_id!r} from {root}: no unet/ or text_encoder/. {LAYOUT}")
     safety = safety and publishes_safety_checker(root)
@@ -103,18 +130,19 @@ def _load_text_to_image(model_id: str) -> StableCycleDiffusionPipeline:
     except (OSError, ValueError) as err:
         raise ModelLoadError(f"Could not load the tokenizer, scheduler or feature extractor of {model_id!r}: "
                              f"{err}. {LAYOUT}") from err
-    vae = load_component(AutoencoderKL, root, "vae", model_id, fp16, torch_dtype=dtype) \
-        if (root / "vae").is_dir() else None
-    checker = load_component(StableDiffusionSafetyChecker, root, "safety_checker", model_id, fp16, torch_dtype=dtype) \
-        if safety else None
-    pipe = StableCycleDiffusionPipeline(
-        vae=vae, text_encoder=load_component(CLIPTextModel, root, "text_encoder", model_id, fp16, torch_dtype=dtype),
-        tokenizer=tokenizer, unet=load_component(UNet2DConditionModel, root, "unet", model_id, fp16, torch_dtype=dtype),
-        scheduler=scheduler, safety_checker=checker, feature_extractor=extractor, requires_safety_checker=safety)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device)
+
+    def load(cls, name: str):
+        module = load_component(cls, root, name, model_id, fp16, torch_dtype=dtype)
+        return module.to(device).eval().requires_grad_(False)
+
+    return TextToImageModel(
+        model_id, unet=load(UNet2DConditionModel, "unet"), text_encoder=load(CLIPTextModel, "text_encoder"),
+        tokenizer=tokenizer, vae=load(AutoencoderKL, "vae") if (root / "vae").is_dir() else None,
+        scheduler_config=scheduler.config,
+        safety_checker=load(StableDiffusionSafetyChecker, "safety_checker") if safety else None,
+        feature_extractor=extractor)
 
 
-def load_text_to_image(model_id: str) -> StableCycleDiffusionPipeline:
-    """The cached StableCycleDiffusionPipeline of a registry text-to-image model or a local folder in its layout."""
-    return loading.cache.get("text-to-image", model_id, _load_text_to_image)
+def load_text_to_image(model_id: str) -> TextToImageModel:
+    """The cached components of a registry text-to-image model or a local folder in its layout."""
+    return loading.cache.get(ModelKind.TEXT_TO_IMAGE, model_id, _load_text_to_image)

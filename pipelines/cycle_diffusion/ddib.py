@@ -15,45 +15,24 @@ text edit's chain (its t0 and K).
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 from diffusers import DDIMScheduler, ImagePipelineOutput
 
-from .dpm_encoder import chain_length, check_class_labels, check_compatible, encoder_scheduler
-from .images import check_output_type, postprocess, to_model_input
-from .sampling import Callback, P_t, abar, check_num_inference_steps, eps_theta, prev_timestep
-from .text_edit_checks import prompt_list
+from ..core.images import check_output_type, postprocess, to_model_input
+from ..core.inversion import Eps, ddim_invert
+from ..core.sampling import Callback, check_num_inference_steps, eps_theta
+from ..core.schedulers import sampler
+from .dpm_encoder import ENCODER_SCHEDULE, chain_length, check_class_labels, check_compatible
+from .stable import prompt_list
 
-Eps = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t (B,C,H,W), t) -> eps_theta(x_t, t | c)
-
-
-def ddib_scheduler(config, num_inference_steps: int) -> DDIMScheduler:
-    """CycleDiffusion's sampler (its timesteps) made deterministic and invertible: P unclipped, abar = 1 after the
-    last step, so that the decoding ends on P_t itself."""
-    ddim = DDIMScheduler.from_config(encoder_scheduler(config).config, clip_sample=False, set_alpha_to_one=True)
-    ddim.set_timesteps(num_inference_steps)
-    return ddim
+# CycleDiffusion's sampler (its timesteps) made deterministic and invertible: P unclipped, abar = 1 after the last
+# step, so that the decoding ends on P_t itself
+DDIB_SCHEDULE = dict(ENCODER_SCHEDULE, clip_sample=False, set_alpha_to_one=True)
 
 
 def check_strength(strength) -> None:
     if not isinstance(strength, (int, float)) or not 0 < strength <= 1:
         raise ValueError(f"strength must be in (0, 1] (1 inverts to pure noise, smaller keeps more); got {strength!r}")
-
-
-def invert_to_t0(eps_of: Eps, ddim: DDIMScheduler, x0: torch.Tensor, timesteps: torch.Tensor,
-                 callback: Callback = None) -> torch.Tensor:
-    """x_0 (B,C,H,W) -> x_{t0} by DDIM inversion over `timesteps` (decreasing, t0 first), eps_of evaluated at the lower
-    level x_s with the higher timestep t, as diffusers' DDIMInverseScheduler."""
-    x = x0
-    for step, t in enumerate(reversed(timesteps)):
-        abar_s, abar_t = abar(ddim, prev_timestep(ddim, t)), abar(ddim, t)
-        eps = eps_of(x, t)
-        x0_hat = P_t(x, eps, abar_s)
-        x = abar_t.sqrt() * x0_hat + (1 - abar_t).sqrt() * eps
-        if callback is not None:
-            callback(step, int(t), x, x0_hat)
-    return x
 
 
 def ddim_decode(eps_of: Eps, ddim: DDIMScheduler, x_t0: torch.Tensor, timesteps: torch.Tensor,
@@ -90,14 +69,14 @@ def ddib(source_unet, source_scheduler, image, *, target_unet=None, target_sched
         c_target = c
 
     # 1. x_{t0} = DDIM inversion of x_0 with the source model, over the last K timesteps
-    ddim = ddib_scheduler(source_scheduler.config, num_inference_steps)
-    timesteps = ddim.timesteps[num_inference_steps - chain_length(num_inference_steps, strength):]  # (K,), t0 first
-    x_t0 = invert_to_t0(lambda x, t: eps_theta(source_unet, x, t, c), ddim, x0, timesteps, callback)
+    K = chain_length(num_inference_steps, strength)
+    x_t0 = ddim_invert(lambda x, t: eps_theta(source_unet, x, t, c), source_scheduler.config, x0, num_inference_steps,
+                       steps=K, callback=callback, **DDIB_SCHEDULE)
 
-    # 2. x_0' = DDIM decoding of x_{t0} with the target model
-    x = ddim_decode(lambda x, t: eps_theta(target_unet, x, t, c_target),
-                    ddib_scheduler(target_scheduler.config, num_inference_steps), x_t0, timesteps, callback,
-                    offset=len(timesteps))
+    # 2. x_0' = DDIM decoding of x_{t0} with the target model, from t0
+    ddim = sampler("ddim", target_scheduler.config, num_inference_steps, **DDIB_SCHEDULE)
+    x = ddim_decode(lambda x, t: eps_theta(target_unet, x, t, c_target), ddim, x_t0,
+                    ddim.timesteps[num_inference_steps - K:], callback, offset=K)
     images = postprocess(x, output_type)
     if not return_dict:
         return (images,)
@@ -123,13 +102,14 @@ def text_ddib(pipe, image, source_prompt: str | list[str], prompt: str | list[st
     guided = guidance_scale > 1
     c_src, c_u = pipe.text_conditions(sources, 1, guided)  # (B,L,D), and the empty prompt's when guided
     c_tgt = pipe.encode_text(prompts)  # (B,L,D)
-    ddim = ddib_scheduler(pipe.scheduler.config, num_inference_steps)
     K = pipe.total_steps(num_inference_steps=num_inference_steps, strength=strength)
-    timesteps = ddim.timesteps[num_inference_steps - K:].to(device)  # (K,), t0 first
+    ddim = sampler("ddim", pipe.scheduler.config, num_inference_steps, **DDIB_SCHEDULE)
 
     def eps_of(c: torch.Tensor, w: float) -> Eps:
         return lambda x, t: pipe.eps_hat([x], t, [c], [w], c_u if w > 1 else None)[0]
 
-    x_t0 = invert_to_t0(eps_of(c_src, source_guidance_scale), ddim, z0, timesteps, callback)
-    x = ddim_decode(eps_of(c_tgt, guidance_scale), ddim, x_t0, timesteps, callback, offset=K)
+    x_t0 = ddim_invert(eps_of(c_src, source_guidance_scale), pipe.scheduler.config, z0, num_inference_steps, steps=K,
+                       callback=callback, **DDIB_SCHEDULE)
+    x = ddim_decode(eps_of(c_tgt, guidance_scale), ddim, x_t0, ddim.timesteps[num_inference_steps - K:], callback,
+                    offset=K)
     return pipe.output(x, output_type, return_dict)

@@ -1,6 +1,6 @@
 """CycleDiffusion (Wu & De la Torre, ICCV 2023) as a pipeline: encode an image into the latent z of a stochastic DDIM
 sampler (the DPM-Encoder), decode z with another model, another class or CLIP guidance (translation, text edit), or
-move z by Langevin dynamics first (plug-and-play guidance). The math is in `pipelines.dpm_encoder`.
+move z by Langevin dynamics first (plug-and-play guidance). The math is in `pipelines.cycle_diffusion.dpm_encoder`.
 
 Vocabulary shared with the other pipelines: `encode(image) -> CycleLatent` (the DPM-Encoder) and `decode(latent)`
 (G); `class_labels` is the class c an image is encoded under and `target_class_labels` the class it is decoded under;
@@ -20,12 +20,25 @@ import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput
 from diffusers.utils import BaseOutput
 
-from .clip import ClipJudge
+from ..core.clip import ClipJudge
+from ..core.images import check_output_type, postprocess, to_model_input
+from ..core.sampling import Callback, counted_from
+from ..core.scores import Score, check_gradient, clip_text_score
 from .dpm_encoder import (CycleLatent, G, chain_length, check_class_labels, check_compatible, check_encoder_args,
                           check_langevin_args, dpm_encoder, encoder_scheduler, langevin)
-from .images import check_output_type, postprocess, to_model_input
-from .sampling import Callback, counted_from
-from .scores import check_gradient, check_text_edit, text_score
+
+
+def check_text_edit(clip: ClipJudge | None, target_prompt: str, source_prompt: str | None) -> None:
+    if clip is None:
+        raise ValueError("a text edit needs a CLIP model: pass clip=ClipJudge(model, tokenizer)")
+    clip.check_prompts([target_prompt] + ([source_prompt] if source_prompt else []))
+
+
+def text_score(clip: ClipJudge | None, target_prompt: str, source_prompt: str | None) -> Score:
+    """CLIP's score of x0_hat toward target_prompt (and away from source_prompt, when given)."""
+    check_text_edit(clip, target_prompt, source_prompt)
+    source = clip.text_embeds([source_prompt]) if source_prompt else None
+    return clip_text_score(clip, clip.text_embeds([target_prompt]), source)
 
 
 def image_batch_size(image) -> int:
@@ -45,8 +58,9 @@ class CycleDiffusionPipelineOutput(BaseOutput):
 
 
 class CycleDiffusionPipeline(DiffusionPipeline):
-    """DPM-Encoder and decoder of a DDPM (unet + its DDPM or DDIM scheduler's noise schedule), unconditional or
-    class-conditional (config.num_class_embeds set, the last label the null class)."""
+    """DPM-Encoder and decoder of a DDPM (unet + a scheduler of its noise schedule, from whose config each call builds
+    the DPM-Encoder's DDIM sampler), unconditional or class-conditional (config.num_class_embeds set, the last label
+    the null class)."""
 
     def __init__(self, unet, scheduler):
         super().__init__()
@@ -115,8 +129,7 @@ class CycleDiffusionPipeline(DiffusionPipeline):
         device = self._execution_device
         x0 = to_model_input(image, self.unet.config.sample_size, device, self.unet.dtype)  # (B,3,H,W) in [-1,1]
         c = check_class_labels(self.unet, class_labels, x0.shape[0])  # (B,) or None
-        scheduler = encoder_scheduler(self.scheduler.config)
-        scheduler.set_timesteps(num_inference_steps)
+        scheduler = encoder_scheduler(self.scheduler.config, num_inference_steps)
         timesteps = scheduler.timesteps[num_inference_steps - chain_length(num_inference_steps, strength) :]  # (K,)
         x_t0, eps = dpm_encoder(self.unet, scheduler, x0, timesteps, eta=eta, c=c, generator=generator,
                                 callback=callback, progress_bar=self.progress_bar)
@@ -197,8 +210,7 @@ class CycleDiffusionPipeline(DiffusionPipeline):
         unet = self.unet if unet is None else unet
         config = (scheduler or self.scheduler).config
         check_compatible(self.unet, self.scheduler.config, unet, config)
-        sampler = encoder_scheduler(config)
-        sampler.set_timesteps(latent.num_inference_steps)
+        sampler = encoder_scheduler(config, latent.num_inference_steps)
         if class_labels is not None:
             c = check_class_labels(unet, class_labels, latent.x_t0.shape[0])
         elif unet is self.unet and latent.class_labels is not None:

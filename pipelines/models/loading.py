@@ -2,15 +2,16 @@
 
 Every tab and every click gets the same UNet2DModel (and the same CLIP, the same noise-aware classifier), loaded
 lazily on first use (at import on ZeroGPU, see `preload`), on CUDA in fp16 when there is a GPU and on the CPU in fp32
-otherwise (`pipelines.devices`). Which models exist is `pipelines.registry`'s.
+otherwise (`pipelines.models.devices`). Which models exist, and of which kind, is `pipelines.models.registry`'s;
+the text-to-image kind's loader is `pipelines.models.text_to_image`.
 
 Weights policy: `.safetensors` whenever a model folder (or hub repository) has them; otherwise the pickled `.bin`
 that google/ddpm-*-256 and openai/clip-vit-base-patch32 publish, read only through torch's restricted loader
 (`torch.load(weights_only=True)`: tensors and plain containers, no pickled code runs). From the hub only the
 configs, tokenizer files and that one weight format are downloaded. Nothing else is ever unpickled.
 
-Schedulers are stateful (`set_timesteps`), so the loader hands out the scheduler *config* and each
-request builds its own scheduler from it with `make_scheduler`.
+What is loaded is shared by every request and read only: modules in eval mode without gradients, and the scheduler
+*config*, from which each request builds its own scheduler (`make_scheduler`; `set_timesteps` mutates one).
 """
 
 from __future__ import annotations
@@ -23,15 +24,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
+from diffusers import DDPMScheduler, UNet2DModel
 from diffusers.configuration_utils import FrozenDict
 
 from .classifier import NoiseAwareClassifier
 from .devices import device_and_dtype
-from .registry import REGISTRY, ROOT, default_clip_id, default_model_id, hub_offline
+from ..core.schedulers import sampler
+from .registry import REGISTRY, ROOT, ModelKind, default_clip_id, default_model_id, hub_offline
 
 if TYPE_CHECKING:
-    from .clip import ClipJudge
+    from ..core.clip import ClipJudge
     from transformers import CLIPModel, CLIPTokenizer
 
 
@@ -58,7 +60,7 @@ def _hub_snapshot(model_id: str, patterns_of: Callable[[list[str]], list[str]]) 
     return Path(snapshot_download(model_id, allow_patterns=patterns))
 
 
-def resolve(model_id: str, kind: str, patterns_of: Callable[[list[str]], list[str]] = download_patterns) -> Path:
+def resolve(model_id: str, kind: ModelKind, patterns_of: Callable[[list[str]], list[str]] = download_patterns) -> Path:
     """A local directory holding `model_id`: the id itself if it is a directory, a copy under
     STEER_MODEL_DIR, or a snapshot from the hub of what `patterns_of` names (registry ids only)."""
     if Path(model_id).is_dir():
@@ -130,7 +132,7 @@ def from_pretrained(cls, folder: Path, what: str, layout: str, **kwargs):
         raise ModelLoadError(f"Could not load {what} from {folder}: {err}. {layout} {WEIGHTS_POLICY}") from err
 
 
-def availability(model_id: str, kind: str = "ddpm") -> str:
+def availability(model_id: str, kind: ModelKind = ModelKind.DDPM) -> str:
     """Where a model would come from on its first use, without loading or downloading anything: "loaded",
     "bundled", "local copy", "in the hub cache", "downloads N MB from the hub" or "not available offline"."""
     if cache.loaded(kind, model_id):
@@ -196,7 +198,7 @@ def _component(root: Path, name: str) -> Path:
 
 
 def _load_diffusion(model_id: str) -> DiffusionModel:
-    root = resolve(model_id, "ddpm")
+    root = resolve(model_id, ModelKind.DDPM)
     device, dtype = device_and_dtype()
     layout = ("A local copy needs the layout of DDPMPipeline.save_pretrained (unet/ and scheduler/) or of the "
               "google/ddpm-* repositories (config.json, scheduler_config.json and the weights side by side).")
@@ -211,7 +213,7 @@ def _load_diffusion(model_id: str) -> DiffusionModel:
 
 def load_diffusion(model_id: str | None = None) -> DiffusionModel:
     """The cached UNet + scheduler config for a registry id or local directory (default: STEER_MODEL)."""
-    return cache.get("ddpm", model_id or default_model_id(), _load_diffusion)
+    return cache.get(ModelKind.DDPM, model_id or default_model_id(), _load_diffusion)
 
 
 def preload() -> dict[str, str]:
@@ -230,10 +232,9 @@ def preload() -> dict[str, str]:
 
 def make_scheduler(model: DiffusionModel, kind: str = "ddpm", **overrides):
     """A fresh scheduler for one request: "ddpm" (DDPMScheduler) or "ddim" (DDIMScheduler), same noise schedule."""
-    schedulers = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler}
-    if kind not in schedulers:
+    if kind not in ("ddpm", "ddim"):
         raise ValueError(f"scheduler kind {kind!r} is not supported; use 'ddpm' or 'ddim'")
-    return schedulers[kind].from_config(model.scheduler_config, **overrides)
+    return sampler(kind, model.scheduler_config, **overrides)
 
 
 @dataclass(frozen=True)
@@ -247,7 +248,7 @@ class ClipModel:
     @functools.cached_property
     def judge(self) -> ClipJudge:
         """CLIP as the pipelines read it: embeddings, logits and gradients of [-1,1] images and texts."""
-        from .clip import ClipJudge
+        from ..core.clip import ClipJudge
 
         return ClipJudge(self.model, self.tokenizer)
 
@@ -255,7 +256,7 @@ class ClipModel:
 def _load_clip(model_id: str) -> ClipModel:
     from transformers import CLIPModel, CLIPTokenizer
 
-    root = resolve(model_id, "clip")
+    root = resolve(model_id, ModelKind.CLIP)
     device, dtype = device_and_dtype()
     layout = ("A local copy needs the layout of openai/clip-vit-base-patch32 (or CLIPModel.save_pretrained): "
               "config.json, the tokenizer files and the weights side by side.")
@@ -270,7 +271,7 @@ def _load_clip(model_id: str) -> ClipModel:
 
 def load_clip(model_id: str | None = None) -> ClipModel:
     """The cached CLIP model and tokenizer (default: STEER_CLIP_MODEL or openai/clip-vit-base-patch32)."""
-    return cache.get("clip", model_id or default_clip_id(), _load_clip)
+    return cache.get(ModelKind.CLIP, model_id or default_clip_id(), _load_clip)
 
 
 def _load_classifier(path: str) -> NoiseAwareClassifier:

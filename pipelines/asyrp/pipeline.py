@@ -1,20 +1,20 @@
 """Asyrp: the asymmetric reverse process (Kwon, Jeong & Uh, ICLR 2023, "Diffusion Models Already Have a Semantic
 Latent Space"; the name is often misspelt Asyrrp).
 
-An image is encoded to x_T by deterministic DDIM inversion, then decoded with a shift delta_h added to the U-Net's
+An image is inverted to x_T by deterministic DDIM inversion, then decoded with a shift delta_h added to the U-Net's
 bottleneck (h-space) in the predicted clean image only:
     x_{t-1} = sqrt(abar_{t-1}) P_t(eps_theta(x_t | h_t + delta_h_t)) + D_t(eps_theta(x_t))      for t >= t_edit
 then plain DDIM (eta = 0) down to t_boost and stochastic DDIM (eta = 1) below it (quality boosting).
 
 Vocabulary shared with the other pipelines: `invert(image) -> x_T` (the DDIM inversion), `__call__(image=... | x_T=...)`
 returns an output with `.images` and honours `output_type` and `return_dict`; `callback(step, t, x_t, x0_hat)` counts
-the steps of the whole call, `total_steps(...)` of them. Finding and learning directions is in `pipelines.directions`.
+the steps of the whole call, `total_steps(...)` of them. Finding and learning directions is in
+`pipelines.asyrp.directions`; the shift reaches h through `pipelines.asyrp.h_space`, per call.
 """
 
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -24,17 +24,12 @@ from diffusers import DDIMScheduler, DiffusionPipeline
 from diffusers.utils import BaseOutput
 from torch import nn
 
-from .images import check_output_type, postprocess, to_model_input
-from .sampling import Callback, abar, check_num_inference_steps, counted_from, ddim_invert, eps_theta, prev_timestep
-
-DEFAULT_INTERVAL = (500, 200)  # (t_edit, t_boost) of the official scripts' user-defined t_edit / t_addnoise
-
-
-def h_space_shape(unet) -> tuple[int, int, int]:
-    """(C,h,w) of the mid-block output: the last block's channels at the size after every downsampling block."""
-    size = unet.config.sample_size
-    side = (size if isinstance(size, int) else size[0]) // 2 ** (len(unet.config.block_out_channels) - 1)
-    return (unet.config.block_out_channels[-1], side, side)
+from ..core.images import check_output_type, postprocess, to_model_input
+from ..core.inversion import ddim_invert
+from ..core.sampling import Callback, abar, check_num_inference_steps, counted_from, eps_theta, prev_timestep
+from ..core.schedulers import sampler
+from .h_space import edit_h_space, h_space_shape
+from .interval import DEFAULT_INTERVAL
 
 
 def delta_h(direction, h: torch.Tensor, t, temb: torch.Tensor | None = None) -> torch.Tensor:
@@ -81,27 +76,6 @@ def check_direction(direction, shape: tuple[int, int, int]) -> None:
     if isinstance(direction, (list, tuple)) and len({getattr(d, "n_train_step", None) for d in direction}) > 1:
         raise ValueError("released Asyrp directions combine only with each other (their scale is n_train_step / "
                          "num_inference_steps / sqrt(k)); edit with the others in a second run")
-
-
-@contextmanager
-def edit_h_space(unet, delta_fn):
-    """Inside the block every U-Net call has its mid-block output h replaced by h + delta_fn(h, temb), temb (B,D) the
-    time embedding the mid-block receives (UNet2DModel calls mid_block(sample, emb))."""
-    handle = unet.mid_block.register_forward_hook(lambda module, args, h: h + delta_fn(h, args[1]))
-    try:
-        yield
-    finally:
-        handle.remove()
-
-
-@contextmanager
-def record_h(unet, store: list):
-    """Inside the block the mid-block output h (B,C,h,w) of every U-Net call is appended to `store`."""
-    handle = unet.mid_block.register_forward_hook(lambda module, args, h: store.append(h.detach()))
-    try:
-        yield
-    finally:
-        handle.remove()
 
 
 def check_interval(t_edit: int, t_boost: int, T: int) -> None:
@@ -160,13 +134,11 @@ class AsyrpPipeline(DiffusionPipeline):
 
     def ddim(self, num_inference_steps: int) -> DDIMScheduler:
         """A fresh, unclipped DDIM sampler of this model's noise schedule."""
-        ddim = DDIMScheduler.from_config(self.scheduler.config, clip_sample=False)
-        ddim.set_timesteps(num_inference_steps)
-        return ddim
+        return sampler("ddim", self.scheduler.config, num_inference_steps, clip_sample=False)
 
-    def total_steps(self, *, num_inference_steps: int, encoding: bool = True) -> int:
-        """The callback's steps in one call: the inversion's (when it encodes an image) and the decoding's."""
-        return num_inference_steps * (2 if encoding else 1)
+    def total_steps(self, *, num_inference_steps: int, inverting: bool = True) -> int:
+        """The callback's steps in one call: the inversion's (when it inverts an image) and the decoding's."""
+        return num_inference_steps * (2 if inverting else 1)
 
     def check_inputs(self, *, image, x_T, direction, scale, t_edit, t_boost, num_inference_steps, output_type) -> list[float]:
         """Every argument of __call__, before the first U-Net evaluation; the scales as a list."""
@@ -183,7 +155,8 @@ class AsyrpPipeline(DiffusionPipeline):
         """x_T = DDIM_inversion(x_0), eta = 0, unclipped: an image (PIL, path or (B,3,H,W) in [0,1]) -> (B,3,H,W)."""
         check_num_inference_steps(num_inference_steps, self.scheduler)
         x0 = to_model_input(image, self.unet.config.sample_size, self._execution_device, self.unet.dtype)  # [-1,1]
-        return ddim_invert(self.unet, self.scheduler.config, x0, num_inference_steps, callback, clip_sample=False)
+        return ddim_invert(lambda x, t: eps_theta(self.unet, x, t), self.scheduler.config, x0, num_inference_steps,
+                           callback=callback, clip_sample=False)
 
     def eps_pair(self, x_t: torch.Tensor, t, direction, scales: torch.Tensor
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -206,7 +179,7 @@ class AsyrpPipeline(DiffusionPipeline):
                         callback: Callback = None, delta_h_norms: dict | None = None) -> torch.Tensor:
         """x_T (B,3,H,W) -> x_0 (B,3,H,W) in [-1,1], row b edited with scales[b] (B,1,1,1) times `direction`:
         the asymmetric reverse process while t >= t_edit, DDIM (eta = 0) down to t_boost, then eta = 1.
-        Differentiable in the direction's parameters when autograd is on (pipelines.directions learns through it).
+        Differentiable in the direction's parameters when autograd is on (directions.learning learns through it).
         delta_h_norms, when given, receives {t: |c * delta_h_t| (B,)} at every edited step, c = scales times the
         official scale rule for released directions (`official_coefficient`)."""
         editing = not is_zero(direction) and bool(scales.any())
@@ -244,10 +217,10 @@ class AsyrpPipeline(DiffusionPipeline):
         return_dict: bool = True,
         callback: Callback = None,
     ):
-        """Edit `image` (or the latent `x_T` of an earlier encode) along `direction`; one output per value of
+        """Edit `image` (or the latent `x_T` of an earlier `invert`) along `direction`; one output per value of
         `scale` (a list gives a strip of edits).
 
-        image: PIL image, path or (B,3,H,W) tensor in [0,1]; x_T: (B,3,H,W) from `encode` with the same steps.
+        image: PIL image, path or (B,3,H,W) tensor in [0,1]; x_T: (B,3,H,W) from `invert` with the same steps.
         direction: None, a tensor (C,h,w) shaped like the mid-block output, an f_t module (h, t) -> delta_h, or a list
         of those (they add); scale multiplies it (negative reverses it). With no direction, a zero one or scale 0 this
         is DDIM sampling from the inverted x_T (eta = 1 below t_boost): the image again when t_boost = 0.

@@ -2,14 +2,14 @@
 
 A release is a `torch.save` of {'0': state_dict, 'optimizer': SGD state, 'scheduler': StepLR state}, tensors saved on
 cuda:0. Unpickling can run code, so a .pth is opened only when its sha256 is one of the pinned releases
-(`pipelines.asyrp_released.SHA256`), and then through torch's restricted loader (tensors and plain containers only).
+(`pipelines.asyrp.released.SHA256`), and then through torch's restricted loader (tensors and plain containers only).
 
 The f_t of the 256 px DDPM releases (keys conv1, temb_proj, norm2, conv2; 512 channels) is
     f(h, temb) = conv2(silu(GN_32(conv1(h) + temb_proj(silu(temb)))))        no residual, GroupNorm eps 1e-6
 with temb the U-Net's own time embedding (the vector its resnet blocks receive). AsyrpPipeline applies it as the
 official code does: h <- h + c f(h, temb) in P_t only, at t >= t_edit, with c = s * n_train_step / n_test_step and
-k released directions combined each at 1/sqrt(k) (`pipelines.asyrp.official_coefficient`).
-Entry point: `pipelines.directions.load_direction`.
+k released directions combined each at 1/sqrt(k) (`pipelines.asyrp.pipeline.official_coefficient`).
+Entry point: `pipelines.asyrp.directions.load_direction`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .asyrp_released import COMMIT, REPO, RELEASED, SHA256, sha256_of
+from ..released import COMMIT, REPO, RELEASED, SHA256, sha256_of
 
 FORMAT = "asyrp-official"
 N_TRAIN_STEP = 40  # every release was trained with 40 sampling steps (the "ngen40" of its name)
@@ -65,7 +65,7 @@ def other_architecture(name: str, dataset: str) -> str:
 
 
 def load_official(path, *, shape: tuple[int, int, int], model_id: str | None = None):
-    """An official release -> (OfficialDeltaBlock, metadata). Only the files pinned in asyrp_released.SHA256 are
+    """An official release -> (OfficialDeltaBlock, metadata). Only the files pinned in released.SHA256 are
     unpickled; every other one is refused before it is opened."""
     path = Path(path)
     other = OTHER_ARCHITECTURE.search(path.name)

@@ -1,5 +1,5 @@
 """Probes of h-space's properties (Kwon, Jeong & Uh, ICLR 2023, section 5): what the paper contrasts an edit
-delta_h with, built from pipelines.asyrp's asymmetric reverse process without changing it.
+delta_h with, built from the pipeline's asymmetric reverse process without changing it.
 
 - `EpsShiftPipeline`: the asymmetric step with P_t's eps shifted in eps-space instead of h-space,
       x_{t-1} = sqrt(abar_{t-1}) P_t(eps_t + shift(delta_eps_t, |delta_h_t|)) + D_t(eps_t),
@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from .asyrp import AsyrpPipeline, delta_h, official_coefficient
+from .pipeline import AsyrpPipeline, delta_h, official_coefficient
 
 # (delta_eps_t (B,3,H,W), |scale delta_h_t| (B,)) -> what is added to P_t's eps (B,3,H,W)
 Shift = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

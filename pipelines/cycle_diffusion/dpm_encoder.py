@@ -2,8 +2,9 @@
 
 The latent of an image is z = (x_{t0}, eps_{t0}, ..., eps_1) of a stochastic DDIM sampler (eta > 0), and G(z | c) runs
     x_prev = mu_theta(x_t, t | c) + sigma_t eps_t
-from x_{t0}. The DPM-Encoder draws z so that G(z | c) is the image again:
-    x_prev ~ q(x_prev | x_t, x0)  (x0 itself at the last step),   eps_t = (x_prev - mu_theta(x_t, t | c)) / sigma_t.
+from x_{t0}. The DPM-Encoder draws z so that G(z | c) is the image again, one `encoder_step` per step:
+    x_prev ~ q(x_prev | x_t, x0)  (x0 itself at the last step),   eps_t = (x_prev - mu_theta(x_t, t | c)) / sigma_t,
+the same step for a pixel-space chain (here) and a latent one (Stable Diffusion's, `pipelines.cycle_diffusion.stable`).
 Decoding the same z with another model, another class or CLIP guidance translates or edits the image; Langevin steps
 on z with a CLIP energy are the paper's plug-and-play guidance.
 
@@ -21,23 +22,50 @@ from diffusers import DDIMScheduler
 from diffusers.utils.torch_utils import randn_tensor
 from torch.utils.checkpoint import checkpoint
 
-from .sampling import Callback, abar, class_label_list, eps_theta, sigma_t
-from .scores import Score, guided_eps, score_gradient
+from ..core.sampling import Callback, abar, class_label_list, eps_theta, prev_timestep, sigma_t
+from ..core.schedulers import sampler
+from ..core.scores import Score, guided_eps, score_gradient
 
 # the scheduler config entries that define the noise schedule: two models can share a latent only if these agree
 SCHEDULE_KEYS = ("num_train_timesteps", "beta_schedule", "beta_start", "beta_end", "trained_betas", "prediction_type",
                  "clip_sample", "clip_sample_range", "thresholding")
 
 
-def encoder_scheduler(config) -> DDIMScheduler:
+ENCODER_SCHEDULE = dict(set_alpha_to_one=False, timestep_spacing="leading", steps_offset=1)
+
+
+def encoder_scheduler(config, num_inference_steps: int | None = None) -> DDIMScheduler:
     """A DDIM scheduler whose sigma_t > 0 at every step, the last included: abar after the last step is abar_0
     (set_alpha_to_one=False) and the last timestep is 1 (leading spacing, steps_offset=1)."""
-    return DDIMScheduler.from_config(config, set_alpha_to_one=False, timestep_spacing="leading", steps_offset=1)
+    return sampler("ddim", config, num_inference_steps, **ENCODER_SCHEDULE)
 
 
 def eps_of(x_t: torch.Tensor, x0: torch.Tensor, abar_t: torch.Tensor) -> torch.Tensor:
     """The noise in x_t given x0: eps = (x_t - sqrt(abar_t) x0) / sqrt(1 - abar_t), the inverse of q_sample."""
     return (x_t - abar_t.sqrt() * x0) / (1 - abar_t).sqrt()
+
+
+def q_posterior_sample(scheduler: DDIMScheduler, x_t: torch.Tensor, x0: torch.Tensor, t: int, eta: float,
+                       generator) -> torch.Tensor:
+    """x_prev ~ q(x_prev | x_t, x0) = N(sqrt(abar_prev) x0 + sqrt(1 - abar_prev - sigma_t^2) eps_t, sigma_t^2 I) with
+    eps_t = (x_t - sqrt(abar_t) x0) / sqrt(1 - abar_t); x0 itself, drawing nothing, when the step reaches t <= 0.
+    (B,C,h,w)."""
+    prev = prev_timestep(scheduler, t)
+    if prev <= 0:
+        return x0
+    abar_prev, sigma = abar(scheduler, prev), sigma_t(scheduler, t, eta)
+    n = randn_tensor(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    return abar_prev.sqrt() * x0 + (1 - abar_prev - sigma**2).sqrt() * eps_of(x_t, x0, abar(scheduler, t)) + sigma * n
+
+
+def encoder_step(scheduler: DDIMScheduler, x_t: torch.Tensor, t, x0: torch.Tensor, eps: torch.Tensor, *, eta: float,
+                 generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One step of the DPM-Encoder at t, eps = eps_theta(x_t, t | c) (B,C,h,w) given:
+        x_prev ~ q(x_prev | x_t, x0),   eps_t = (x_prev - mu_theta(x_t, t | c)) / sigma_t,
+    mu_theta the DDIM step of eps without noise. Returns (x_prev, eps_t, x0_hat), each (B,C,h,w)."""
+    x_prev = q_posterior_sample(scheduler, x_t, x0, int(t), eta, generator)
+    out = scheduler.step(eps, t, x_t, eta=eta, variance_noise=torch.zeros_like(x_t))
+    return x_prev, (x_prev - out.prev_sample) / sigma_t(scheduler, int(t), eta), out.pred_original_sample
 
 
 def chain_length(num_inference_steps: int, strength: float) -> int:
@@ -166,15 +194,10 @@ def dpm_encoder(unet, scheduler: DDIMScheduler, x0: torch.Tensor, timesteps: tor
     x = x_t0 = scheduler.add_noise(x0, noise, timesteps[:1])
     eps = []
     for step, t in enumerate(progress_bar(timesteps)):
-        # 2. x_prev ~ q(x_prev | x_t, x0): the DDIM step with the true noise of x_t; the chain ends on x0 itself
-        if step == len(timesteps) - 1:
-            x_prev = x0
-        else:
-            n = randn_tensor(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-            x_prev = scheduler.step(eps_of(x, x0, abar(scheduler, t)), t, x, eta=eta, variance_noise=n).prev_sample
-        # 3. eps_t = (x_prev - mu_theta(x_t, t | c)) / sigma_t, mu_theta = G's step with zero noise
-        mu, x0_hat = G_step(unet, scheduler, x, t, torch.zeros_like(x), c=c, eta=eta)
-        eps.append((x_prev - mu) / sigma_t(scheduler, t, eta))
+        # 2. x_prev ~ q(x_prev | x_t, x0), the chain ending on x0 itself; 3. eps_t = (x_prev - mu_theta) / sigma_t
+        x_prev, eps_t, x0_hat = encoder_step(scheduler, x, t, x0, eps_theta(unet, x, t, c), eta=eta,
+                                             generator=generator)
+        eps.append(eps_t)
         if callback is not None:
             callback(step, int(t), x, x0_hat)
         x = x_prev

@@ -20,18 +20,26 @@ import functools
 import os
 import socket
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from urllib.parse import urlparse
 
-from .asyrp import DEFAULT_INTERVAL
 from .devices import device_and_dtype
+
+
+class ModelKind(StrEnum):
+    """What a model is, which decides how it is loaded (`pipelines.models.loading`) and which tabs offer it."""
+
+    DDPM = "ddpm"  # a pixel-space UNet2DModel + DDPMScheduler (flat, as google/ddpm-* publish, or in subfolders)
+    TEXT_TO_IMAGE = "text-to-image"  # Stable Diffusion's layout: unet/, text_encoder/, tokenizer/, scheduler/, vae/
+    CLIP = "clip"  # a CLIPModel and its tokenizer
 
 
 @dataclass(frozen=True)
 class ModelInfo:
     """One registry entry: what the model is and what it is good for."""
 
-    kind: str  # "ddpm" (a UNet2DModel + DDPMScheduler), "text-to-image" (Stable Diffusion's layout) or "clip"
+    kind: ModelKind
     resolution: int  # image side in pixels (224 for CLIP's image tower)
     domain: str  # what the model has seen, shown in the UI
     note: str = ""
@@ -41,68 +49,43 @@ class ModelInfo:
     download_mb: int = 0  # hub models: the size of the one weight file downloaded (parameters x 4 bytes, fp32)
 
 
-# Asyrp's (t_edit, t_boost) per model, from kwonminki/Asyrp_official: t_edit from utils/t_edit_dic.py
-# (T_EDIT_DIC_LPIPS_0_3, the first t with LPIPS(x, P_t) >= 0.3, i.e. 0.33 times a typical source/target text cosine);
-# t_boost = the first t with LPIPS(x, x_t) >= 1.2 in utils/<dataset>_LPIPS_distance_x.tsv (church 293, bedroom 221,
-# afhq 167); the repository has no CelebA-HQ x-distance table, so faces use its scripts' --user_defined_t_addnoise 200.
-# Cats use AFHQ-dog's values (the closest dataset it has); CIFAR-10 has none and uses the scripts' 500 / 200.
-# The bundled models: the interval their directions were learned on (training/shape_directions.py), without quality
-# boosting, which has no fine detail to restore at 16 or 32 px and halves the share of strips that grow monotonically.
-ASYRP_INTERVALS = {
-    "google/ddpm-celebahq-256": (516, 200),
-    "google/ddpm-ema-celebahq-256": (516, 200),
-    "google/ddpm-cat-256": (444, 167),
-    "google/ddpm-church-256": (370, 293),
-    "google/ddpm-ema-church-256": (370, 293),
-    "google/ddpm-bedroom-256": (369, 221),
-    "google/ddpm-ema-bedroom-256": (369, 221),
-    "shapes-16": (500, 0),
-    "faces-32": (250, 0),
-}
-
-
-def asyrp_interval(model_id: str) -> tuple[int, int]:
-    """Asyrp's default (t_edit, t_boost) for a model: ASYRP_INTERVALS, else the official scripts' (500, 200)."""
-    return ASYRP_INTERVALS.get(model_id, DEFAULT_INTERVAL)
-
-
 REGISTRY: dict[str, ModelInfo] = {  # download sizes: 113,673,219 parameters at 256 px, 35.7M for cifar10, 151.3M for CLIP
-    "google/ddpm-celebahq-256": ModelInfo("ddpm", 256, "faces (CelebA-HQ)", download_mb=455),
-    "google/ddpm-ema-celebahq-256": ModelInfo("ddpm", 256, "faces (CelebA-HQ, EMA weights)", download_mb=455),
-    "google/ddpm-cat-256": ModelInfo("ddpm", 256, "cats (LSUN cat)", download_mb=455),
-    "google/ddpm-church-256": ModelInfo("ddpm", 256, "churches (LSUN church)", download_mb=455),
-    "google/ddpm-ema-church-256": ModelInfo("ddpm", 256, "churches (LSUN church, EMA weights)", download_mb=455),
-    "google/ddpm-bedroom-256": ModelInfo("ddpm", 256, "bedrooms (LSUN bedroom)", download_mb=455),
-    "google/ddpm-ema-bedroom-256": ModelInfo("ddpm", 256, "bedrooms (LSUN bedroom, EMA weights)", download_mb=455),
-    "google/ddpm-cifar10-32": ModelInfo("ddpm", 32, "CIFAR-10 objects", "unconditional, 32x32", download_mb=143),
-    "openai/clip-vit-base-patch32": ModelInfo("clip", 224, "image-text (CLIP ViT-B/32)", download_mb=605),
-    # the text cosine of the Asyrp authors' t_edit rule (pipelines.asyrp_released.CLIP); 149.6M parameters
-    "openai/clip-vit-base-patch16": ModelInfo("clip", 224, "image-text (CLIP ViT-B/16)", download_mb=599),
+    "google/ddpm-celebahq-256": ModelInfo(ModelKind.DDPM, 256, "faces (CelebA-HQ)", download_mb=455),
+    "google/ddpm-ema-celebahq-256": ModelInfo(ModelKind.DDPM, 256, "faces (CelebA-HQ, EMA weights)", download_mb=455),
+    "google/ddpm-cat-256": ModelInfo(ModelKind.DDPM, 256, "cats (LSUN cat)", download_mb=455),
+    "google/ddpm-church-256": ModelInfo(ModelKind.DDPM, 256, "churches (LSUN church)", download_mb=455),
+    "google/ddpm-ema-church-256": ModelInfo(ModelKind.DDPM, 256, "churches (LSUN church, EMA weights)", download_mb=455),
+    "google/ddpm-bedroom-256": ModelInfo(ModelKind.DDPM, 256, "bedrooms (LSUN bedroom)", download_mb=455),
+    "google/ddpm-ema-bedroom-256": ModelInfo(ModelKind.DDPM, 256, "bedrooms (LSUN bedroom, EMA weights)", download_mb=455),
+    "google/ddpm-cifar10-32": ModelInfo(ModelKind.DDPM, 32, "CIFAR-10 objects", "unconditional, 32x32", download_mb=143),
+    "openai/clip-vit-base-patch32": ModelInfo(ModelKind.CLIP, 224, "image-text (CLIP ViT-B/32)", download_mb=605),
+    # the text cosine of the Asyrp authors' t_edit rule (pipelines.asyrp.released.CLIP); 149.6M parameters
+    "openai/clip-vit-base-patch16": ModelInfo(ModelKind.CLIP, 224, "image-text (CLIP ViT-B/16)", download_mb=599),
     # text-to-image latent models in Stable Diffusion's layout; sizes in fp32 (a GPU takes the fp16 variant, half),
     # without the safety checker (another 1,216 MB): U-Net 859.5M (bk-sdm-tiny 323.4M), text encoder 123.1M, VAE 83.7M
-    "CompVis/stable-diffusion-v1-4": ModelInfo("text-to-image", 512, "text-to-image (Stable Diffusion 1.4)",
+    "CompVis/stable-diffusion-v1-4": ModelInfo(ModelKind.TEXT_TO_IMAGE, 512, "text-to-image (Stable Diffusion 1.4)",
                                                "latent, 512x512: wants a GPU", download_mb=4265),
-    "stable-diffusion-v1-5/stable-diffusion-v1-5": ModelInfo("text-to-image", 512, "text-to-image (Stable Diffusion 1.5)",
+    "stable-diffusion-v1-5/stable-diffusion-v1-5": ModelInfo(ModelKind.TEXT_TO_IMAGE, 512, "text-to-image (Stable Diffusion 1.5)",
                                                              "latent, 512x512: wants a GPU", download_mb=4265),
-    "nota-ai/bk-sdm-tiny": ModelInfo("text-to-image", 512, "text-to-image (BK-SDM-Tiny, a distilled SD 1.4)",
+    "nota-ai/bk-sdm-tiny": ModelInfo(ModelKind.TEXT_TO_IMAGE, 512, "text-to-image (BK-SDM-Tiny, a distilled SD 1.4)",
                                      "latent, 0.33B U-Net: the one a CPU can run, slowly", download_mb=2121),
-    "faces-text-32": ModelInfo("text-to-image", 32, "captioned cartoon faces (text-to-image, 32x32)",
+    "faces-text-32": ModelInfo(ModelKind.TEXT_TO_IMAGE, 32, "captioned cartoon faces (text-to-image, 32x32)",
                                "pixel space (no VAE), bundled: runs offline on a CPU in seconds",
                                path="assets/faces-text-32"),
     "shapes-16": ModelInfo(
-        "ddpm", 16, "coloured shapes (circle, square, triangle)",
+        ModelKind.DDPM, 16, "coloured shapes (circle, square, triangle)",
         "class-conditional, 16x16, bundled: runs offline on a CPU", path="assets/shapes-16",
         class_names=("circle", "square", "triangle"), classifier="assets/shapes-16/classifier",
     ),
     "faces-32": ModelInfo(
-        "ddpm", 32, "cartoon faces (smiling or frowning, with or without glasses)",
+        ModelKind.DDPM, 32, "cartoon faces (smiling or frowning, with or without glasses)",
         "class-conditional, 32x32, bundled: runs offline on a CPU", path="assets/faces-32",
         class_names=("frowning", "smiling", "frowning with glasses", "smiling with glasses"),
         classifier="assets/faces-32/classifier",
     ),
 }
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository
 DEFAULT_MODEL = "google/ddpm-celebahq-256"
 BUNDLED_MODEL = "faces-32"  # the model the page opens on without a GPU
 DEFAULT_CLIP = "openai/clip-vit-base-patch32"
@@ -151,12 +134,12 @@ def default_clip_id() -> str:
 
 def text_to_image_model_ids() -> list[str]:
     """The text-to-image models the app offers (CycleDiffusion's text edit)."""
-    return [name for name, info in REGISTRY.items() if info.kind == "text-to-image"]
+    return [name for name, info in REGISTRY.items() if info.kind == ModelKind.TEXT_TO_IMAGE]
 
 
 def diffusion_model_ids() -> list[str]:
     """The diffusion models the app offers: the registry's, plus the default if it is a local path."""
-    ids = [name for name, info in REGISTRY.items() if info.kind == "ddpm"]
+    ids = [name for name, info in REGISTRY.items() if info.kind == ModelKind.DDPM]
     if default_model_id() not in ids:
         ids.insert(0, default_model_id())
     return ids

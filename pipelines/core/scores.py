@@ -47,19 +47,6 @@ def clip_text_score(judge: ClipJudge, target_emb: torch.Tensor, source_emb: torc
     return score
 
 
-def check_text_edit(clip: ClipJudge | None, target_prompt: str, source_prompt: str | None) -> None:
-    if clip is None:
-        raise ValueError("a text edit needs a CLIP model: pass clip=ClipJudge(model, tokenizer)")
-    clip.check_prompts([target_prompt] + ([source_prompt] if source_prompt else []))
-
-
-def text_score(clip: ClipJudge | None, target_prompt: str, source_prompt: str | None) -> Score:
-    """CLIP's score of x0_hat toward target_prompt (and away from source_prompt, when given)."""
-    check_text_edit(clip, target_prompt, source_prompt)
-    source = clip.text_embeds([source_prompt]) if source_prompt else None
-    return clip_text_score(clip, clip.text_embeds([target_prompt]), source)
-
-
 def score_gradient(score: Score, x_t: torch.Tensor, eps_fn: Callable[[torch.Tensor], torch.Tensor],
                    abar_t: torch.Tensor, gradient: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(g, eps_theta(x_t)), g = grad_{x_t} score(x_t, P_t(eps_theta(x_t))), both (B,C,H,W) in x_t's dtype.

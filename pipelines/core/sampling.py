@@ -1,5 +1,5 @@
 """Pieces every sampler shares: argument checks, the initial noise, eps_theta, abar_t and the previous timestep,
-the posterior variance beta_tilde and DDIM's sigma_t, P_t, DDIM inversion.
+the posterior variance beta_tilde and DDIM's sigma_t, P_t.
 
 The schedulers own every schedule formula; what is here only reads `scheduler.alphas_cumprod`. beta_tilde and sigma_t
 restate the variance the schedulers' steps sample with, which guidance and the DPM-Encoder need and they keep private.
@@ -7,11 +7,9 @@ restate the variance the schedulers' steps sample with, which guidance and the D
 
 from __future__ import annotations
 
-import inspect
 from typing import Callable, Optional
 
 import torch
-from diffusers import DDIMInverseScheduler
 from diffusers.utils.torch_utils import randn_tensor
 
 # callback(step, t, x_t, x0_hat): step index, timestep, current sample and predicted clean image, both (B,3,H,W) in [-1,1]
@@ -109,21 +107,3 @@ def P_t(x_t: torch.Tensor, eps: torch.Tensor, abar_t: torch.Tensor) -> torch.Ten
     """Predicted clean image P_t(eps) = (x_t - sqrt(1-abar_t) eps) / sqrt(abar_t), unclipped."""
     return (x_t - (1 - abar_t).sqrt() * eps) / abar_t.sqrt()
 
-
-def ddim_invert(unet, scheduler_config, x0: torch.Tensor, num_inference_steps: int, callback: Callback = None,
-                **overrides) -> torch.Tensor:
-    """Deterministic DDIM inversion x_0 -> x_T (eta = 0): the DDIM sampler of the same steps run backwards, (B,C,H,W) in [-1,1] -> (B,C,H,W).
-
-    diffusers' DDIMInverseScheduler visits the forward sampler's timesteps in increasing order, so decoding
-    the result with DDIMScheduler.set_timesteps(num_inference_steps) and eta = 0 reconstructs x_0.
-    """
-    accepted = inspect.signature(DDIMInverseScheduler.__init__).parameters
-    inverse = DDIMInverseScheduler.from_config({k: v for k, v in scheduler_config.items() if k in accepted}, **overrides)
-    inverse.set_timesteps(num_inference_steps)
-    x = x0
-    for step, t in enumerate(inverse.timesteps):
-        out = inverse.step(eps_theta(unet, x, t), t, x)
-        x = out.prev_sample
-        if callback is not None:
-            callback(step, int(t), x, out.pred_original_sample)
-    return x

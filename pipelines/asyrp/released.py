@@ -5,7 +5,7 @@ LPIPS(x_0, P_t) curves (utils/<dataset>_LPIPS_distance_x0_t.tsv) are fetched the
 
 26 of the repository's 35 checkpoint/ files are for the 256 px DDPMs the registry has (CelebA-HQ, LSUN church and
 bedroom); the 5 dog and 4 MetFaces files are for iDDPM/ADM models with other key names and are not listed.
-Reading a file is `pipelines.directions.load_direction`'s (through `pipelines.asyrp_official`).
+Reading a file is `pipelines.asyrp.directions.load_direction`'s (through `directions.official`).
 """
 
 from __future__ import annotations

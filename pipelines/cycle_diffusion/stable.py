@@ -12,10 +12,14 @@ Same images for the same seed as diffusers' class (the generator draws E's sampl
 noise per step; one U-Net batch [source uncond, target uncond, source cond, target cond] a step), except where it goes
 wrong: with guidance it mixes the images of a batch (here each is edited as if alone), and it drops
 source_guidance_scale when guidance_scale <= 1 (refused here). With vae=None (pixel space) the latents are the image.
+
+Each call steps a copy of the pipeline's DDIM scheduler (steps_offset=1, as diffusers' class forces), and passes its cross-attention control to the U-Net's attention processors as an argument
+(`cross_attention_kwargs`): nothing a call sets is seen by another call on the same components.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,32 +30,38 @@ from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils import BaseOutput, logging
 from diffusers.utils.torch_utils import randn_tensor
 
-from .attention_control import AttentionControl, attention_map_size, controlled_attention
-from .dpm_encoder import CycleLatent, eps_of
-from .images import OUTPUT_TYPES, postprocess
-from .sampling import Callback, abar, prev_timestep, sigma_t
-from .text_edit_checks import check_edit_inputs, is_number, per_image, prompt_list
+from ..core.clip import token_count
+from ..core.images import OUTPUT_TYPES, postprocess
+from ..core.sampling import Callback
+from ..core.schedulers import sampler
+from .attention_control import AttentionControl, attention_map_size, check_control, control_attention
+from .dpm_encoder import CycleLatent, check_encoder_args, encoder_step
 
 logger = logging.get_logger(__name__)
 
 
-def ddim_sampler(scheduler) -> DDIMScheduler:
-    """The DDIM sampler of `scheduler`'s noise schedule: itself when it is one with steps_offset=1, else one built from
-    its config (Stable Diffusion repositories ship PNDM) with steps_offset=1, which diffusers' class also forces."""
-    if isinstance(scheduler, DDIMScheduler) and scheduler.config.steps_offset == 1:
-        return scheduler
-    return DDIMScheduler.from_config(scheduler.config, steps_offset=1)
+def prompt_list(prompt, what: str = "prompt") -> list[str]:
+    if isinstance(prompt, str):
+        return [prompt]
+    if isinstance(prompt, (list, tuple)) and prompt and all(isinstance(p, str) for p in prompt):
+        return list(prompt)
+    raise ValueError(f"{what} must be a string or a non-empty list of strings (one per image); got {prompt!r}")
 
 
-def q_posterior_sample(scheduler: DDIMScheduler, x_t, x0, t: int, eta: float, generator) -> torch.Tensor:
-    """x_prev ~ q(x_prev | x_t, x0) = N(sqrt(abar_prev) x0 + sqrt(1 - abar_prev - sigma_t^2) eps_t, sigma_t^2 I) with
-    eps_t = (x_t - sqrt(abar_t) x0) / sqrt(1 - abar_t); x0 itself when the step reaches t <= 0. (B,C,h,w)."""
-    prev = prev_timestep(scheduler, t)
-    if prev <= 0:
-        return x0
-    abar_prev, sigma = abar(scheduler, prev), sigma_t(scheduler, t, eta)
-    n = randn_tensor(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-    return abar_prev.sqrt() * x0 + (1 - abar_prev - sigma**2).sqrt() * eps_of(x_t, x0, abar(scheduler, t)) + sigma * n
+def per_image(texts: list[str], n: int) -> list[str]:
+    """Each text once for each of its n images, in the order of the batch."""
+    return [text for text in texts for _ in range(n)]
+
+
+def pixel_size(image) -> tuple[int, int]:
+    """(H, W) of an image as diffusers' image processor takes it: PIL, a tensor (..., C, H, W), an array (..., H, W, C)."""
+    if isinstance(image, PIL.Image.Image):
+        return image.height, image.width
+    return tuple(image.shape[-2:]) if hasattr(image, "dim") else tuple(image.shape[-3:-1])
+
+
+def is_number(value, low: float = -math.inf) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= low
 
 
 @dataclass
@@ -68,7 +78,8 @@ class StableCycleDiffusionPipelineOutput(BaseOutput):
 
 class StableCycleDiffusionPipeline(DiffusionPipeline):
     """CycleDiffusion with a text-to-image latent model: vae (None for a pixel-space model), text_encoder, tokenizer,
-    unet (UNet2DConditionModel), scheduler (its DDIM sampler is used), optional safety_checker + feature_extractor."""
+    unet (UNet2DConditionModel), scheduler (a DDIMScheduler, or another of the schedule, which becomes one), optional
+    safety_checker + feature_extractor."""
 
     model_cpu_offload_seq = "text_encoder->unet->vae"
     _optional_components = ["vae", "safety_checker", "feature_extractor"]
@@ -80,20 +91,74 @@ class StableCycleDiffusionPipeline(DiffusionPipeline):
             logger.warning("safety_checker=None: edits go unchecked; keep the checker on in a public service")
         if safety_checker is not None and feature_extractor is None:
             raise ValueError("a safety_checker needs its feature_extractor; pass both, or safety_checker=None")
-        self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                              scheduler=ddim_sampler(scheduler), safety_checker=safety_checker,
-                              feature_extractor=feature_extractor)
+        if not (isinstance(scheduler, DDIMScheduler) and scheduler.config.steps_offset == 1):
+            # Stable Diffusion repositories ship PNDM; diffusers' class forces steps_offset=1 too
+            scheduler = sampler("ddim", scheduler.config, steps_offset=1)
+        self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+                              safety_checker=safety_checker, feature_extractor=feature_extractor)
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1) if vae is not None else 1
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
         self.register_to_config(requires_safety_checker=requires_safety_checker)
+        control_attention(unet)
+
+    def ddim(self, num_inference_steps: int) -> DDIMScheduler:
+        """A copy of the pipeline's DDIM scheduler for one call, its timesteps set: the call steps its own."""
+        return sampler("ddim", self.scheduler.config, num_inference_steps)
 
     def total_steps(self, *, num_inference_steps: int = 50, strength: float = 0.8) -> int:
         """K, the callback's steps in a call of __call__, encode or decode: int(strength * steps), as diffusers counts."""
         return min(int(num_inference_steps * strength), num_inference_steps)
 
-    def check_inputs(self, **kwargs) -> None:
-        """Every argument of __call__ (encode: its own), before the first U-Net evaluation (check_edit_inputs)."""
-        check_edit_inputs(self, **kwargs)
+    def check_inputs(self, *, prompt=None, source_prompt=None, image=None, strength=0.8, num_inference_steps=50,
+                     guidance_scale=7.5, source_guidance_scale=1.0, num_images_per_prompt=1, eta=0.1, generator=None,
+                     prompt_embeds=None, output_type="pil", cross_attention_control=None, cross_replace_steps=0.8,
+                     self_replace_steps=0.4, reweight=None, attention_map_step=None) -> None:
+        """Every argument of __call__ (encode: its own), before the first U-Net evaluation: a ValueError says what
+        was wrong and what is allowed."""
+        if (prompt is None) == (prompt_embeds is None):
+            raise ValueError("pass exactly one of prompt (the text of the edit) and prompt_embeds (its embeddings)")
+        batch = len(prompt_list(prompt)) if prompt_embeds is None else prompt_embeds.shape[0]
+        sources = prompt_list(source_prompt, "source_prompt (the text of the input image)")
+        images = len(image) if isinstance(image, list) else image.shape[0] if getattr(image, "ndim", 3) == 4 else 1
+        for text in (prompt_list(prompt) if prompt is not None else []) + sources:
+            if (n := token_count(self.tokenizer, text)) > self.tokenizer.model_max_length:
+                raise ValueError(f"the prompt “{text[:40]}…” is {n} tokens long; the text encoder reads at most "
+                                 f"{self.tokenizer.model_max_length} (start and end included): shorten it, it is never cut")
+        for name, count in (("source_prompt", len(sources)), ("image", 0 if image is None else images)):
+            if count not in (1, batch):
+                raise ValueError(f"{name} must be one, or one per prompt ({batch}); got {count}")
+        if self.vae is None and image is not None:
+            side = self.unet.config.sample_size
+            for h, w in map(pixel_size, image if isinstance(image, list) else [image]):
+                if (h, w) != (side, side):
+                    raise ValueError(f"this model has no VAE: its latents are its {side}x{side} pixels, so the image must "
+                                     f"be {side}x{side}; got {h}x{w}: resize it first")
+        check_encoder_args(num_inference_steps, eta, strength, self.scheduler.config.num_train_timesteps)
+        K = self.total_steps(num_inference_steps=num_inference_steps, strength=strength)
+        if K < 1:
+            raise ValueError(f"strength * num_inference_steps must make at least one step; got {strength} * "
+                             f"{num_inference_steps}")
+        if not (is_number(guidance_scale, 0) and is_number(source_guidance_scale, 0)):
+            raise ValueError(f"guidance_scale and source_guidance_scale must be numbers >= 0; got {guidance_scale!r} "
+                             f"and {source_guidance_scale!r}")
+        if guidance_scale <= 1 < source_guidance_scale:
+            raise ValueError(f"source_guidance_scale {source_guidance_scale} needs classifier-free guidance, which "
+                             f"runs when guidance_scale > 1; raise guidance_scale or pass source_guidance_scale=1")
+        if not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
+            raise ValueError(f"num_images_per_prompt must be an integer >= 1; got {num_images_per_prompt!r}")
+        if self.scheduler.config.set_alpha_to_one:
+            raise ValueError("the scheduler has set_alpha_to_one=True, so sigma_t = 0 at the last step; build it with "
+                             "set_alpha_to_one=False, as Stable Diffusion's config does")
+        if output_type not in ("latent", *OUTPUT_TYPES):
+            raise ValueError(f"output_type must be one of {('latent', *OUTPUT_TYPES)}; got {output_type!r}")
+        if isinstance(generator, list) and len(generator) != batch * num_images_per_prompt:
+            raise ValueError(f"a list of generators needs one per image ({batch * num_images_per_prompt})")
+        if cross_attention_control is not None or reweight is not None or attention_map_step is not None:
+            if prompt is None:
+                raise ValueError("cross-attention control and maps work on words: pass prompt, not prompt_embeds")
+            check_control(self.tokenizer, sources * (batch // len(sources)), prompt_list(prompt),
+                          cross_attention_control, reweight, cross_replace_steps, self_replace_steps,
+                          attention_map_step, K)
 
     def encode_text(self, prompts: list[str], clip_skip: int | None = None) -> torch.Tensor:
         """The text encoder's hidden states (N, L, D), L = tokenizer.model_max_length; with clip_skip, those that many
@@ -126,17 +191,16 @@ class StableCycleDiffusionPipeline(DiffusionPipeline):
             return z
         return self.vae.decode(z / self.vae.config.scaling_factor, return_dict=False)[0]
 
-    def prepare_latents(self, image, batch_size: int, *, num_inference_steps: int, strength: float, generator):
-        """z0 = E(image) (B,C,h,w), each image repeated for its batch_size / images rows, the chain's timesteps (K,),
-        and x_{t0} = q_sample(z0, t0, eps): the generator's first two draws."""
+    def prepare_latents(self, image, batch_size: int, ddim: DDIMScheduler, *, strength: float, generator):
+        """z0 = E(image) (B,C,h,w), each image repeated for its batch_size / images rows, the chain's timesteps (K,)
+        of `ddim`, and x_{t0} = q_sample(z0, t0, eps): the generator's first two draws."""
         device = self._execution_device
         z0 = self.image_to_latents(self.image_processor.preprocess(image).to(device, self.unet.dtype), generator)
         z0 = z0.repeat_interleave(batch_size // z0.shape[0], dim=0)
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
-        K = self.total_steps(num_inference_steps=num_inference_steps, strength=strength)
-        timesteps = self.scheduler.timesteps[num_inference_steps - K:]
+        n = ddim.num_inference_steps
+        timesteps = ddim.timesteps[n - self.total_steps(num_inference_steps=n, strength=strength):]
         eps = randn_tensor(z0.shape, generator=generator, device=device, dtype=z0.dtype)
-        return z0, timesteps, self.scheduler.add_noise(z0, eps, timesteps[:1])
+        return z0, timesteps, ddim.add_noise(z0, eps, timesteps[:1])
 
     def eps_hat(self, xs: list[torch.Tensor], t, conds: list[torch.Tensor], scales: list[float],
                 c_u: torch.Tensor | None, cross_attention_kwargs=None) -> list[torch.Tensor]:
@@ -150,32 +214,32 @@ class StableCycleDiffusionPipeline(DiffusionPipeline):
             return list(eps)
         return [u + w * (e - u) for u, e, w in zip(eps[: len(xs)], eps[len(xs):], scales)]
 
-    def chains(self, timesteps, *, eta: float, conds, scales, c_u, x_src=None, z0=None, x=None, noise=None,
-               generator=None, control: AttentionControl | None = None, callback: Callback = None,
+    def chains(self, ddim: DDIMScheduler, timesteps, *, eta: float, conds, scales, c_u, x_src=None, z0=None, x=None,
+               noise=None, generator=None, control: AttentionControl | None = None, callback: Callback = None,
                cross_attention_kwargs=None) -> tuple[torch.Tensor | None, torch.Tensor]:
-        """Over `timesteps` (K,), side by side: the source chain x_src toward z0 (the DPM-Encoder, when x_src is given)
-        and the target chain x driven by the source's noise, or by `noise` (K,B,C,h,w) without a source chain.
-        Returns (the target's x_0 (B,C,h,w) or None, the noise n (K,B,C,h,w))."""
+        """Over `timesteps` (K,) of `ddim`, side by side: the source chain x_src toward z0 (the DPM-Encoder, when x_src
+        is given) and the target chain x driven by the source's noise, or by `noise` (K,B,C,h,w) without a source
+        chain; the target's attention edited by `control`. Returns (the target's x_0 (B,C,h,w) or None, the noise n
+        (K,B,C,h,w))."""
+        if control is not None:
+            cross_attention_kwargs = {**(cross_attention_kwargs or {}), "control": control}
         noises = []
         for k, t in enumerate(self.progress_bar(timesteps)):
             if control is not None:
                 control.step = k
             eps = self.eps_hat([v for v in (x_src, x) if v is not None], t, conds, scales, c_u, cross_attention_kwargs)
             if x_src is not None:
-                # 1. x_src_prev ~ q(x_prev | x_src, z0), then 2. n_t = (x_src_prev - mu(x_src, eps_src)) / sigma_t
-                x_src_prev = q_posterior_sample(self.scheduler, x_src, z0, int(t), eta, generator)
-                out = self.scheduler.step(eps[0], t, x_src, eta=eta, variance_noise=torch.zeros_like(x_src))
-                n_t = (x_src_prev - out.prev_sample) / sigma_t(self.scheduler, int(t), eta)
-                x_src = x_src_prev
+                # 1. x_src_prev ~ q(x_prev | x_src, z0), n_t = (x_src_prev - mu(x_src, eps_src)) / sigma_t
+                x_src, n_t, x0_hat = encoder_step(ddim, x_src, t, z0, eps[0], eta=eta, generator=generator)
             else:
                 n_t = noise[k].to(x)
             if x is not None:
-                # 3. x_prev = mu(x, eps_tgt) + sigma_t n_t
-                out = self.scheduler.step(eps[-1], t, x, eta=eta, variance_noise=n_t)
-                x = out.prev_sample
+                # 2. x_prev = mu(x, eps_tgt) + sigma_t n_t
+                out = ddim.step(eps[-1], t, x, eta=eta, variance_noise=n_t)
+                x, x0_hat = out.prev_sample, out.pred_original_sample
             noises.append(n_t)
             if callback is not None:
-                callback(k, int(t), x_src if x is None else x, out.pred_original_sample)
+                callback(k, int(t), x_src if x is None else x, x0_hat)
         return x, torch.stack(noises)
 
     def run_safety_checker(self, x: torch.Tensor) -> tuple[torch.Tensor, list[bool] | None]:
@@ -210,10 +274,10 @@ class StableCycleDiffusionPipeline(DiffusionPipeline):
                           eta=eta, generator=generator)
         c_src, c_u = self.text_conditions(prompt_list(source_prompt), num_images_per_prompt, source_guidance_scale > 1,
                                           clip_skip)
-        z0, timesteps, x_t0 = self.prepare_latents(image, len(c_src), num_inference_steps=num_inference_steps,
-                                                   strength=strength, generator=generator)
-        _, noise = self.chains(timesteps, eta=eta, conds=[c_src], scales=[source_guidance_scale], c_u=c_u, x_src=x_t0,
-                               z0=z0, generator=generator, callback=callback)
+        ddim = self.ddim(num_inference_steps)
+        z0, timesteps, x_t0 = self.prepare_latents(image, len(c_src), ddim, strength=strength, generator=generator)
+        _, noise = self.chains(ddim, timesteps, eta=eta, conds=[c_src], scales=[source_guidance_scale], c_u=c_u,
+                               x_src=x_t0, z0=z0, generator=generator, callback=callback)
         return CycleLatent(x_t0, noise, timesteps, num_inference_steps, float(eta))
 
     @torch.no_grad()
@@ -228,8 +292,7 @@ class StableCycleDiffusionPipeline(DiffusionPipeline):
                              f"output_type of {('latent', *OUTPUT_TYPES)}; got {len(prompts)} prompts, "
                              f"{guidance_scale!r}, {output_type!r}")
         c, c_u = self.text_conditions(prompts, batch // len(prompts), guidance_scale > 1, clip_skip)
-        self.scheduler.set_timesteps(latent.num_inference_steps, device=self._execution_device)
-        x, _ = self.chains(latent.timesteps, eta=latent.eta, conds=[c], scales=[guidance_scale], c_u=c_u,
+        x, _ = self.chains(self.ddim(latent.num_inference_steps), latent.timesteps, eta=latent.eta, conds=[c], scales=[guidance_scale], c_u=c_u,
                            x=latent.x_t0.to(self._execution_device), noise=latent.eps, callback=callback,
                            cross_attention_kwargs=cross_attention_kwargs)
         return self.output(x, output_type, return_dict, latent=latent)
@@ -263,8 +326,8 @@ class StableCycleDiffusionPipeline(DiffusionPipeline):
         c_src, c_u = self.text_conditions(sources, n, guidance_scale > 1, clip_skip)
 
         # 2. z0 = E(image), x_{t0} = q_sample(z0, t0, eps)
-        z0, timesteps, x_t0 = self.prepare_latents(image, len(c_tgt), num_inference_steps=num_inference_steps,
-                                                   strength=strength, generator=generator)
+        ddim = self.ddim(num_inference_steps)
+        z0, timesteps, x_t0 = self.prepare_latents(image, len(c_tgt), ddim, strength=strength, generator=generator)
 
         # 3. both chains side by side; with control, the target's attention edited by the source's
         control = None
@@ -275,11 +338,10 @@ class StableCycleDiffusionPipeline(DiffusionPipeline):
                 cross_replace_steps=cross_replace_steps, self_replace_steps=self_replace_steps,
                 num_inference_steps=num_inference_steps, map_step=attention_map_step,
                 map_size=attention_map_size(self.unet, *z0.shape[-2:]))
-        with controlled_attention(self.unet, control):
-            x, noise = self.chains(timesteps, eta=eta, conds=[c_src, c_tgt],
-                                   scales=[source_guidance_scale, guidance_scale], c_u=c_u, x_src=x_t0, z0=z0, x=x_t0,
-                                   generator=generator, control=control, callback=callback,
-                                   cross_attention_kwargs=cross_attention_kwargs)
+        x, noise = self.chains(ddim, timesteps, eta=eta, conds=[c_src, c_tgt],
+                               scales=[source_guidance_scale, guidance_scale], c_u=c_u, x_src=x_t0, z0=z0, x=x_t0,
+                               generator=generator, control=control, callback=callback,
+                               cross_attention_kwargs=cross_attention_kwargs)
         latent = CycleLatent(x_t0, noise, timesteps, num_inference_steps, float(eta))
 
         # 4. x_0 = D(x), checked and post-processed
