@@ -5,6 +5,7 @@ Run `python app.py` (or `gradio app.py`). Environment variables are listed in RE
 
 from __future__ import annotations
 
+import logging
 import os
 
 import gradio as gr
@@ -18,15 +19,18 @@ TABS = [ilvr_tab, guidance_tab, cycle_tab, cycle_text, asyrp_tab]
 
 INTRO = """
 # Steering a pretrained diffusion model
-Four ways to control what a pretrained, *unconditional* diffusion model draws, **without retraining it**.
-Each tab is one paper; the explanation under its title gives the update rule it adds to the sampler.
-All tabs share one copy of each model. The same seed and settings give the same image on the same device
-(a GPU in fp16 and a CPU in fp32 differ slightly).
+Four published ways to control what a pretrained diffusion model draws, **without retraining it**: ILVR, classifier
+guidance, CycleDiffusion (on pixel models, and its headline text edit on Stable Diffusion) and Asyrp, one tab each;
+the explanation under a tab's title gives the update rule it adds to the sampler. All tabs share one copy of each
+model. The same seed and settings give the same image on the same device (a GPU in fp16 and a CPU in fp32 differ
+slightly).
 """
+SESSIONS = int(os.environ.get("STEER_SESSIONS", "100"))  # visitors' page states kept; Gradio's own default is 10,000
+CACHE = (1800, 7200)  # every 30 min, the result files older than 2 h are deleted (and Gradio's record of them)
 
 
 def build_demo() -> gr.Blocks:
-    with gr.Blocks(title="Steering diffusion models without retraining") as demo:
+    with gr.Blocks(title="Steering diffusion models without retraining", delete_cache=CACHE) as demo:
         gr.Markdown(INTRO)
         status_line = gr.Markdown("Checking the default model…")
         for tab in TABS:
@@ -36,13 +40,18 @@ def build_demo() -> gr.Blocks:
     return demo.queue(default_concurrency_limit=2, max_size=int(os.environ.get("STEER_QUEUE_SIZE", "32")))
 
 
+def launch_options() -> dict:
+    """What `python app.py` launches with (and the tests and benchmarks that serve the page): uploads capped, and
+    Gradio's state of each visitor's page (about 0.5 MB, a copy of the page's configuration) kept for the SESSIONS
+    most recent visitors, the older ones' dropped, so that memory stays flat however many visitors come."""
+    return dict(max_file_size="20mb", theme=gr.themes.Soft(), state_session_capacity=SESSIONS)
+
+
 if gpu.ZERO_GPU:  # ZeroGPU runs each GPU function in a worker: load the models once, here
     status.preload()
 demo = build_demo()
 
+
 if __name__ == "__main__":
-    demo.launch(
-        server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"),
-        max_file_size="20mb",
-        theme=gr.themes.Soft(),
-    )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"), **launch_options())

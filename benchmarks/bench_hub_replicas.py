@@ -9,7 +9,7 @@ or reuses DIR, and then
    STEER_DEVICE=cpu, HF_HUB_OFFLINE=1 and drives every endpoint through gradio_client at batch 1 with a few sampler
    steps: ILVR; CLIP guidance in both gradient modes with both samplers; CycleDiffusion reconstruct, translate
    celebahq -> cat, text edit and plug-and-play (1 Langevin step); Asyrp with a principal direction, learning one
-   (/asyrp_learn, 1 iteration), the learned one and a direction file written by pipelines.directions.save_direction;
+   (/asyrp_learn, 1 iteration), the learned one and a direction file written by pipelines.asyrp.directions.save_direction;
 2. runs every example of every tab that uses a hub model (celebahq, cat or CLIP) through the tab's own function in a
    subprocess per tab, with its steps lowered to --steps, so that an example setting the hub models cannot take
    (a down_factor that does not divide 256, a t_edit out of range, ...) fails loudly.
@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import print_table
+from benchmarks.server import Server
 from benchmarks.replicas import DDPM_REPOS, replicas_present, write_replicas
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -118,56 +118,6 @@ def environment(model_dir: Path, max_seconds: float) -> dict[str, str]:
 # ---------------------------------------------------------------------------------------------- endpoints
 
 
-class Server:
-    """`python app.py` in a subprocess on a free local port, its output in a log file."""
-
-    def __init__(self, env: dict[str, str], log_path: Path):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}/"
-        self.log_path = log_path
-        env = env | {"GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port)}
-        code = "import runpy, torch; torch.set_num_threads(1); runpy.run_path('app.py', run_name='__main__')"
-        self.log = open(log_path, "w")
-        started = time.perf_counter()
-        self.process = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stdout=self.log,
-                                        stderr=subprocess.STDOUT)
-        self._wait_until_up(timeout_s=600)
-        self.start_seconds = time.perf_counter() - started
-
-    def _wait_until_up(self, timeout_s: float) -> None:
-        import httpx
-
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the app exited with {self.process.returncode}:\n{self.log_tail(0)}")
-            try:
-                if httpx.get(self.url, timeout=5).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(2)
-        raise RuntimeError(f"the app did not answer within {timeout_s} s:\n{self.log_tail(0)}")
-
-    def log_offset(self) -> int:
-        self.log.flush()
-        return self.log_path.stat().st_size
-
-    def log_tail(self, offset: int, chars: int = 6000) -> str:
-        text = self.log_path.read_text(errors="replace")[offset:]
-        return text[-chars:]
-
-    def close(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-        self.log.close()
-
-
 @dataclass
 class Call:
     what: str
@@ -197,8 +147,8 @@ def endpoint_calls(steps: int, direction_file: Path) -> list[Call]:
     cycle = [
         ("reconstruct", "reconstruct", None, "", 0, 2, 2),
         ("translate celebahq -> cat", "translate", CAT, "", 0, 3, 3),
-        ("text edit", "text edit", None, "a smiling face", 0, 3, 3),
-        ("text edit + plug-and-play (1 Langevin step)", "text edit", None, "a smiling face", 1, 3, 3),
+        ("text edit", "text", None, "a smiling face", 0, 3, 3),
+        ("text edit + plug-and-play (1 Langevin step)", "text", None, "a smiling face", 1, 3, 3),
     ]
     assert {row[1] for row in cycle} <= set(cycle_tab.MODES)
     for what, mode, target, prompt, pnp, stages, images in cycle:
@@ -217,7 +167,7 @@ def endpoint_calls(steps: int, direction_file: Path) -> list[Call]:
         Call("Asyrp principal direction k=1", "/asyrp", asyrp(unsupervised, None), 2 * a, 3,
              f"{a} steps (edit interval t >= {t_edit}); + PCA of h over {asyrp_tab.PCA_SAMPLES} samples"),
         Call("Asyrp learn f_t (/asyrp_learn, 1 iteration)", "/asyrp_learn",
-             [image, CELEBAHQ, "a face", "a smiling face", "f_t (the paper's implicit function)", 1, t_edit, a],
+             [image, CELEBAHQ, "a face", "a smiling face", "f_t", 1, t_edit, a],
              a + edit_steps, None, f"inversion + {edit_steps} edit step(s) with CLIP backward"),
         Call("Asyrp learned direction", "/asyrp", asyrp(learned, None), 2 * a, 3, "inversion cached"),
         Call("Asyrp direction file", "/asyrp", asyrp(from_file, handle_file(str(direction_file))), 2 * a, 3,
@@ -250,7 +200,7 @@ def run_endpoints(env: dict[str, str], work: Path, steps: int, only: set[str] | 
 
     calls = [c for c in endpoint_calls(steps, write_direction_file(work)) if only is None or c.what in only]
     try:
-        server = Server(env, work / "server.log")
+        server = Server(env, work / "server.log", threads=1)
     except RuntimeError as err:
         return [Run(c.what, c.steps, error="the app did not start", detail=str(err)) for c in calls], ""
     runs = []
@@ -291,7 +241,7 @@ def uses_hub_model(tab: str, row: list) -> bool:
 
     if any(isinstance(value, str) and value in HUB_MODELS for value in row):
         return True
-    return (tab == "guidance" and row[0] == guidance_tab.CLIP_ZERO_SHOT) or (tab == "cycle" and row[1] == "text edit")
+    return (tab == "guidance" and row[0] == guidance_tab.CLIP_ZERO_SHOT) or (tab == "cycle" and row[1] == "text")
 
 
 def asyrp_steps(model_id: str, steps: int) -> int:

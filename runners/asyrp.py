@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from pipelines import AsyrpPipeline, ModelLoadError
+from pipelines import AsyrpPipeline, ModelKind, ModelLoadError
 from pipelines.asyrp import released as asyrp_released
 from pipelines.models import loading, registry
 from pipelines.asyrp.pipeline import check_interval
@@ -144,7 +144,7 @@ def released_rule(names: list[str]) -> tuple[int, str]:
     CLIP ViT-B/16) where that CLIP and the dataset's LPIPS curve can be had, else the dataset default."""
     default = max(asyrp_released.RELEASED[name].t_edit for name in names)
     try:
-        if loading.availability(asyrp_released.CLIP, "clip") == "not available offline":  # HF_HUB_OFFLINE, no copy
+        if loading.availability(asyrp_released.CLIP, ModelKind.CLIP) == "not available offline":  # HF_HUB_OFFLINE, no copy
             raise ModelLoadError(asyrp_released.CLIP)
         t_edit, cos, name = asyrp_released.combined_t_edit(names, loading.load_clip(asyrp_released.CLIP).judge)
     except (RuntimeError, ValueError) as err:  # RuntimeError: no CLIP, or its device unusable here (ZeroGPU's CUDA)

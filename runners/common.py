@@ -77,7 +77,7 @@ def check_preview_every(k) -> int:
 
 
 def picture(path, size: int, what: str = "an image") -> Image.Image:
-    """An uploaded picture at a model's size (centre crop, resize), judged by pipelines.images."""
+    """An uploaded picture at a model's size (centre crop, resize), judged by pipelines.core.images."""
     if not path:
         raise ValueError(f"Upload {what} first (or pick one of the examples below).")
     return images.center_crop_resize(images.open_image(path), size)

@@ -1,5 +1,5 @@
 """h-space's properties (Kwon, Jeong & Uh, ICLR 2023, section 5) as views beside an Asyrp edit, each a small run on a
-few images: homogeneity, linear combination, robustness and consistency (the probes are pipelines.hspace_probes').
+few images: homogeneity, linear combination, robustness and consistency (the probes are pipelines.asyrp.probes').
 Each returns a Result: pictures, numbers and a one-line statement; on faces-32 the numbers include what
 training.faces.measure reads back without a model (mouth curvature, whether an image is a well-formed face)."""
 

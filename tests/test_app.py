@@ -15,8 +15,7 @@ from training.shapes import measure
 from runners import guidance, ilvr
 from ui.cycle_tab import class_dropdowns
 
-UNSUPERVISED, LEARNED, FROM_FILE = ("unsupervised (k-th principal direction)", "learn from two texts",
-                                    "load a direction file")
+UNSUPERVISED, LEARNED, FROM_FILE = "principal", "learned", "file"
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +124,7 @@ def test_cycle_endpoint_reconstructs_translates_and_edits(client, live_app):
     gallery, metrics, _ = cycle("translate", target_id=live_app.other_model_id)
     assert gallery[2]["caption"] == f"translate: {live_app.other_model_id}"
     assert psnr_rows(metrics)["result"] < psnr_rows(metrics)["reconstruction"]  # the other model changed it
-    gallery, metrics, _ = cycle("text edit", target_prompt="a cat")
+    gallery, metrics, _ = cycle("text", target_prompt="a cat")
     assert gallery[2]["caption"] == "text edit: “a cat”"
     assert "CLIP similarity to “a cat”" in metrics
 
@@ -140,7 +139,7 @@ def test_cycle_endpoint_translates_between_the_bundled_models_classes(client, bu
     c, model_dir = client
 
     def cycle(source_id, source_class, target_class):
-        return c.predict(handle_file("assets/shapes/red-circle.png"), "class translation", source_id, None, "", "",
+        return c.predict(handle_file("assets/shapes/red-circle.png"), "class", source_id, None, "", "",
                          0.5, 1.0, 50, 10, False, 0, 1e-3, 0, source_class, target_class, api_name="/cycle")
 
     gallery, metrics, _ = cycle("shapes-16", "circle", "square")
@@ -178,7 +177,7 @@ def test_asyrp_endpoints_edit_with_a_strip_and_with_a_learned_direction_file(cli
     assert sorted({row["t"] for row in rows}) == [500, 750] and len(rows) == 2 * 4
     by_run = {(row["run"], row["t"]): row["|s Δh_t|"] for row in rows}
     assert by_run[("scale -2", 500)] == pytest.approx(2 * by_run[("scale -1", 500)], rel=1e-4)  # linear in s
-    path, message = c.predict(image, model_dir, "a cat", "a dog", "global Δh", 1, 500, 4, api_name="/asyrp_learn")
+    path, message = c.predict(image, model_dir, "a cat", "a dog", "global", 1, 500, 4, api_name="/asyrp_learn")
     assert path.endswith(".safetensors") and "Learned “a cat” → “a dog”" in message
     gallery, info, _ = c.predict(image, model_dir, FROM_FILE, 1, handle_file(path), -1.0, False, False, 500, 200, 4,
                                  0, api_name="/asyrp")

@@ -161,6 +161,29 @@ def test_ilvr_tab_shows_an_error_for_a_bad_factor(page):
     page.get_by_text("use one of 2, 4, 8, 16").first.wait_for(timeout=30_000)
 
 
+def test_an_unexpected_failure_shows_an_internal_error_with_the_id_the_log_holds(page, monkeypatch, caplog):
+    """A sampler that raises what no check foresaw: the page says it was an internal error and gives its id; the log
+    holds the same id beside the traceback and the request's settings; the next request is served."""
+    from pipelines import ILVRPipeline
+
+    def broken(self, *args, **kwargs):
+        raise RuntimeError("a failure no check foresaw")
+
+    tab = ilvr_tab_on_the_bundled_model(page, 10)
+    with monkeypatch.context() as patch:
+        patch.setattr(ILVRPipeline, "__call__", broken)
+        tab.get_by_role("button", name="Run ILVR").click()
+        shown = page.get_by_text(re.compile(r"Something went wrong inside the Space.*\(error [0-9a-f]{8}\)")).first
+        shown.wait_for(timeout=60_000)
+    error_id = re.search(r"error ([0-9a-f]{8})", shown.inner_text())[1]
+    logged = [r for r in caplog.records if r.name == "ui.handler" and error_id in r.getMessage()]
+    assert logged and "RuntimeError: a failure no check foresaw" in logged[0].getMessage()
+    assert "model_id='shapes-16'" in logged[0].getMessage() and logged[0].exc_info is not None
+    tab.locator("a[href$='ilvr-settings.json']").first.wait_for(timeout=30_000)  # the settings to report it with
+    tab.get_by_role("button", name="Run ILVR").click()
+    tab.get_by_text("sample 2").first.wait_for(timeout=60_000)
+
+
 SHAPE_PROMPTS = "a red circle\na blue square\na green triangle"
 
 

@@ -100,7 +100,7 @@ BAD_ARGUMENTS = [
     ("cycle", dict(strength=5)),
     ("cycle", dict(eta=0)),
     ("cycle", dict(steps=10**9)),
-    ("cycle", dict(mode="text edit", target_prompt="a cat", pnp_steps=1000)),
+    ("cycle", dict(mode="text", target_prompt="a cat", pnp_steps=1000)),
     ("asyrp", dict(t_edit=5000)),
     ("asyrp", dict(t_boost=900, t_edit=500)),
     ("asyrp", dict(steps=10**9)),

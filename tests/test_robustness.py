@@ -98,8 +98,7 @@ def test_missing_image_is_refused(client):
 
 
 PROMPTS = "a photo of a cat\na photo of a dog"
-UNSUPERVISED, LEARNED, FROM_FILE = ("unsupervised (k-th principal direction)", "learn from two texts",
-                                    "load a direction file")
+UNSUPERVISED, LEARNED, FROM_FILE = "principal", "learned", "file"
 # every endpoint's arguments in order, with values that work (few steps, one sample)
 GOOD = {
     "/guidance": dict(prompts_text=PROMPTS, target="a photo of a cat", model_id=None, scale=10, sampler="ddim",
@@ -111,7 +110,7 @@ GOOD = {
     "/asyrp": dict(image="assets/astronaut.png", model_id=None, source=UNSUPERVISED, k=1, file_path=None, scale=1.0,
                     strip=False, auto=False, t_edit=500, t_boost=200, steps=4, seed=0, preview_every=0),
     "/asyrp_learn": dict(image="assets/astronaut.png", model_id=None, source_text="a face",
-                          target_text="a smiling face", kind="global Δh", iterations=1, t_edit=500, steps=4),
+                          target_text="a smiling face", kind="global", iterations=1, t_edit=500, steps=4),
 }
 
 
@@ -143,18 +142,18 @@ BAD = [
     ("/guidance", dict(sweep=True, sweep_scales="small, big"), "Write the sweep scales as numbers"),
     ("/guidance", dict(sweep=True, sweep_scales=""), "Give from 1 to 8 sweep scales"),
     ("/cycle", dict(image=None), "Upload an image first"),
-    ("/cycle", dict(mode="dream"), "Pick a mode: reconstruct, translate, text edit"),
+    ("/cycle", dict(mode="dream"), "Pick a mode: reconstruct, translate, text, class"),
     ("/cycle", dict(mode="translate", target_id=None), "Pick a target model of the same resolution"),
     ("/cycle", dict(mode="translate", target_id="/no/such/model"), "Unknown model; use one of"),
     ("/cycle", dict(mode="translate", target_id="google/ddpm-bedroom-256"), "Could not load 'google/ddpm-bedroom-256'"),
-    ("/cycle", dict(mode="text edit", target_prompt="a photo of a cat sitting on a mat " * 5), "tokens long; CLIP reads at most 77"),
-    ("/cycle", dict(mode="text edit", target_prompt="a cat " * 100), "599 characters long; the limit is 300"),
-    ("/cycle", dict(mode="text edit", target_prompt=""), "Write the target text"),
-    ("/cycle", dict(mode="text edit", target_prompt="   "), "Write the target text"),
-    ("/cycle", dict(mode="text edit", target_prompt="a cat", guidance_scale=1e30), "guidance scale s must be from 0 to 100"),
-    ("/cycle", dict(mode="text edit", target_prompt="a cat", guidance_scale=-1), "guidance scale s must be from 0 to 100"),
-    ("/cycle", dict(mode="text edit", target_prompt="a cat", step_size=None), "Write a Langevin step size"),
-    ("/cycle", dict(mode="text edit", target_prompt="a cat", pnp_steps=1000), "langevin_steps must be an integer from 1 to 100"),
+    ("/cycle", dict(mode="text", target_prompt="a photo of a cat sitting on a mat " * 5), "tokens long; CLIP reads at most 77"),
+    ("/cycle", dict(mode="text", target_prompt="a cat " * 100), "599 characters long; the limit is 300"),
+    ("/cycle", dict(mode="text", target_prompt=""), "Write the target text"),
+    ("/cycle", dict(mode="text", target_prompt="   "), "Write the target text"),
+    ("/cycle", dict(mode="text", target_prompt="a cat", guidance_scale=1e30), "guidance scale s must be from 0 to 100"),
+    ("/cycle", dict(mode="text", target_prompt="a cat", guidance_scale=-1), "guidance scale s must be from 0 to 100"),
+    ("/cycle", dict(mode="text", target_prompt="a cat", step_size=None), "Write a Langevin step size"),
+    ("/cycle", dict(mode="text", target_prompt="a cat", pnp_steps=1000), "langevin_steps must be an integer from 1 to 100"),
     ("/cycle", dict(strength=0), "strength must be in (0, 1]"),
     ("/cycle", dict(strength=5), "strength must be in (0, 1]"),
     ("/cycle", dict(eta=0), "eta must be in (0, 1] for the DPM-Encoder"),
@@ -198,7 +197,7 @@ def test_after_the_bad_inputs_every_endpoint_still_answers(client):
     c, model_dir = client
     gallery, _, _ = call(c, model_dir, "/guidance")
     assert len(gallery) == 2  # the guided sample and the unguided one from the same seed
-    gallery, metrics, _ = call(c, model_dir, "/cycle", mode="text edit", target_prompt="a photo of a cat")
+    gallery, metrics, _ = call(c, model_dir, "/cycle", mode="text", target_prompt="a photo of a cat")
     assert len(gallery) == 4 and "CLIP similarity" in metrics  # input, reconstruction, edit, SDEdit baseline
     gallery, _, _ = call(c, model_dir, "/asyrp")
     assert len(gallery) == 3

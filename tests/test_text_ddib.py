@@ -1,4 +1,4 @@
-"""DDIB on a text-to-image model (pipelines.ddib.text_ddib) against diffusers' own DDIM inversion and DDIM sampling,
+"""DDIB on a text-to-image model (pipelines.cycle_diffusion.ddib.text_ddib) against diffusers' own DDIM inversion and DDIM sampling,
 on tiny random Stable Diffusion components."""
 
 import pytest

@@ -94,7 +94,7 @@ def test_an_ilvr_result_goes_home_as_a_png_strip_and_settings_that_reproduce_it(
 
 
 def test_an_asyrp_result_carries_its_direction_file_home(bundled):
-    settings = ["assets/shapes/green-triangle.png", "shapes-16", asyrp_tab.SOURCES[2], 1, None,
+    settings = ["assets/shapes/green-triangle.png", "shapes-16", "file", 1, None,
                 asyrp_tab.SIZE_DIRECTION, 1.0, False, False, 500, 0, 20, 0, 0]
     gallery, _, _ = asyrp_tab.run_asyrp(*settings, progress=no_progress)
     _, document = save_result(asyrp, gallery, settings)

@@ -106,9 +106,9 @@ def measure_smile_edits(pipe: AsyrpPipeline, direction, images: torch.Tensor, co
 
 CARD = """# Asyrp directions for faces-32
 
-`smile.safetensors`: an f_t (the paper's implicit function, `pipelines.directions.DeltaBlock`, {params:,} parameters)
+`smile.safetensors`: an f_t (the paper's implicit function, `pipelines.asyrp.directions.DeltaBlock`, {params:,} parameters)
 that turns the mouth up (a smile) at positive scales and down (a frown) at negative ones. Load it in the Asyrp tab
-(*load a direction file*, or its examples) or with `pipelines.directions.load_direction`.
+(*load a direction file*, or its examples) or with `pipelines.asyrp.directions.load_direction`.
 
     {command}
 

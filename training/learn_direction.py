@@ -8,7 +8,7 @@
 The defaults are kwonminki/Asyrp_official's (README, script_train.sh): 100 images, 5 iterations, 40 steps for the
 inversion and the training walk (its released directions; the README's example uses 50), SGD with lr 0.5, CLIP
 directional loss weight 1, L1 weight 3, t_edit 500 (the script's user-defined t_edit), and, on one process, one image
-per optimiser walk (bs_train 1). The f_t and the loss are this project's (pipelines.directions.learn_direction).
+per optimiser walk (bs_train 1). The f_t and the loss are this project's (pipelines.asyrp.directions.learn_direction).
 
 Data parallel (accelerate; on a CPU both launchers above start gloo processes): the images go in global batches of
 --batch-size (default: one per process); each process inverts and walks its contiguous share of every batch, and

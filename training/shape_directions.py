@@ -2,7 +2,7 @@
 
     python -m training.shape_directions      # writes assets/shapes-16/directions/size.safetensors, size.json, README.md
 
-Asyrp learns its implicit function f_t (pipelines.directions.DeltaBlock) with CLIP's directional loss, but CLIP
+Asyrp learns its implicit function f_t (pipelines.asyrp.directions.DeltaBlock) with CLIP's directional loss, but CLIP
 cannot read a 16-pixel shape. Here the generator supervises instead, with pairs: a shape, and the same shape (class,
 colour, centre) with its size r changed by s * r_per_scale pixels. The image is inverted with DDIM and decoded by the
 asymmetric reverse process at scale s (AsyrpPipeline.reverse_process: P_t sees h_t + s f_t(h_t, t) for t >= t_edit, D_t the
@@ -182,9 +182,9 @@ def measure_edits(pipe: AsyrpPipeline, direction, images: torch.Tensor, config: 
 
 CARD = """# Asyrp directions for shapes-16
 
-`size.safetensors`: an f_t (the paper's implicit function, `pipelines.directions.DeltaBlock`, {params:,} parameters)
+`size.safetensors`: an f_t (the paper's implicit function, `pipelines.asyrp.directions.DeltaBlock`, {params:,} parameters)
 that makes the shape bigger at positive scales and smaller at negative ones. Load it in the Asyrp tab
-(*load a direction file*, or its examples) or with `pipelines.directions.load_direction`.
+(*load a direction file*, or its examples) or with `pipelines.asyrp.directions.load_direction`.
 
     {command}
 

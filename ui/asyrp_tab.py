@@ -51,7 +51,7 @@ SOURCES = [("unsupervised (k-th principal direction)", "principal"), ("learn fro
            ("load a direction file", "file"), ("released by the Asyrp authors", "released")]
 KINDS = [("f_t (the paper's implicit function)", "f_t"), ("global Δh", "global")]
 
-# image, model, source, k, direction file, scale, strip, steps, seed, released directions
+EXAMPLE_FIELDS = ("image", "model_id", "source", "k", "file_path", "scale", "strip", "steps", "seed", "released")
 EXAMPLES = [
     ["assets/faces/frowning.png", "faces-32", "file", 1, SMILE_DIRECTION, 1.5, True, 20, 0, []],
     ["assets/shapes/green-triangle.png", "shapes-16", "file", 1, SIZE_DIRECTION, 1.0, True, 40, 0, []],
@@ -210,8 +210,11 @@ def build_tab() -> None:
                 norms = line_plot("|s Δh_t|, the shift added to h at each edited step (t from T down to t_edit)",
                                   "t", "|s Δh_t|")
                 results = gr.Column()
-        gr.Examples(EXAMPLES, inputs=[image, model_id, source, k, direction_file, scale, strip, steps, seed, released],
-                    outputs=[t_edit, t_boost, released], fn=example_controls, run_on_click=True, cache_examples=False,
+        settings = dict(image=image, model_id=model_id, source=source, k=k, learned_path=learned_path,
+                        file_path=direction_file, scale=scale, strip=strip, auto=auto, t_edit=t_edit, t_boost=t_boost,
+                        steps=steps, seed=seed, preview_every=preview_every, released=released)
+        gr.Examples(EXAMPLES, inputs=[settings[name] for name in EXAMPLE_FIELDS], outputs=[t_edit, t_boost, released],
+                    fn=example_controls, run_on_click=True, cache_examples=False,
                     label="Examples (pick one, then Edit)")
         # the menus follow the user's picks (.input); an example sets them as written, choices included
         model_id.input(model_controls, [model_id, released], [t_edit, t_boost, released], api_visibility="private")
@@ -223,10 +226,7 @@ def build_tab() -> None:
                                        steps=steps)
         learn_button.click(learn, learn_inputs, [learned_path, learned_file, info], api_name="asyrp_learn",
                            preprocess=False, **concurrency())
-        inputs = settings_inputs(asyrp.Settings, image=image, model_id=model_id, source=source, k=k,
-                                 learned_path=learned_path, file_path=direction_file, scale=scale, strip=strip,
-                                 auto=auto, t_edit=t_edit, t_boost=t_boost, steps=steps, seed=seed,
-                                 preview_every=preview_every, released=released)
+        inputs = settings_inputs(asyrp.Settings, **settings)
         estimate = estimator(asyrp.Settings, asyrp.cost)
         costs = [model_id, source, strip, t_edit, steps]
         gr.on([c.change for c in costs], estimate, inputs, time_estimate, api_visibility="private")

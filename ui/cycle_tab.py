@@ -36,7 +36,8 @@ baseline** decodes the same $x_{t_0}$ with fresh noise instead of the encoded $\
 the result is what the inferred noise contributes. Below the result, $z$ itself: $x_{t_0}$ and a few noise maps.
 """
 
-# image, mode, source model, target model, target text, source text, strength, eta, steps, seed, source/target class
+EXAMPLE_FIELDS = ("image", "mode", "source_id", "target_id", "target_prompt", "source_prompt", "strength", "eta", "steps",
+                  "seed", "source_class", "target_class")
 EXAMPLES = [
     ["assets/faces/frowning.png", "class", "faces-32", None, "", "", 0.5, 1.0, 50, 0, "frowning", "smiling"],
     ["assets/faces/frowning.png", "class", "faces-32", None, "", "", 0.5, 1.0, 50, 0, "frowning",
@@ -165,16 +166,15 @@ def build_tab() -> None:
         menus = [target_id, source_class, target_class]
         # the menus follow the user's picks (.input); an example sets them as written, choices included
         source_id.input(source_controls, [source_id, *menus], menus, api_visibility="private")
-        gr.Examples(EXAMPLES, inputs=[image, mode, source_id, target_id, target_prompt, source_prompt, strength, eta,
-                                      steps, seed, source_class, target_class],
-                    outputs=menus, fn=example_controls, run_on_click=True, cache_examples=False,
+        settings = dict(image=image, mode=mode, source_id=source_id, target_id=target_id, target_prompt=target_prompt,
+                        source_prompt=source_prompt, strength=strength, eta=eta, steps=steps,
+                        guidance_scale=guidance_scale, exact_gradient=exact_gradient, pnp_steps=pnp_steps,
+                        step_size=step_size, seed=seed, source_class=source_class, target_class=target_class,
+                        sdedit=sdedit, preview_every=preview_every, ddib=ddib)
+        gr.Examples(EXAMPLES, inputs=[settings[name] for name in EXAMPLE_FIELDS], outputs=menus, fn=example_controls,
+                    run_on_click=True, cache_examples=False,
                     label="Examples (pick one, then Run)")
-        inputs = settings_inputs(
-            cycle.Settings, image=image, mode=mode, source_id=source_id, target_id=target_id,
-            target_prompt=target_prompt, source_prompt=source_prompt, strength=strength, eta=eta, steps=steps,
-            guidance_scale=guidance_scale, exact_gradient=exact_gradient, pnp_steps=pnp_steps, step_size=step_size,
-            seed=seed, source_class=source_class, target_class=target_class, sdedit=sdedit,
-            preview_every=preview_every, ddib=ddib)
+        inputs = settings_inputs(cycle.Settings, **settings)
         estimate = estimator(cycle.Settings, cycle.cost, model_field="source_id")
         costs = [source_id, mode, strength, steps, exact_gradient, pnp_steps, sdedit, ddib]
         gr.on([c.change for c in costs], estimate, inputs, time_estimate, api_visibility="private")

@@ -24,7 +24,7 @@ $x_{t_0}$ with fresh noise. Stable Diffusion wants a GPU; on a CPU the bundled *
 background”) runs in seconds, and its edits are read back from the pixels: try “frowning” → “smiling”.
 """
 
-# image, model, source prompt, target prompt, strength, steps, guidance, control, seed
+EXAMPLE_FIELDS = ("image", "model_id", "source_prompt", "prompt", "strength", "steps", "guidance_scale", "control", "seed")
 EXAMPLES = [  # the bundled faces-text-32 first: a few seconds each on a CPU
     ["assets/faces/frowning-glasses.png", "faces-text-32",
      "a frowning face with glasses, black hair and medium skin on a purple background",
@@ -119,15 +119,15 @@ def build_tab() -> None:
                 latent_view = gr.Gallery(label="The latent z: x_t0 and noise maps ε_t (3 of the latent's channels)",
                                          columns=1 + cycle_text.LATENT_MAPS, height=200)
                 results = gr.Column()
-        gr.Examples(EXAMPLES, inputs=[image, model_id, source_prompt, prompt, strength, steps, guidance_scale, control, seed],
+        settings = dict(image=image, model_id=model_id, source_prompt=source_prompt, prompt=prompt, strength=strength,
+                        steps=steps, guidance_scale=guidance_scale, source_guidance_scale=source_guidance_scale,
+                        eta=eta, control=control, cross_replace_steps=cross_replace, self_replace_steps=self_replace,
+                        reweight_word=reweight_word, reweight_scale=reweight_scale, attention_step=attention_step,
+                        seed=seed, sdedit=sdedit, preview_every=preview_every, ddib=ddib)
+        gr.Examples(EXAMPLES, inputs=[settings[name] for name in EXAMPLE_FIELDS],
                     label="Examples (pick one, then Edit with text; faces-text-32 runs in seconds on a CPU, "
                           "Stable Diffusion wants a GPU)")
-        inputs = settings_inputs(
-            cycle_text.Settings, image=image, model_id=model_id, source_prompt=source_prompt, prompt=prompt,
-            strength=strength, steps=steps, guidance_scale=guidance_scale, source_guidance_scale=source_guidance_scale,
-            eta=eta, control=control, cross_replace_steps=cross_replace, self_replace_steps=self_replace,
-            reweight_word=reweight_word, reweight_scale=reweight_scale, attention_step=attention_step, seed=seed,
-            sdedit=sdedit, preview_every=preview_every, ddib=ddib)
+        inputs = settings_inputs(cycle_text.Settings, **settings)
         estimate = estimator(cycle_text.Settings, cycle_text.cost)
         gr.on([c.change for c in (model_id, strength, steps, guidance_scale, source_guidance_scale, sdedit, ddib)],
               estimate, inputs, time_estimate, api_visibility="private")

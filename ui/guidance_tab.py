@@ -40,7 +40,8 @@ CARTOON_PROMPTS = ("a cartoon face, frowning\na cartoon face, smiling\na cartoon
                    "a cartoon face with glasses, smiling")
 SHAPE_PROMPTS = "a drawing of a circle\na drawing of a square\na drawing of a triangle"
 
-# classifier, model, prompts, target, scale, sampler, steps, samples, seed, sweep, sweep scales
+EXAMPLE_FIELDS = ("classifier_kind", "model_id", "prompts_text", "target", "scale", "sampler", "steps", "samples", "seed",
+                  "sweep", "sweep_scales")
 EXAMPLES = [
     [NOISE_AWARE, "faces-32", CARTOON_PROMPTS, "smiling", 40, "ddpm", 50, 4, 0, False, "0, 10, 20, 40"],
     [NOISE_AWARE, "faces-32", CARTOON_PROMPTS, "smiling with glasses", 40, "ddpm", 50, 2, 1, True, "0, 10, 20, 40"],
@@ -144,14 +145,14 @@ def build_tab() -> None:
         classifier_kind.input(classifier_controls, [classifier_kind, prompts, model_id, target], [prompts, target],
                               api_visibility="private")
         prompts.input(target_dropdown, [classifier_kind, prompts, model_id, target], target, api_visibility="private")
-        example_inputs = [classifier_kind, model_id, prompts, target, scale, sampler, steps, samples, seed, sweep,
-                          sweep_scales]
-        gr.Examples(EXAMPLES, inputs=example_inputs, outputs=[prompts, target], fn=example_controls,
+        settings = dict(prompts_text=prompts, target=target, model_id=model_id, scale=scale, sampler=sampler,
+                        gradient=gradient, eta=eta, steps=steps, samples=samples, seed=seed, sweep=sweep,
+                        sweep_scales=sweep_scales, classifier_kind=classifier_kind, compare=compare,
+                        preview_every=preview_every)
+        gr.Examples(EXAMPLES, inputs=[settings[name] for name in EXAMPLE_FIELDS], outputs=[prompts, target],
+                    fn=example_controls,
                     run_on_click=True, cache_examples=False, label="Examples (pick one, then Run)")
-        inputs = settings_inputs(guidance.Settings, prompts_text=prompts, target=target, model_id=model_id, scale=scale,
-                                 sampler=sampler, gradient=gradient, eta=eta, steps=steps, samples=samples, seed=seed,
-                                 sweep=sweep, sweep_scales=sweep_scales, classifier_kind=classifier_kind,
-                                 compare=compare, preview_every=preview_every)
+        inputs = settings_inputs(guidance.Settings, **settings)
         estimate = estimator(guidance.Settings, guidance.cost)
         costs = [model_id, classifier_kind, gradient, steps, samples, sweep, sweep_scales, scale, compare]
         gr.on([c.change for c in costs], estimate, inputs, time_estimate, api_visibility="private")

@@ -26,7 +26,7 @@ refinement of one step split into what it throws away, puts in and keeps. Paint 
 turn strokes into an image, or scribble on a photo (the paper's paint-to-image and editing).
 """
 
-# reference, model, N, condition while t >, steps, samples, seed, show the process
+EXAMPLE_FIELDS = ("reference", "model_id", "down_factor", "range_t", "steps", "samples", "seed", "show_process")
 EXAMPLES = [
     ["assets/faces/drawn-face.png", "faces-32", 4, 0, 50, 4, 0, True],
     ["assets/faces/drawn-face.png", "faces-32", 8, 0, 50, 4, 1, False],
@@ -116,11 +116,13 @@ def build_tab() -> None:
                                 f"{', '.join(map(str, ilvr.GRID_RANGES))}).")
                     grid_button = gr.Button("Run the grid")
                     grid = gr.Gallery(label="Rows: N; columns: the conditioning range", columns=len(ilvr.GRID_RANGES))
-        inputs = settings_inputs(ilvr.Settings, reference=reference, model_id=model_id, down_factor=down_factor,
-                                 range_t=range_t, steps=steps, samples=samples, seed=seed, show_process=show_process,
-                                 split_step=split_step, preview_every=preview_every)
-        gr.Examples(EXAMPLES, inputs=inputs[:8], label="Examples (pick one, then Run)")
-        gr.Examples(SKETCH_EXAMPLES, inputs=[canvas, *inputs[:8]],
+        settings = dict(reference=reference, model_id=model_id, down_factor=down_factor, range_t=range_t, steps=steps,
+                        samples=samples, seed=seed, show_process=show_process, split_step=split_step,
+                        preview_every=preview_every)
+        inputs = settings_inputs(ilvr.Settings, **settings)
+        examples = [settings[name] for name in EXAMPLE_FIELDS]
+        gr.Examples(EXAMPLES, inputs=examples, label="Examples (pick one, then Run)")
+        gr.Examples(SKETCH_EXAMPLES, inputs=[canvas, *examples],
                     label="Drawn references (pick one to see it on the canvas and as the reference, then Run)")
         use_drawing.click(drawing_reference, canvas, reference, api_visibility="private")
         estimate = estimator(ilvr.Settings, ilvr.cost)

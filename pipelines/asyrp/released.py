@@ -211,7 +211,7 @@ def official_t_edit(dataset: str, cos: float, *, cache_dir=None) -> int:
 
 
 def text_cosine(judge, source: str, target: str) -> float:
-    """cos_CLIP(source, target): the cosine of the two texts' CLIP embeddings (a pipelines.clip.ClipJudge's)."""
+    """cos_CLIP(source, target): the cosine of the two texts' CLIP embeddings (a pipelines.core.clip.ClipJudge's)."""
     source_emb, target_emb = judge.text_embeds([source, target])
     return float(source_emb @ target_emb)
 

@@ -1,5 +1,5 @@
 """The noise-aware classifier p_phi(y | x_t, t) the bundled models ship for classifier guidance: the U-Net's encoder
-half pooled to K logits (training/train_shapes.py trains it, `pipelines.loading.load_classifier` loads it)."""
+half pooled to K logits (training/train_shapes.py trains it, `pipelines.models.loading.load_classifier` loads it)."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ bundled faces-32 otherwise: a 32x32 class-conditional model of cartoon faces (sm
 glasses) trained by this project (`python -m training.train_shapes --data faces`), shipped in assets/faces-32 with
 its noise-aware classifier, which runs in seconds on a CPU without network. The other bundled model, shapes-16
 (16x16 coloured shapes), is in every menu too. Whether the hub default can serve is probed on first use, never at
-import. Loading is `pipelines.loading`'s.
+import. Loading is `pipelines.models.loading`'s.
 
 Environment variables (documented in the README):
     STEER_MODEL       default diffusion model: a registry id or a local directory (overrides the choice above)
