@@ -64,8 +64,8 @@ def main() -> None:
     finally:
         server.close()
     sessions = args.sessions if args.sessions is not None else "the app's default"
-    print(f"{args.warmup} requests of warm-up, then {args.requests}, each a new visitor (ILVR, Asyrp, text edit in turn; "
-          f"sessions kept: {sessions}), {time.perf_counter() - began:.0f} s:")
+    print(f"{args.warmup} requests of warm-up, then {args.requests}, each a new visitor (ILVR, Asyrp, text edit in "
+          f"turn; sessions kept: {sessions}), {time.perf_counter() - began:.0f} s:")
     print_table(rows)
 
 

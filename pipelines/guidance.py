@@ -1,8 +1,14 @@
-"""Classifier guidance (Dhariwal & Nichol, NeurIPS 2021, Algorithms 1 and 2) for an unconditional diffusion model.
+"""Classifier guidance (Dhariwal & Nichol, NeurIPS 2021, Algorithms 1 and 2) for an unconditional diffusion model,
+and its alternative without a classifier for a class-conditional one (Ho & Salimans 2022).
 
 With g = grad_{x_t} log p_phi(y | x_t, t) and scale s (`guidance_scale`), one guided step per algorithm:
     DDPM (Alg. 1, condition_mean):   x_{t-1} ~ N(mu + s Sigma g, Sigma)
     DDIM (Alg. 2, condition_score):  eps_hat = eps_theta(x_t) - sqrt(1 - abar_t) s g, then the DDIM step with eps_hat
+Classifier-free guidance (`classifier_free=True`, w = guidance_scale) steps with
+    eps_hat = eps_theta(x_t, null) + w (eps_theta(x_t, y) - eps_theta(x_t, null))
+(w = 1: class-conditional sampling, w = 0: the null class); a classifier, when there is one, then only reads
+p(y | x_t). Sampling may start from an image instead of noise: x_{t0} = q_sample(x0, t0, eps) at the first of the
+sampler's last round(strength * steps) timesteps, then the guided steps (at scale 0, SDEdit).
 
 A classifier is any callable classifier(x_t, t, x0_hat) -> logits (B,K): x_t (B,3,H,W) in [-1,1] at timestep
 t (B,) long, and x0_hat = P_t(eps_theta(x_t)) (B,3,H,W), unclipped. A noise-aware classifier (a torch.nn.Module
@@ -24,9 +30,9 @@ from diffusers import DDIMScheduler, DDPMScheduler, DiffusionPipeline
 from diffusers.utils import BaseOutput
 
 from .core.clip import ClipJudge
-from .core.images import check_output_type, postprocess
-from .core.sampling import (Callback, P_t, abar, beta_tilde, check_batch_size, check_num_inference_steps, class_label_list,
-                       eps_theta, initial_noise)
+from .core.images import check_output_type, postprocess, to_model_input
+from .core.sampling import (Callback, P_t, abar, beta_tilde, chain_length, check_batch_size, check_num_inference_steps,
+                            class_label_list, eps_theta, initial_noise)
 from .core.schedulers import sampler as make_sampler
 from .core.scores import Score, check_gradient, guided_eps, guided_mean, score_gradient
 
@@ -84,6 +90,13 @@ def eps_and_grad(unet, x_t: torch.Tensor, t, log_p: Score, abar_t: torch.Tensor,
         return eps_theta(unet, x_t, t), torch.zeros_like(x_t)
     g, eps = score_gradient(log_p, x_t, lambda x: eps_theta(unet, x, t), abar_t, gradient)
     return eps, g
+
+
+def eps_classifier_free(unet, x_t: torch.Tensor, t, y: torch.Tensor, w: float) -> torch.Tensor:
+    """eps_hat = eps_theta(x_t, null) + w (eps_theta(x_t, y) - eps_theta(x_t, null)), written as w eps_theta(x_t, y)
+    + (1 - w) eps_theta(x_t, null) so that w = 1 and w = 0 give either prediction exactly: (B,C,H,W). The two are
+    separate U-Net calls of the batch, as class-conditional sampling calls it."""
+    return w * eps_theta(unet, x_t, t, y) + (1 - w) * eps_theta(unet, x_t, t)
 
 
 def condition_mean(scheduler: DDPMScheduler, x_t: torch.Tensor, t, eps: torch.Tensor, g: torch.Tensor, scale: float,
@@ -153,39 +166,49 @@ def check_finite(x: torch.Tensor, what: str, step: int, t, scale: float) -> None
 
 @dataclass
 class ClassifierGuidancePipelineOutput(BaseOutput):
-    """images: the samples; probabilities: (B,K) float32, the classifier's p(k | x_0) of each final sample;
+    """images: the samples; probabilities: (B,K) float32, the classifier's p(k | x_0) of each final sample (None
+    without a classifier);
     log_probs (return_log_probs): (steps,B) float32, log p_phi(y | x_t, t) of the target at each step's x_t, read with
     x0_hat of the unguided eps_theta; gradient_maps: {step: (B,H,W) float32} for each of gradient_map_steps, the
     per-pixel norm over channels of g = grad_{x_t} log p_phi(y | x_t, t) (zero at guidance_scale 0: no gradient);
     timesteps: (steps,) the t of each step."""
 
     images: list[PIL.Image.Image] | torch.Tensor
-    probabilities: torch.Tensor
+    probabilities: torch.Tensor | None
     log_probs: torch.Tensor | None = None
     gradient_maps: dict[int, torch.Tensor] | None = None
     timesteps: torch.Tensor | None = None
 
 
 class ClassifierGuidancePipeline(DiffusionPipeline):
-    """Sampling from an unconditional DDPM (unet + scheduler) steered toward a class by a classifier's gradient."""
+    """Sampling from a DDPM (unet + scheduler) steered toward a class: by a classifier's gradient, or, for a
+    class-conditional model, by classifier-free guidance (the classifier then optional, only reading p(y | x_t))."""
 
     def __init__(self, unet, scheduler, classifier=None):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler, classifier=classifier)
 
-    def total_steps(self, *, num_inference_steps: int) -> int:
-        """The callback's steps in one call: one per sampler step."""
-        return num_inference_steps
+    def total_steps(self, *, num_inference_steps: int, strength: float | None = None) -> int:
+        """The callback's steps in one call: one per sampler step, from x_T or, started from an image at `strength`,
+        from t0."""
+        return num_inference_steps if strength is None else chain_length(num_inference_steps, strength)
 
     def check_inputs(self, *, class_labels, guidance_scale, sampler, num_inference_steps, eta, gradient,
-                     output_type) -> list[int]:
+                     output_type, classifier_free=False, image=None, strength=1.0) -> list[int]:
         """Every argument of __call__, before its first U-Net evaluation; the class labels as a list."""
-        if self.classifier is None:
+        classes = self.unet.config.num_class_embeds
+        if classifier_free and classes is None:
+            raise ValueError("classifier-free guidance needs a class-conditional model (config.num_class_embeds set, "
+                             "its last class the null class), such as faces-32 or shapes-16")
+        if self.classifier is None and not classifier_free:
             raise ValueError("this pipeline has no classifier; pass classifier=... when building it")
-        labels = check_guidance_args(class_labels, guidance_scale, sampler, gradient, eta,
-                                     declared_num_classes(self.classifier))
+        num_classes = classes - 1 if classifier_free else declared_num_classes(self.classifier)
+        labels = check_guidance_args(class_labels, guidance_scale, sampler, gradient, eta, num_classes)
         check_num_inference_steps(num_inference_steps, self.scheduler)
         check_output_type(output_type)
+        if image is not None and (not isinstance(strength, (int, float)) or not 0 < strength <= 1):
+            raise ValueError(f"strength must be in (0, 1] (1 starts from pure noise, smaller keeps more of the image); "
+                             f"got {strength!r}")
         return labels
 
     @torch.no_grad()
@@ -203,6 +226,9 @@ class ClassifierGuidancePipeline(DiffusionPipeline):
         callback: Callback = None,
         return_log_probs: bool = False,
         gradient_map_steps: Sequence[int] = (),
+        classifier_free: bool = False,
+        image=None,
+        strength: float = 1.0,
     ):
         """Sample one image per entry of `class_labels`, guided toward that class.
 
@@ -213,10 +239,15 @@ class ClassifierGuidancePipeline(DiffusionPipeline):
         callback(step, t, x_t, x0_hat) is called after every step.
         return_log_probs: also return the target's log-probability at every step (one more classifier call a step);
         gradient_map_steps: the steps (0-based) whose gradient norm map to return.
+        classifier_free: guide by eps_theta(x_t, null) + w (eps_theta(x_t, y) - eps_theta(x_t, null)), w =
+        guidance_scale, instead of a classifier's gradient (a class-conditional model).
+        image: start from it (PIL, path or (1 or B,3,H,W) in [0,1]) noised to t0, the first of the last
+        round(strength * num_inference_steps) timesteps, instead of from pure noise; the noise is the draw x_T would be.
         """
         labels = self.check_inputs(class_labels=class_labels, guidance_scale=guidance_scale, sampler=sampler,
                                    num_inference_steps=num_inference_steps, eta=eta, gradient=gradient,
-                                   output_type=output_type)
+                                   output_type=output_type, classifier_free=classifier_free, image=image,
+                                   strength=strength)
         device = self._execution_device
         batch_size = len(labels)
         y = torch.tensor(labels, device=device)  # (B,)
@@ -228,36 +259,47 @@ class ClassifierGuidancePipeline(DiffusionPipeline):
             check_variance_type(scheduler)
         guided_step = condition_mean if sampler == "ddpm" else partial(condition_score, eta=eta)
 
-        # 2. x_T ~ N(0, I), drawn as DDPMPipeline/DDIMPipeline draw it
+        # 2. x_T ~ N(0, I), drawn as DDPMPipeline/DDIMPipeline draw it; from an image, x_{t0} = q_sample(x0, t0, x_T)
+        timesteps = scheduler.timesteps
         x = initial_noise(self.unet, batch_size, generator, device)
+        if image is not None:
+            timesteps = timesteps[num_inference_steps - chain_length(num_inference_steps, strength):]  # (K,), t0 first
+            x0 = to_model_input(image, self.unet.config.sample_size, device, self.unet.dtype)  # (1 or B,3,H,W)
+            x = scheduler.add_noise(x0.expand_as(x), x, timesteps[:1])
         log_probs, gradient_maps = [], {}
 
-        for step, t in enumerate(self.progress_bar(scheduler.timesteps)):
+        for step, t in enumerate(self.progress_bar(timesteps)):
             abar_t = abar(scheduler, t)
-            log_p = log_p_y(self.classifier, torch.full((batch_size,), int(t), device=device, dtype=torch.long), y)
-            # 3. eps_theta(x_t) and g = grad_{x_t} log p_phi(y | x_t, t)
-            eps, g = eps_and_grad(self.unet, x, t, log_p, abar_t, gradient, guidance_scale)
-            check_finite(g, "classifier gradient", step, t, guidance_scale)
+            log_p = None if self.classifier is None else log_p_y(
+                self.classifier, torch.full((batch_size,), int(t), device=device, dtype=torch.long), y)
+            # 3. eps_theta(x_t) and g = grad_{x_t} log p_phi(y | x_t, t), or classifier-free guidance's eps_hat, g = 0
+            if classifier_free:
+                eps, g = eps_classifier_free(self.unet, x, t, y, guidance_scale), torch.zeros_like(x)
+            else:
+                eps, g = eps_and_grad(self.unet, x, t, log_p, abar_t, gradient, guidance_scale)
+                check_finite(g, "classifier gradient", step, t, guidance_scale)
             # 4. what the guidance sees at x_t: log p_phi(y | x_t, t) with x0_hat of the unguided eps, and |g| per pixel
-            if return_log_probs:
+            if return_log_probs and log_p is not None:
                 log_probs.append(log_p(x, P_t(x, eps, abar_t)).float().cpu())  # (B,)
             if step in gradient_map_steps:
                 gradient_maps[step] = g.norm(dim=1).float().cpu()  # (B,H,W)
-            # 5. the guided step
-            x, x0_hat = guided_step(scheduler, x, t, eps, g, guidance_scale, generator)
+            # 5. the guided step (the plain step of eps_hat under classifier-free guidance)
+            x, x0_hat = guided_step(scheduler, x, t, eps, g, 0.0 if classifier_free else guidance_scale, generator)
             check_finite(x, "sample", step, t, guidance_scale)
             if callback is not None:
                 callback(step, int(t), x, x0_hat)
 
         # 6. the classifier's verdict on the final samples, at t = 0 where x_0 is its own clean image
-        zero = torch.zeros(batch_size, device=device, dtype=torch.long)
-        logits = self.classifier(x, zero, x).float()
-        class_label_list(y, logits.shape[-1])
-        probabilities = logits.softmax(dim=-1).cpu()
+        probabilities = None
+        if self.classifier is not None:
+            zero = torch.zeros(batch_size, device=device, dtype=torch.long)
+            logits = self.classifier(x, zero, x).float()
+            class_label_list(y, logits.shape[-1])
+            probabilities = logits.softmax(dim=-1).cpu()
 
         images = postprocess(x, output_type)
-        log_probs = torch.stack(log_probs) if return_log_probs else None
+        log_probs = torch.stack(log_probs) if log_probs else None
         gradient_maps = gradient_maps if gradient_map_steps else None
         if not return_dict:
-            return images, probabilities, log_probs, gradient_maps, scheduler.timesteps
-        return ClassifierGuidancePipelineOutput(images, probabilities, log_probs, gradient_maps, scheduler.timesteps)
+            return images, probabilities, log_probs, gradient_maps, timesteps
+        return ClassifierGuidancePipelineOutput(images, probabilities, log_probs, gradient_maps, timesteps)

@@ -2,6 +2,8 @@
 
 At every conditioned step the low frequencies of the DDPM proposal x'_{t-1} are replaced by those of the
 reference noised to the same level:  x_{t-1} = phi_N(y_{t-1}) + (I - phi_N)(x'_{t-1}).
+With a class-conditional model the proposal may come from a class y*: x'_{t-1} ~ p_theta(x_{t-1} | x_t, y*), the
+reference then keeping the layout while the class sets what the model draws in it.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from .core.images import check_output_type, postprocess, to_model_input
-from .core.sampling import (Callback, check_batch_size, check_num_inference_steps, eps_theta, initial_noise,
-                            prev_timestep)
+from .core.sampling import (Callback, check_batch_size, check_class_labels, check_num_inference_steps, eps_theta,
+                            initial_noise, prev_timestep)
 from .core.schedulers import sampler
 
 DOWN_FACTORS = (2, 4, 8, 16, 32, 64)
@@ -81,7 +83,7 @@ def q_sample_prev(scheduler: DDPMScheduler, y: torch.Tensor, t, generator) -> to
 
 
 class ILVRPipeline(DiffusionPipeline):
-    """Reference-guided sampling from an unconditional DDPM (unet + DDPMScheduler)."""
+    """Reference-guided sampling from a DDPM (unet + DDPMScheduler), unconditional or class-conditional."""
 
     def __init__(self, unet, scheduler):
         super().__init__()
@@ -92,8 +94,9 @@ class ILVRPipeline(DiffusionPipeline):
         return num_inference_steps
 
     def check_inputs(self, *, down_factor, range_t, num_inference_steps, batch_size, output_type,
-                     split_step=None) -> None:
-        """Every argument of __call__, before its first U-Net evaluation (a ValueError says what is allowed)."""
+                     split_step=None, class_labels=None) -> torch.Tensor | None:
+        """Every argument of __call__, before its first U-Net evaluation (a ValueError says what is allowed); the class
+        labels (B,) on the U-Net's device, or None."""
         T, size = self.scheduler.config.num_train_timesteps, self.unet.config.sample_size
         check_ilvr_args(down_factor, range_t, size, T)
         check_num_inference_steps(num_inference_steps, self.scheduler)
@@ -101,6 +104,7 @@ class ILVRPipeline(DiffusionPipeline):
             raise ValueError(f"split_step must be a step index from 0 to {num_inference_steps - 1}; got {split_step!r}")
         check_batch_size(batch_size)
         check_output_type(output_type)
+        return check_class_labels(self.unet, class_labels, batch_size)
 
     @torch.no_grad()
     def __call__(
@@ -115,6 +119,7 @@ class ILVRPipeline(DiffusionPipeline):
         return_dict: bool = True,
         callback: Callback = None,
         split_step: int | None = None,
+        class_labels: int | list[int] | None = None,
     ):
         """Sample `batch_size` images whose low frequencies (at factor N = down_factor) follow `reference`.
 
@@ -122,9 +127,12 @@ class ILVRPipeline(DiffusionPipeline):
         range_t: condition while t > range_t (0: every step; >= T: never, which is plain DDPM sampling).
         callback(step, t, x_t, x0_hat) is called after every step.
         split_step: keep the refinement of that step (0-based) for the first sample, as `frequency_split`.
+        class_labels: the class y* of a class-conditional model's proposals, an int or one per sample (None: the null
+        class, as an unconditional model samples).
         """
-        self.check_inputs(down_factor=down_factor, range_t=range_t, num_inference_steps=num_inference_steps,
-                          batch_size=batch_size, output_type=output_type, split_step=split_step)
+        c = self.check_inputs(down_factor=down_factor, range_t=range_t, num_inference_steps=num_inference_steps,
+                              batch_size=batch_size, output_type=output_type, split_step=split_step,
+                              class_labels=class_labels)  # (B,) or None
         size = self.unet.config.sample_size
         device = self._execution_device
 
@@ -137,8 +145,8 @@ class ILVRPipeline(DiffusionPipeline):
 
         split = None
         for step, t in enumerate(self.progress_bar(scheduler.timesteps)):
-            # 3. unconditional proposal x'_{t-1} ~ p_theta(x_{t-1} | x_t)
-            out = scheduler.step(eps_theta(self.unet, x, t), t, x, generator=generator)
+            # 3. the proposal x'_{t-1} ~ p_theta(x_{t-1} | x_t), or p_theta(x_{t-1} | x_t, y*) of a class
+            out = scheduler.step(eps_theta(self.unet, x, t, c), t, x, generator=generator)
             x = out.prev_sample
             # 4. refine: x_{t-1} = phi_N(y_{t-1}) + (I - phi_N)(x'_{t-1}), with fresh noise for y_{t-1}
             if t > range_t:

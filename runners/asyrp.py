@@ -144,7 +144,7 @@ def released_rule(names: list[str]) -> tuple[int, str]:
     CLIP ViT-B/16) where that CLIP and the dataset's LPIPS curve can be had, else the dataset default."""
     default = max(asyrp_released.RELEASED[name].t_edit for name in names)
     try:
-        if loading.availability(asyrp_released.CLIP, ModelKind.CLIP) == "not available offline":  # HF_HUB_OFFLINE, no copy
+        if loading.availability(asyrp_released.CLIP, ModelKind.CLIP) == "not available offline":  # no copy, offline
             raise ModelLoadError(asyrp_released.CLIP)
         t_edit, cos, name = asyrp_released.combined_t_edit(names, loading.load_clip(asyrp_released.CLIP).judge)
     except (RuntimeError, ValueError) as err:  # RuntimeError: no CLIP, or its device unusable here (ZeroGPU's CUDA)
@@ -323,5 +323,5 @@ def learn(settings: LearnSettings, out_dir: Path, *, progress: Callback | None =
     save_direction(path, learned, model_id=settings.model_id, t_edit=settings.t_edit,
                    num_inference_steps=settings.steps, source=settings.source_text, target=settings.target_text)
     stopped = " (stopped early)" if stop.is_set() else ""
-    return path, (f"Learned “{settings.source_text}” → “{settings.target_text}”{stopped}. Pick *learn from two texts* "
-                  f"and press Edit.")
+    return path, (f"Learned “{settings.source_text}” → “{settings.target_text}”{stopped}. Pick *learn from two "
+                  f"texts* and press Edit.")

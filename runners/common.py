@@ -116,6 +116,13 @@ class BoundedCache:
         return value
 
 
+def class_names(model_id: str | None) -> tuple[str, ...]:
+    """The names of a class-conditional model's class labels (the null class left out); () for an unconditional or
+    unknown model."""
+    info = registry.REGISTRY.get(model_id or "")
+    return info.class_names if info is not None else ()
+
+
 def default_model() -> str:
     """The model the page opens on: STEER_MODEL, else the hub's celebahq on a GPU that can serve it, else faces-32."""
     return registry.default_model_id()

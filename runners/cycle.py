@@ -9,13 +9,14 @@ from dataclasses import dataclass, field
 from pipelines import CycleDiffusionPipeline
 from pipelines.models import loading, registry
 from pipelines.cycle_diffusion.ddib import ddib
-from pipelines.cycle_diffusion.dpm_encoder import chain_length
+from pipelines.core.sampling import chain_length
 from pipelines.core.metrics import clip_similarity, faithfulness
 
 from . import base
 from .base import Job, validated
 from .budget import Cost, Work
-from .common import Callback, Gallery, check_text, evenly, make_generator, noise_image, offered_model, picture
+from .common import (Callback, Gallery, check_text, class_names, evenly, make_generator, noise_image, offered_model,
+                     picture)
 
 TAB = "cycle"
 PICTURES, FILES = {"image": "source_id"}, ()
@@ -75,12 +76,6 @@ def target_choices(source_id: str | None) -> list[str]:
     resolution share one noise schedule; the pipeline checks the schedule again at run time)."""
     size = resolution(source_id) if source_id else None
     return [m for m in registry.diffusion_model_ids() if m != source_id and size is not None and resolution(m) == size]
-
-
-def class_names(model_id: str | None) -> tuple[str, ...]:
-    """The names of a model's class labels (the null class left out); () for an unconditional or unknown model."""
-    info = registry.REGISTRY.get(model_id or "")
-    return info.class_names if info is not None else ()
 
 
 def class_labels(settings: Settings) -> dict[str, int]:
@@ -216,7 +211,8 @@ def prepare(settings: Settings) -> Job:
         if settings.mode != "reconstruct":
             gallery.append((out.images[0], f"{MODES[settings.mode]}: {captions[settings.mode]}"))
         if settings.sdedit:
-            gallery.append((out.sdedit_images[0], "SDEdit baseline: the same x_t0, fresh noise instead of the encoded ε"))
+            gallery.append((out.sdedit_images[0],
+                            "SDEdit baseline: the same x_t0, fresh noise instead of the encoded ε"))
         if deterministic is not None:
             gallery.append((deterministic, "DDIB baseline: deterministic DDIM inversion to t0, then decoding"))
         return Result(gallery, metrics(settings, image, out, kwargs.get("clip"), deterministic),

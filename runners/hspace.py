@@ -204,8 +204,9 @@ def homogeneity(settings: Settings, *, callback: Callback | None = None,
         B, p = len(x_T), numbers["psnr_to_reconstruction"]
         if s.model_id != FACES:
             h, e = (sum(p[k][1:]) / max(1, B - 1) for k in ("delta_h", "delta_eps"))
-            return Result(pictures, numbers, f"{probe.label}, s = {s.scale:g}: mean PSNR to the reconstruction of images "
-                                             f"2..{B}: Δh {h:.1f} dB, image 1's Δε {e:.1f} dB (lower: changed more).")
+            return Result(pictures, numbers, f"{probe.label}, s = {s.scale:g}: mean PSNR to the reconstruction of "
+                                             f"images 2..{B}: Δh {h:.1f} dB, image 1's Δε {e:.1f} dB (lower: changed "
+                                             f"more).")
         c = curvatures(rebuilt)
         change = {"delta_h": curvatures(by_h) - c, "delta_eps": curvatures(by_eps) - c}
         numbers["curvature_change"] = {k: [round(v, 3) for v in d.tolist()] for k, d in change.items()}
@@ -234,8 +235,8 @@ def linear_combination(settings: Settings, second: int | str | None = None, grid
         x = probe.decode(x_T.expand(len(cells), -1, -1, -1), mixed, 1.0, tracker, 1)  # (G,3,H,W)
         pictures = [(image, f"s₁ = {a:+g}, s₂ = {b:+g}") for image, (a, b) in zip(pil(x), cells)]
         numbers = {"cells": [list(cell) for cell in cells], "columns": len(grid)}
-        statement = (f"Δh₁ ({probe.label}) and Δh₂ ({other_label}) added at (s₁, s₂), each at s/√2 as the official "
-                     f"code combines two: rows s₁, columns s₂.")
+        statement = (f"Δh₁ ({probe.label}) and Δh₂ ({other_label}) added at (s₁, s₂), each at s/√2 as the "
+                     f"official code combines two: rows s₁, columns s₂.")
         if 0.0 in grid:
             numbers["additivity_gap"] = round(additivity_gap(dict(zip(cells, x))), 3)
             statement += f" The joint edits differ from the sums of single ones by {numbers['additivity_gap']:.0%}."
@@ -276,12 +277,13 @@ def robustness(settings: Settings, norms=NORMS, *, callback: Callback | None = N
         p = {space: mean_psnr(chunks) for space, chunks in noised.items()}
         numbers = {"norms": norms, "psnr_to_reconstruction": p}
         listed = lambda values, form: ", ".join(format(v, form) for v in values)  # noqa: E731
-        statement = (f"Noise of {listed(norms, 'g')} × |Δh| in h: PSNR to the reconstruction {listed(p['h'], '.1f')} dB; "
-                     f"the same noise in ε: {listed(p['eps'], '.1f')} dB")
+        statement = (f"Noise of {listed(norms, 'g')} × |Δh| in h: PSNR to the reconstruction "
+                     f"{listed(p['h'], '.1f')} dB; the same noise in ε: {listed(p['eps'], '.1f')} dB")
         if s.model_id == FACES:
             w = {space: [well_formed(x) for x in chunks] for space, chunks in noised.items()}
             numbers["well_formed"] = {"reconstruction": well_formed(rebuilt), **w}
-            statement += f"; well-formed faces: {listed(w['h'], '.0%')} with noise in h, {listed(w['eps'], '.0%')} in ε"
+            statement += (f"; well-formed faces: {listed(w['h'], '.0%')} with noise in h, {listed(w['eps'], '.0%')} "
+                          f"in ε")
         return Result(pictures, numbers, statement + ".")
 
     return start(settings, "robustness", 3, work, callback, stop, norms=norms)
@@ -305,7 +307,7 @@ def consistency(settings: Settings, *, callback: Callback | None = None,
         pictures += [(image, f"image {b + 1}, Δh at s = {s.scale:g}") for b, image in enumerate(pil(edited))]
         numbers = {"timesteps": timesteps, "cosine": [[round(v, 4) for v in row] for row in cos.tolist()],
                    "mean_off_diagonal": mean}
-        return Result(pictures, numbers, f"Δh_t of {probe.label} at {len(timesteps)} edited steps: mean cosine between "
-                                         f"different steps {mean:.2f} (1: one direction at every t).")
+        return Result(pictures, numbers, f"Δh_t of {probe.label} at {len(timesteps)} edited steps: mean cosine "
+                                         f"between different steps {mean:.2f} (1: one direction at every t).")
 
     return start(settings, "consistency", 1, work, callback, stop)

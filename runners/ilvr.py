@@ -15,7 +15,7 @@ from pipelines.ilvr import DOWN_FACTORS
 from . import base
 from .base import Job, validated
 from .budget import Cost, Work
-from .common import Callback, Gallery, make_generator, picture
+from .common import Callback, Gallery, class_names, make_generator, picture
 
 TAB = "ilvr"
 PICTURES = {"reference": "model_id"}  # picture settings -> the setting naming the model whose size they take
@@ -40,6 +40,7 @@ class Settings:
     show_process: bool = False  # x_t and x0_hat at a few steps, and the frequency split of one step
     split_step: int = 50  # 1-based; capped at the last conditioned step
     preview_every: int = 0
+    target_class: str = ""  # a class-conditional model's class to sample the proposals from ("": none)
 
 
 @dataclass
@@ -81,21 +82,36 @@ def cost(settings: Settings, pipe: ILVRPipeline | None = None) -> Cost:
     return Cost(settings.model_id, (Work(pipe.total_steps(num_inference_steps=settings.steps), settings.samples),))
 
 
+def class_label(settings: Settings) -> int | None:
+    """The index of the settings' target class among the model's classes (None without one), or a ValueError."""
+    if not settings.target_class:
+        return None
+    names = class_names(settings.model_id)
+    if settings.target_class not in names:
+        allowed = f"one of {', '.join(names)}" if names else "none: this model has no classes"
+        raise ValueError(f"The target class {settings.target_class!r} is not one of {settings.model_id}'s classes; "
+                         f"pick {allowed}.")
+    return names.index(settings.target_class)
+
+
 def prepare(settings: Settings) -> Job:
-    """The pipeline, the reference at the model's size and the split's step index checked, before any sampling."""
+    """The pipeline, the reference at the model's size, the split's step index and the class checked, before any
+    sampling."""
     pipe = pipeline(settings.model_id)
     reference = picture(settings.reference, pipe.unet.config.sample_size, "a reference image")
     split = split_index(settings.split_step, settings.steps) if settings.show_process else None
+    y = class_label(settings)
     pipe.check_inputs(down_factor=settings.down_factor, range_t=settings.range_t,
                       num_inference_steps=settings.steps, batch_size=settings.samples, output_type="pil",
-                      split_step=split)
+                      split_step=split, class_labels=y)
 
     def work(tracker: base.Tracker) -> Result:
         out = pipe(reference, down_factor=settings.down_factor, range_t=settings.range_t,
                    num_inference_steps=settings.steps, batch_size=settings.samples,
-                   generator=make_generator(settings.seed), callback=tracker, split_step=split)
+                   generator=make_generator(settings.seed), callback=tracker, split_step=split, class_labels=y)
         gallery = [(reference, "reference y"), (out.reference_low_pass[0], f"φ_N(y), N={settings.down_factor}")]
-        gallery += [(image, f"sample {i + 1}") for i, image in enumerate(out.images)]
+        of = f" of {settings.target_class}" if settings.target_class else ""
+        gallery += [(image, f"sample {i + 1}{of}") for i, image in enumerate(out.images)]
         return Result(gallery, tracker.frames + frequency_split(out.frequency_split, settings.down_factor))
 
     return Job(loading.load_diffusion(settings.model_id), cost(settings, pipe),

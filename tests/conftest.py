@@ -30,6 +30,30 @@ def tiny_unet(sample_size: int = 32, seed: int = 0) -> UNet2DModel:
     ).eval()
 
 
+def tiny_class_unet(sample_size: int = 16, classes: int = 3, seed: int = 0) -> UNet2DModel:
+    """tiny_unet with class embeddings for `classes` classes and the null class after them (num_class_embeds =
+    classes + 1), as the bundled models are trained for classifier-free guidance."""
+    torch.manual_seed(seed)
+    return UNet2DModel(sample_size=sample_size, layers_per_block=1, block_out_channels=(16, 32), norm_num_groups=8,
+                       down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+                       num_class_embeds=classes + 1).eval()
+
+
+def class_conditional_ddpm(unet: UNet2DModel, labels: list[int], steps: int, seed: int) -> torch.Tensor:
+    """Plain class-conditional DDPM sampling with diffusers' scheduler, the reference the guided samplers are held to:
+    x_T drawn as DDPMPipeline draws it, then x_{t-1} ~ p_theta(x_{t-1} | x_t, y): (B,3,H,W) in [-1,1]."""
+    from diffusers.utils.torch_utils import randn_tensor
+
+    scheduler, generator = ddpm_scheduler(), torch.Generator().manual_seed(seed)
+    scheduler.set_timesteps(steps)
+    size = unet.config.sample_size
+    x = randn_tensor((len(labels), 3, size, size), generator=generator)
+    y = torch.tensor(labels)
+    for t in scheduler.timesteps:
+        x = scheduler.step(unet(x, t, class_labels=y).sample, t, x, generator=generator).prev_sample
+    return x
+
+
 def ddpm_scheduler() -> DDPMScheduler:
     """The hub DDPMs' schedule: linear betas 1e-4..0.02, 1000 steps, clip_sample, fixed_small."""
     return DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", clip_sample=True, variance_type="fixed_small")

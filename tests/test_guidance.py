@@ -308,3 +308,46 @@ def test_Sigma_t_is_the_variance_the_ddpm_step_samples_with(variance_type, spaci
         theirs = torch.stack([scheduler._get_variance(int(t)) for t in scheduler.timesteps])
         assert torch.equal(ours[:-1], theirs[:-1]), (steps, variance_type, spacing)
         torch.testing.assert_close(ours[-1], theirs[-1], rtol=0, atol=1e-20)
+
+
+def test_from_an_image_at_scale_zero_is_sdedit_with_the_same_noise(small_unet, scheduler):
+    """x_{t0} = q_sample(x0, t0, eps) with eps the draw x_T would be, then the plain sampler from t0: SDEdit."""
+    from diffusers.utils.torch_utils import randn_tensor
+
+    image = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    pipe = ClassifierGuidancePipeline(small_unet, scheduler, RedVsBlue())
+    ours = run(pipe, [0, 1], 0.0, sampler="ddpm", image=image, strength=0.5)
+    reference, generator = ddpm_scheduler(), torch.Generator().manual_seed(0)
+    reference.set_timesteps(STEPS)
+    timesteps = reference.timesteps[STEPS - 2:]  # round(0.5 * 4) = 2 steps from t0
+    x = reference.add_noise((image * 2 - 1).expand(2, -1, -1, -1), randn_tensor((2, 3, 16, 16), generator=generator),
+                            timesteps[:1])
+    for t in timesteps:
+        x = reference.step(small_unet(x, t).sample, t, x, generator=generator).prev_sample
+    assert torch.equal(ours.images, (x / 2 + 0.5).clamp(0, 1)) and torch.equal(ours.timesteps, timesteps)
+    guided = run(pipe, [0, 1], 30.0, sampler="ddpm", image=image, strength=0.5)
+    assert not torch.equal(guided.images, ours.images)
+    with pytest.raises(ValueError, match="strength must be in"):
+        run(pipe, [0], 1.0, image=image, strength=0)
+
+
+def test_classifier_free_guidance_is_conditional_sampling_at_one_and_the_null_class_at_zero():
+    """eps_hat = eps(x_t, null) + w (eps(x_t, y) - eps(x_t, null)): w = 1 samples the class, w = 0 the null class, each
+    bit for bit as plain class-conditional sampling does; other w move away from both; a classifier, when given, only
+    reads p(y | x_t)."""
+    from conftest import class_conditional_ddpm, tiny_class_unet
+
+    unet = tiny_class_unet()
+    pipe = ClassifierGuidancePipeline(unet, ddpm_scheduler(), NoiseAware())
+    cfg = {w: run(pipe, [0, 2], w, sampler="ddpm", classifier_free=True, return_log_probs=True) for w in (0.0, 1.0, 3.0)}
+    assert torch.equal(cfg[1.0].images, (class_conditional_ddpm(unet, [0, 2], STEPS, seed=0) / 2 + 0.5).clamp(0, 1))
+    assert torch.equal(cfg[0.0].images, (class_conditional_ddpm(unet, [3, 3], STEPS, seed=0) / 2 + 0.5).clamp(0, 1))
+    assert not torch.equal(cfg[3.0].images, cfg[1.0].images) and cfg[3.0].log_probs.shape == (STEPS, 2)
+    alone = ClassifierGuidancePipeline(unet, ddpm_scheduler())(
+        [0, 2], guidance_scale=1.0, sampler="ddpm", num_inference_steps=STEPS, classifier_free=True,
+        generator=torch.Generator().manual_seed(0), output_type="pt")
+    assert torch.equal(alone.images, cfg[1.0].images) and alone.probabilities is None
+    with pytest.raises(ValueError, match="classifier-free guidance needs a class-conditional model"):
+        run(ClassifierGuidancePipeline(tiny_unet(16), ddpm_scheduler()), [0], 1.0, classifier_free=True)
+    with pytest.raises(ValueError, match="lie in 0..2"):
+        run(pipe, [3], 1.0, classifier_free=True)  # the null class is not a target

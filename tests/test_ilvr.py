@@ -4,7 +4,7 @@ import pytest
 import torch
 from diffusers import DDPMPipeline
 
-from conftest import ddpm_scheduler
+from conftest import class_conditional_ddpm, ddpm_scheduler, tiny_class_unet, tiny_unet
 from pipelines import ILVRPipeline
 from pipelines.ilvr import phi_N
 
@@ -127,3 +127,17 @@ def test_total_steps_counts_the_callbacks_of_a_call(unet):
         pipe(smooth_reference(), num_inference_steps=steps, output_type="pt", generator=torch.Generator().manual_seed(0),
              callback=lambda step, t, x_t, x0: seen.append(step))
         assert seen == list(range(pipe.total_steps(num_inference_steps=steps)))
+
+
+def test_a_class_conditional_model_samples_its_proposals_from_the_class():
+    """With conditioning off, ILVR with y* is class-conditional DDPM sampling of y*, bit for bit; without a class it is
+    the null class's, as before; a model without classes refuses one."""
+    unet, reference = tiny_class_unet(sample_size=32), smooth_reference()
+    expected = (class_conditional_ddpm(unet, [1, 2], STEPS, seed=3) / 2 + 0.5).clamp(0, 1)
+    assert torch.equal(ilvr(unet, reference, 3, range_t=1000, batch_size=2, class_labels=[1, 2]), expected)
+    null = (class_conditional_ddpm(unet, [3, 3], STEPS, seed=3) / 2 + 0.5).clamp(0, 1)
+    assert torch.equal(ilvr(unet, reference, 3, range_t=1000, batch_size=2), null)
+    conditioned = ilvr(unet, reference, 3, batch_size=2, class_labels=1)  # one class for both samples
+    assert low_pass_gap(conditioned, reference, 4) < low_pass_gap(expected, reference, 4)  # the reference still holds
+    with pytest.raises(ValueError, match="no class embeddings"):
+        ilvr(tiny_unet(), reference, 0, class_labels=0)

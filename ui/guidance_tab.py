@@ -1,5 +1,5 @@
 """The classifier guidance tab: the model's own noise-aware classifier, or CLIP zero-shot over label prompts,
-steers an unconditional model (runners.guidance)."""
+steers a model; or classifier-free guidance, beside it for comparison (runners.guidance)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import gradio as gr
 import pandas as pd
 
 from runners import guidance
-from runners.guidance import CLIP_ZERO_SHOT, FACE_PROMPTS, NOISE_AWARE
+from runners.guidance import CLASSIFIER_FREE, CLIP_ZERO_SHOT, FACE_PROMPTS, NOISE_AWARE
 
 from .gpu import concurrency
 from .handler import endpoint, estimator, live
@@ -33,15 +33,19 @@ $\epsilon_\theta$ fixed (fast). Each sample shows the classifier's probability o
 does; **sweep** renders the same seed at several scales side by side (s = 0 is plain sampling). The plot follows
 $p_\phi(y \mid x_t)$ step by step for the guided run and the unguided run from the same seed, and the maps show
 where $|\nabla_{x_t} \log p_\phi(y \mid x_t)|$ pushes. Too large an s breaks the image, and the run stops if the
-numbers overflow.
+numbers overflow. For comparison, **classifier-free guidance** (Ho & Salimans 2022) needs no classifier but a
+class-conditional model trained with a null class (the bundled ones are):
+$\hat\epsilon = \epsilon_\theta(x_t, \varnothing) + w\,(\epsilon_\theta(x_t, y) - \epsilon_\theta(x_t, \varnothing))$, $w = 1$
+the class itself, $w = 0$ no class; the model's classifier, where it ships one, then only judges. A run may also
+**start from an image** noised to $t_0$ instead of from noise: at scale 0 that is SDEdit.
 """
 
 CARTOON_PROMPTS = ("a cartoon face, frowning\na cartoon face, smiling\na cartoon face with glasses, frowning\n"
                    "a cartoon face with glasses, smiling")
 SHAPE_PROMPTS = "a drawing of a circle\na drawing of a square\na drawing of a triangle"
 
-EXAMPLE_FIELDS = ("classifier_kind", "model_id", "prompts_text", "target", "scale", "sampler", "steps", "samples", "seed",
-                  "sweep", "sweep_scales")
+EXAMPLE_FIELDS = ("classifier_kind", "model_id", "prompts_text", "target", "scale", "sampler", "steps", "samples",
+                  "seed", "sweep", "sweep_scales")
 EXAMPLES = [
     [NOISE_AWARE, "faces-32", CARTOON_PROMPTS, "smiling", 40, "ddpm", 50, 4, 0, False, "0, 10, 20, 40"],
     [NOISE_AWARE, "faces-32", CARTOON_PROMPTS, "smiling with glasses", 40, "ddpm", 50, 2, 1, True, "0, 10, 20, 40"],
@@ -57,7 +61,8 @@ EXAMPLES = [
 ]
 
 CLASSIFIERS = [("noise-aware classifier of the model (trained on noisy x_t)", NOISE_AWARE),
-               ("CLIP zero-shot over label prompts", CLIP_ZERO_SHOT)]
+               ("CLIP zero-shot over label prompts", CLIP_ZERO_SHOT),
+               ("none: classifier-free guidance by the model's own classes", CLASSIFIER_FREE)]
 SAMPLERS = [("DDIM (Algorithm 2: shift the noise)", "ddim"), ("DDPM (Algorithm 1: shift the mean)", "ddpm")]
 GRADIENTS = [("fast: eps held fixed", "fixed_eps"), ("exact: through the U-Net", "exact")]
 PLOT_COLUMNS = ["step", "p(target | x_t)", "run"]
@@ -129,6 +134,10 @@ def build_tab() -> None:
                                       label="Sampling steps (DDPM wants more than DDIM)")
                     seed = seed_input()
                     preview_every = preview_slider()
+                with gr.Accordion("Start from an image instead of noise (at scale 0: SDEdit)", open=False):
+                    image = gr.Image(type="filepath", label="Image, noised to t0 (none: sample from noise)", height=200)
+                    strength = gr.Slider(0.05, 1.0, value=1.0, step=0.05,
+                                         label="Strength (start t0 = strength × T; lower = more of the image)")
                 run, time_estimate = run_controls("Run classifier guidance")
             with gr.Column():
                 gallery = gr.Gallery(label="Samples with the classifier's probability of the target", columns=4,
@@ -148,13 +157,14 @@ def build_tab() -> None:
         settings = dict(prompts_text=prompts, target=target, model_id=model_id, scale=scale, sampler=sampler,
                         gradient=gradient, eta=eta, steps=steps, samples=samples, seed=seed, sweep=sweep,
                         sweep_scales=sweep_scales, classifier_kind=classifier_kind, compare=compare,
-                        preview_every=preview_every)
+                        preview_every=preview_every, image=image, strength=strength)
         gr.Examples(EXAMPLES, inputs=[settings[name] for name in EXAMPLE_FIELDS], outputs=[prompts, target],
                     fn=example_controls,
                     run_on_click=True, cache_examples=False, label="Examples (pick one, then Run)")
         inputs = settings_inputs(guidance.Settings, **settings)
         estimate = estimator(guidance.Settings, guidance.cost)
-        costs = [model_id, classifier_kind, gradient, steps, samples, sweep, sweep_scales, scale, compare]
+        costs = [model_id, classifier_kind, gradient, steps, samples, sweep, sweep_scales, scale, compare, image,
+                 strength]
         gr.on([c.change for c in costs], estimate, inputs, time_estimate, api_visibility="private")
         event = run.click(live(run_guidance, 3), inputs, [gallery, plot, maps], api_name="guidance", **concurrency())
         event.then(estimate, inputs, time_estimate, api_visibility="private")

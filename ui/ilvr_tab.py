@@ -5,6 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from runners import ilvr
+from runners.common import class_names
 
 from .handler import endpoint, estimator, live
 from .gpu import concurrency
@@ -69,6 +70,16 @@ def drawing_reference(canvas) -> str:
     return composite
 
 
+def class_choices(model_id: str) -> list[tuple[str, str]]:
+    """The classes a class-conditional model can draw its proposals from, and "none" (the null class)."""
+    return [("none", "")] + [(name, name) for name in class_names(model_id)]
+
+
+def class_menu(model_id: str) -> gr.Dropdown:
+    """The class menu for a newly picked model, back at "none"."""
+    return gr.Dropdown(choices=class_choices(model_id), value="", interactive=bool(class_names(model_id)))
+
+
 def render(result: ilvr.Result):
     """The gallery and the process view."""
     return shown(result.gallery), shown(result.process)
@@ -104,6 +115,10 @@ def build_tab() -> None:
                     split_step = gr.Slider(1, 1000, value=50, step=1, label="Frequency split at step k (capped at the "
                                            "last conditioned step; shown while t > the range)")
                     preview_every = preview_slider()
+                    target_class = gr.Dropdown(class_choices(model_id.value), value="",
+                                               interactive=bool(class_names(model_id.value)),
+                                               label="Class y* of the proposals (a class-conditional model's: the "
+                                                     "reference keeps the layout, the class sets what is drawn)")
                 run, time_estimate = run_controls("Run ILVR")
             with gr.Column():
                 gallery = gr.Gallery(label="Reference, its low-pass φ_N(y), samples", columns=4, height=420)
@@ -118,8 +133,9 @@ def build_tab() -> None:
                     grid = gr.Gallery(label="Rows: N; columns: the conditioning range", columns=len(ilvr.GRID_RANGES))
         settings = dict(reference=reference, model_id=model_id, down_factor=down_factor, range_t=range_t, steps=steps,
                         samples=samples, seed=seed, show_process=show_process, split_step=split_step,
-                        preview_every=preview_every)
+                        preview_every=preview_every, target_class=target_class)
         inputs = settings_inputs(ilvr.Settings, **settings)
+        model_id.change(class_menu, model_id, target_class, api_visibility="private")
         examples = [settings[name] for name in EXAMPLE_FIELDS]
         gr.Examples(EXAMPLES, inputs=examples, label="Examples (pick one, then Run)")
         gr.Examples(SKETCH_EXAMPLES, inputs=[canvas, *examples],

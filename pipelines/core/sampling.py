@@ -1,5 +1,5 @@
-"""Pieces every sampler shares: argument checks, the initial noise, eps_theta, abar_t and the previous timestep,
-the posterior variance beta_tilde and DDIM's sigma_t, P_t.
+"""Pieces every sampler shares: argument checks (class labels among them), the length of a chain started at t0, the
+initial noise, eps_theta, abar_t and the previous timestep, the posterior variance beta_tilde and DDIM's sigma_t, P_t.
 
 The schedulers own every schedule formula; what is here only reads `scheduler.alphas_cumprod`. beta_tilde and sigma_t
 restate the variance the schedulers' steps sample with, which guidance and the DPM-Encoder need and they keep private.
@@ -52,6 +52,33 @@ def class_label_list(class_labels, num_classes: int | None, batch_size: int | No
         allowed = "be >= 0" if num_classes is None else f"lie in 0..{num_classes - 1} ({num_classes} classes)"
         raise ValueError(f"{what} must {allowed}; got {list(class_labels)}")
     return list(class_labels)
+
+
+def check_class_labels(unet, class_labels, batch_size: int) -> torch.Tensor | None:
+    """class_labels (None, an int, or one int per image) -> (B,) long on the U-Net's device; None stays None (the null
+    class of a class-conditional model, or no class at all). Raise ValueError for labels the U-Net cannot take."""
+    if class_labels is None:
+        return None
+    num_classes = unet.config.num_class_embeds
+    if num_classes is None:
+        raise ValueError(
+            "this model has no class embeddings (its config.num_class_embeds is None), so it takes no class labels; "
+            "pass none, or use a class-conditional model such as shapes-16"
+        )
+    try:
+        labels = class_label_list(class_labels, num_classes, batch_size)
+    except ValueError as err:
+        allowed = f"integers from 0 to {num_classes - 1} ({num_classes - 1} is the null class, unconditional)"
+        raise ValueError(
+            f"class labels must be one of the {allowed}, or a list of {batch_size} of them (one per image); "
+            f"got {class_labels!r}"
+        ) from err
+    return torch.tensor(labels, dtype=torch.long, device=unet.device)  # (B,)
+
+
+def chain_length(num_inference_steps: int, strength: float) -> int:
+    """K, the steps of a chain started at t0: the sampler's last round(strength * num_inference_steps), at least 1."""
+    return max(1, round(strength * num_inference_steps))
 
 
 def sample_shape(unet, batch_size: int) -> tuple[int, int, int, int]:

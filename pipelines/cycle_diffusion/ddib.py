@@ -20,9 +20,9 @@ from diffusers import DDIMScheduler, ImagePipelineOutput
 
 from ..core.images import check_output_type, postprocess, to_model_input
 from ..core.inversion import Eps, ddim_invert
-from ..core.sampling import Callback, check_num_inference_steps, eps_theta
+from ..core.sampling import Callback, chain_length, check_class_labels, check_num_inference_steps, eps_theta
 from ..core.schedulers import sampler
-from .dpm_encoder import ENCODER_SCHEDULE, chain_length, check_class_labels, check_compatible
+from .dpm_encoder import ENCODER_SCHEDULE, check_compatible
 from .stable import prompt_list
 
 # CycleDiffusion's sampler (its timesteps) made deterministic and invertible: P unclipped, abar = 1 after the last

@@ -22,7 +22,7 @@ from diffusers import DDIMScheduler
 from diffusers.utils.torch_utils import randn_tensor
 from torch.utils.checkpoint import checkpoint
 
-from ..core.sampling import Callback, abar, class_label_list, eps_theta, prev_timestep, sigma_t
+from ..core.sampling import Callback, abar, eps_theta, prev_timestep, sigma_t
 from ..core.schedulers import sampler
 from ..core.scores import Score, guided_eps, score_gradient
 
@@ -68,11 +68,6 @@ def encoder_step(scheduler: DDIMScheduler, x_t: torch.Tensor, t, x0: torch.Tenso
     return x_prev, (x_prev - out.prev_sample) / sigma_t(scheduler, int(t), eta), out.pred_original_sample
 
 
-def chain_length(num_inference_steps: int, strength: float) -> int:
-    """K, the steps of a chain started at t0: the sampler's last round(strength * num_inference_steps), at least 1."""
-    return max(1, round(strength * num_inference_steps))
-
-
 def check_encoder_args(num_inference_steps, eta, strength, T: int) -> None:
     if not isinstance(num_inference_steps, int) or not 1 <= num_inference_steps < T:
         raise ValueError(
@@ -93,28 +88,6 @@ def check_langevin_args(langevin_steps, step_size) -> None:
         raise ValueError(f"langevin_steps must be an integer from 1 to 100; got {langevin_steps!r}")
     if not isinstance(step_size, (int, float)) or not 0 < step_size <= 1:
         raise ValueError(f"step_size (lambda) must be in (0, 1]; got {step_size!r}")
-
-
-def check_class_labels(unet, class_labels, batch_size: int) -> torch.Tensor | None:
-    """class_labels (None, an int, or one int per image) -> (B,) long on the U-Net's device; None stays None (the null
-    class of a class-conditional model, or no class at all). Raise ValueError for labels the U-Net cannot take."""
-    if class_labels is None:
-        return None
-    num_classes = unet.config.num_class_embeds
-    if num_classes is None:
-        raise ValueError(
-            "this model has no class embeddings (its config.num_class_embeds is None), so it takes no class labels; "
-            "pass none, or use a class-conditional model such as shapes-16"
-        )
-    try:
-        labels = class_label_list(class_labels, num_classes, batch_size)
-    except ValueError as err:
-        allowed = f"integers from 0 to {num_classes - 1} ({num_classes - 1} is the null class, unconditional)"
-        raise ValueError(
-            f"class labels must be one of the {allowed}, or a list of {batch_size} of them (one per image); "
-            f"got {class_labels!r}"
-        ) from err
-    return torch.tensor(labels, dtype=torch.long, device=unet.device)  # (B,)
 
 
 def check_compatible(unet, scheduler_config, other_unet, other_scheduler_config) -> None:

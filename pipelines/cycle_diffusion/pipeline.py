@@ -22,10 +22,10 @@ from diffusers.utils import BaseOutput
 
 from ..core.clip import ClipJudge
 from ..core.images import check_output_type, postprocess, to_model_input
-from ..core.sampling import Callback, counted_from
+from ..core.sampling import Callback, chain_length, check_class_labels, counted_from
 from ..core.scores import Score, check_gradient, clip_text_score
-from .dpm_encoder import (CycleLatent, G, chain_length, check_class_labels, check_compatible, check_encoder_args,
-                          check_langevin_args, dpm_encoder, encoder_scheduler, langevin)
+from .dpm_encoder import (CycleLatent, G, check_compatible, check_encoder_args, check_langevin_args, dpm_encoder,
+                          encoder_scheduler, langevin)
 
 
 def check_text_edit(clip: ClipJudge | None, target_prompt: str, source_prompt: str | None) -> None:

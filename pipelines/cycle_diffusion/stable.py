@@ -13,8 +13,9 @@ noise per step; one U-Net batch [source uncond, target uncond, source cond, targ
 wrong: with guidance it mixes the images of a batch (here each is edited as if alone), and it drops
 source_guidance_scale when guidance_scale <= 1 (refused here). With vae=None (pixel space) the latents are the image.
 
-Each call steps a copy of the pipeline's DDIM scheduler (steps_offset=1, as diffusers' class forces), and passes its cross-attention control to the U-Net's attention processors as an argument
-(`cross_attention_kwargs`): nothing a call sets is seen by another call on the same components.
+Each call steps a copy of the pipeline's DDIM scheduler (steps_offset=1, as diffusers' class forces), and passes its
+cross-attention control to the U-Net's attention processors as an argument (`cross_attention_kwargs`): nothing a call
+sets is seen by another call on the same components.
 """
 
 from __future__ import annotations
@@ -123,7 +124,8 @@ class StableCycleDiffusionPipeline(DiffusionPipeline):
         for text in (prompt_list(prompt) if prompt is not None else []) + sources:
             if (n := token_count(self.tokenizer, text)) > self.tokenizer.model_max_length:
                 raise ValueError(f"the prompt “{text[:40]}…” is {n} tokens long; the text encoder reads at most "
-                                 f"{self.tokenizer.model_max_length} (start and end included): shorten it, it is never cut")
+                                 f"{self.tokenizer.model_max_length} (start and end included): shorten it, it is never "
+                                 f"cut")
         for name, count in (("source_prompt", len(sources)), ("image", 0 if image is None else images)):
             if count not in (1, batch):
                 raise ValueError(f"{name} must be one, or one per prompt ({batch}); got {count}")
@@ -131,8 +133,8 @@ class StableCycleDiffusionPipeline(DiffusionPipeline):
             side = self.unet.config.sample_size
             for h, w in map(pixel_size, image if isinstance(image, list) else [image]):
                 if (h, w) != (side, side):
-                    raise ValueError(f"this model has no VAE: its latents are its {side}x{side} pixels, so the image must "
-                                     f"be {side}x{side}; got {h}x{w}: resize it first")
+                    raise ValueError(f"this model has no VAE: its latents are its {side}x{side} pixels, so the image "
+                                     f"must be {side}x{side}; got {h}x{w}: resize it first")
         check_encoder_args(num_inference_steps, eta, strength, self.scheduler.config.num_train_timesteps)
         K = self.total_steps(num_inference_steps=num_inference_steps, strength=strength)
         if K < 1:
@@ -292,7 +294,8 @@ class StableCycleDiffusionPipeline(DiffusionPipeline):
                              f"output_type of {('latent', *OUTPUT_TYPES)}; got {len(prompts)} prompts, "
                              f"{guidance_scale!r}, {output_type!r}")
         c, c_u = self.text_conditions(prompts, batch // len(prompts), guidance_scale > 1, clip_skip)
-        x, _ = self.chains(self.ddim(latent.num_inference_steps), latent.timesteps, eta=latent.eta, conds=[c], scales=[guidance_scale], c_u=c_u,
+        x, _ = self.chains(self.ddim(latent.num_inference_steps), latent.timesteps, eta=latent.eta, conds=[c],
+                           scales=[guidance_scale], c_u=c_u,
                            x=latent.x_t0.to(self._execution_device), noise=latent.eps, callback=callback,
                            cross_attention_kwargs=cross_attention_kwargs)
         return self.output(x, output_type, return_dict, latent=latent)
