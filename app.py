@@ -11,18 +11,18 @@ import os
 import gradio as gr
 
 from ui import gpu  # first: it imports spaces (on ZeroGPU) before torch
-from ui import asyrp_tab, cycle_tab, cycle_text, guidance_tab, ilvr_tab
+from ui import asyrp_tab, compare_tab, cycle_tab, cycle_text, guidance_tab, ilvr_tab
 from ui.handler import stop_flags
 from runners import status
 
-TABS = [ilvr_tab, guidance_tab, cycle_tab, cycle_text, asyrp_tab]
+TABS = [ilvr_tab, guidance_tab, cycle_tab, cycle_text, asyrp_tab, compare_tab]
 
 INTRO = """
 # Steering a pretrained diffusion model
 Four published ways to control what a pretrained diffusion model draws, **without retraining it**: ILVR, classifier
 guidance, CycleDiffusion (on pixel models, and its headline text edit on Stable Diffusion) and Asyrp, one tab each;
-the explanation under a tab's title gives the update rule it adds to the sampler. All tabs share one copy of each
-model. The same seed and settings give the same image on the same device (a GPU in fp16 and a CPU in fp32 differ
+the explanation under a tab's title gives the update rule it adds to the sampler, and *Compare* sets them side by side
+on one face. All tabs share one copy of each model. The same seed and settings give the same image on the same device (a GPU in fp16 and a CPU in fp32 differ
 slightly).
 """
 SESSIONS = int(os.environ.get("STEER_SESSIONS", "100"))  # visitors' page states kept; Gradio's own default is 10,000

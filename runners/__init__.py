@@ -6,9 +6,9 @@ stop=...) -> Result` with everything its tab shows, run by the one template `run
 settings file and the command line (`python -m runners`) all go through them.
 """
 
-from . import asyrp, cycle, cycle_text, guidance, ilvr
+from . import asyrp, compare, cycle, cycle_text, guidance, ilvr
 from .base import Runner, Stopped
 
-METHODS: dict[str, Runner] = {runner.TAB: runner for runner in (ilvr, guidance, cycle, cycle_text, asyrp)}
+METHODS: dict[str, Runner] = {runner.TAB: runner for runner in (ilvr, guidance, cycle, cycle_text, asyrp, compare)}
 
-__all__ = ["METHODS", "Runner", "Stopped", "asyrp", "cycle", "cycle_text", "guidance", "ilvr"]
+__all__ = ["METHODS", "Runner", "Stopped", "asyrp", "compare", "cycle", "cycle_text", "guidance", "ilvr"]

@@ -3,21 +3,25 @@
     python -m runners --help
     python -m runners run ilvr --reference assets/faces/drawn-face.png --model faces-32 --out out/
     python -m runners reproduce ilvr-settings.json --out out/
+    python -m runners compare --goal smile --faces 32 --out out/
 
 `reproduce` runs a settings file that a tab's result downloaded; on the same device it gives the page's images bit
 for bit. Every output image is written as its own PNG at the model's resolution, with the strip beside them.
+`compare` measures every method on held-out faces (the Compare tab's "Measure on N faces") and writes the table as
+Markdown and CSV and the figure of every face as a PNG.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import re
 import sys
 import tempfile
 from dataclasses import MISSING, fields
 from pathlib import Path
 
-from . import METHODS, settings_file
+from . import METHODS, compare, settings_file
 from .common import Gallery
 
 MODEL_FIELDS = ("model_id", "source_id")  # --model names the model a method samples or encodes with
@@ -53,6 +57,9 @@ def parser() -> argparse.ArgumentParser:
     again = commands.add_parser("reproduce", help="run a settings file that a tab's result downloaded")
     again.add_argument("settings", type=Path, help="<tab>-settings.json")
     again.add_argument("--out", type=Path, required=True, help="folder for the output PNGs")
+    measure = commands.add_parser("compare", help="every method on held-out faces: the table and the figure")
+    add_settings(measure, compare.MeasureSettings)
+    measure.add_argument("--out", type=Path, required=True, help="folder for compare-<goal>.md, .csv and .png")
     return top
 
 
@@ -75,8 +82,40 @@ def report(done: int, total: int, desc: str, preview) -> None:
     print(f"\r{desc}: step {done} of {total}", end="" if done < total else "\n", file=sys.stderr, flush=True)
 
 
+def write_measured(measured: compare.Measured, goal: str, command: str, out: Path) -> list[Path]:
+    """compare-<goal>.md (the table, the command that made it), .csv (the table) and .png (every face)."""
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"compare-{goal}"
+    columns = list(measured.table[0])
+    lines = [f"`{command}`: {measured.faces} held-out faces, rates with their 95% interval (Wilson)", "",
+             "| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    lines += ["| " + " | ".join(str(row[c]) for c in columns) + " |" for row in measured.table]
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    with open(stem.with_suffix(".csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, columns)
+        writer.writeheader()
+        writer.writerows(measured.table)
+    written = [stem.with_suffix(".md"), stem.with_suffix(".csv")]
+    if measured.figure is not None:
+        measured.figure.save(stem.with_suffix(".png"))
+        written.append(stem.with_suffix(".png"))
+    return written
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command == "compare":
+        given = {f.name: getattr(args, f.name) for f in fields(compare.MeasureSettings)
+                 if getattr(args, f.name) is not None}
+        settings = compare.MeasureSettings(**given)
+        try:
+            measured = compare.measure(settings, callback=report)
+        except ValueError as err:
+            raise SystemExit(f"error: {err}") from err
+        command = "python -m runners " + " ".join(argv if argv is not None else sys.argv[1:])
+        for path in write_measured(measured, settings.goal, command, args.out):
+            print(path)
+        return 0
     if args.command == "reproduce":
         found = settings_file.read_document(args.settings)
         if found["tab"] not in METHODS:

@@ -39,7 +39,7 @@ from training.faces_text_edits import held_out_faces, plain_caption
 from . import asyrp, base, cycle, cycle_text, guidance, ilvr
 from .base import Job, validated
 from .budget import Cost, Work
-from .common import BoundedCache, Callback, Gallery, class_names, picture
+from .common import BoundedCache, Callback, Gallery, picture
 
 TAB = "compare"
 PICTURES, FILES = {"image": "model_id"}, ()
@@ -62,7 +62,7 @@ class Settings:
     goal: str = "smile"  # "smile" (frowning -> smiling) or "glasses" (add glasses)
     strength: float = 0.6  # t0 = strength x T for the methods that start from the noised input
     seed: int = 0
-    model_id: str = MODEL  # the class-conditional model the methods share (the text edit uses faces-text-32)
+    model_id: str = MODEL  # the model the methods share: the bundled faces-32 (the text edit uses faces-text-32)
     preview_every: int = 0
 
 
@@ -82,8 +82,9 @@ class Cell:
     """One method's answer: its image (None, with why, where it cannot reach the goal) and its row of the table."""
 
     method: str
-    tab: str  # the tab (runner) that gives the same image for `settings`
+    tab: str  # the tab (runner) that gives the same image for `settings`, at `index` of its result's gallery
     settings: dict
+    index: int = 0
     image: Image.Image | None = None
     why: str = ""
     read: dict = field(default_factory=dict)  # the attributes read back from the image
@@ -200,9 +201,9 @@ def check(settings: Settings) -> Settings:
                          f"{settings.goal!r}.")
     if not 0 < settings.strength <= 1:
         raise ValueError(f"The strength must be in (0, 1] (t0 = strength × T); got {settings.strength}.")
-    if not class_names(settings.model_id):
-        raise ValueError(f"The comparison reads faces back from their pixels: pick {MODEL}, whose classes it "
-                         f"translates between; got {settings.model_id}.")
+    if settings.model_id != MODEL:
+        raise ValueError(f"The comparison reads each output back from its pixels, which only the bundled faces allow: "
+                         f"its model is {MODEL} (the text edit's {TEXT_MODEL}); got {settings.model_id}.")
     return settings
 
 
@@ -218,15 +219,17 @@ def cost(settings: Settings) -> Cost:
     return Cost(settings.model_id, tuple(work))
 
 
-def forwarded(tracker: base.Tracker, call: str) -> Callback:
-    """A method's own progress and previews as the comparison's, its description saying which call of all it is."""
-    if tracker.callback is None:
+def forwarded(callback: Callback | None, what: str) -> Callback | None:
+    """A method's own progress and previews as the comparison's, its description saying `what` runs."""
+    if callback is None:
         return None
-    return lambda done, total, desc, preview: tracker.callback(done, total, f"{call}: {desc}", preview)
+    return lambda done, total, desc, preview: callback(done, total, f"{what}: {desc}", preview)
 
 
-def compared(settings: Settings, image: Image.Image, path: str, tracker: base.Tracker) -> Result:
-    """Every method on the face, one runner call after another; a stopped call ends the comparison there."""
+def compared(settings: Settings, image: Image.Image, path: str, callback: Callback | None,
+             stop: threading.Event | None) -> Result:
+    """Every method on the face (`image`, read from `path`), one runner call after another, each reporting to
+    `callback` and ending at `stop`; a stopped call ends the comparison there."""
     read = read_attributes(images.pil_to_tensor(image)[0])
     direction = SMILE if settings.goal == "smile" else glasses_direction(settings.model_id)
     result, calls = Result([(image, f"input: {', '.join(read.values())}")]), plans(settings, path, read, direction)
@@ -234,7 +237,7 @@ def compared(settings: Settings, image: Image.Image, path: str, tracker: base.Tr
         call = f"{k + 1} of {len(calls)}, {', '.join(plan.shows)}"
         began = time.perf_counter()
         try:
-            out = plan.runner.run(plan.settings, callback=forwarded(tracker, call), stop=tracker.stop)
+            out = plan.runner.run(plan.settings, callback=forwarded(callback, call), stop=stop)
         except ValueError as err:  # this method cannot run here: its cells say why, the others go on
             result.cells += [Cell(name, plan.runner.TAB, asdict(plan.settings), why=str(err)) for name in plan.shows]
             continue
@@ -245,7 +248,7 @@ def compared(settings: Settings, image: Image.Image, path: str, tracker: base.Tr
         for name, (index, own) in plan.shows.items():
             shown = out.gallery[index][0]
             share = (own or evaluations) / evaluations
-            result.cells.append(Cell(name, plan.runner.TAB, asdict(plan.settings), shown,
+            result.cells.append(Cell(name, plan.runner.TAB, asdict(plan.settings), index, shown,
                                      read=read_attributes(images.pil_to_tensor(shown)[0]),
                                      evaluations=own or evaluations, seconds=seconds * share))
     result.gallery += [(cell.image, cell.method) for cell in result.cells if cell.image is not None]
@@ -259,10 +262,123 @@ def prepare(settings: Settings) -> Job:
     model = loading.load_diffusion(settings.model_id)
     image = picture(settings.image, model.unet.config.sample_size, "a face")
     return Job(model, cost(settings), None, "the strength", len(METHODS), f"one edit, every method: {settings.goal}",
-               lambda tracker: compared(settings, image, settings.image, tracker),
+               lambda tracker: compared(settings, image, settings.image, tracker.callback, tracker.stop),
                lambda tracker: Result([(image, "input")], stopped=True), settings.preview_every)
 
 
 def run(settings: Settings, *, callback: Callback | None = None, stop: threading.Event | None = None) -> Result:
     """The input, each method's output and the table of what each reached, kept and cost."""
     return base.run(prepare, settings, callback=callback, stop=stop)
+
+
+# ----------------------------------------------------------------------------------------------- over N faces
+
+
+@dataclass
+class Measured:
+    """The comparison over held-out faces: per method its rates and means, and the faces where it missed the goal."""
+
+    table: list[dict]  # one row per method
+    failures: Gallery  # (the face, then the method's output) for every face where the method missed the goal
+    faces: int = 0  # how many faces were compared
+    figure: Image.Image | None = None  # rows: faces; columns: the input, then each method
+    stopped: bool = False
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a rate k / n at 95%: (p + z^2/2n ± z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    centre, half = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n)
+
+
+def rate(k: int, n: int) -> str:
+    low, high = wilson(k, n)
+    return f"{k}/{n} = {k / n:.0%} [{low:.0%}, {high:.0%}]" if n else "—"
+
+
+def summary(results: list[Result], goal: str) -> list[dict]:
+    """Per method over the faces: goal reached, every other attribute kept (each with its Wilson 95% interval), mean
+    PSNR, SSIM, U-Net evaluations and seconds."""
+    table = []
+    for method in METHODS:
+        rows = [r for result in results for r in result.rows if r["method"] == method and r["goal reached"] != "—"]
+        n = len(rows)
+        if not n:
+            table.append({"method": method, "goal reached": "—", "all kept": "—", "mean PSNR (dB)": "—",
+                          "mean SSIM": "—", "U-Net evaluations": "—", "mean seconds": "—"})
+            continue
+        reached = sum(r["goal reached"] == "yes" for r in rows)
+        kept = sum(r["kept"].split(" of ")[0] == r["kept"].split(" of ")[1] for r in rows)
+        mean = lambda key, digits: round(sum(r[key] for r in rows) / n, digits)  # noqa: E731
+        table.append({"method": method, "goal reached": rate(reached, n), "all kept": rate(kept, n),
+                      "mean PSNR (dB)": mean("PSNR (dB)", 2), "mean SSIM": mean("SSIM", 4),
+                      "U-Net evaluations": mean("U-Net evaluations", 0), "mean seconds": mean("seconds", 1)})
+    return table
+
+
+def figure(results: list[Result]) -> Image.Image:
+    """One row per face: the input, then each method's output (white where it gave none)."""
+    rows = []
+    for result in results:
+        shown = {cell.method: cell.image for cell in result.cells}
+        row_images = [result.gallery[0][0]] + [shown.get(m) or Image.new("RGB", result.gallery[0][0].size, "white")
+                                              for m in METHODS]
+        rows.append(row_images)
+    side = rows[0][0].width
+    sheet = Image.new("RGB", (side * len(rows[0]), side * len(rows)), "white")
+    for i, row_images in enumerate(rows):
+        for j, image in enumerate(row_images):
+            sheet.paste(image.convert("RGB"), (j * side, i * side))
+    return sheet
+
+
+def measure_cost(settings: MeasureSettings) -> Cost:
+    one = cost(Settings(goal=settings.goal, strength=settings.strength, seed=settings.seed, model_id=settings.model_id))
+    return Cost(one.model_id, tuple(Work(w.evals * settings.faces, w.batch_size, w.grad) for w in one.work))
+
+
+def prepare_measure(settings: MeasureSettings) -> Job:
+    """The goal, the strength and the number of faces checked; the faces drawn, as the text edit's measurement draws
+    them (frowning for the smile, without glasses for the glasses)."""
+    check(Settings(goal=settings.goal, strength=settings.strength, model_id=settings.model_id))
+    if not 1 <= settings.faces <= MAX_FACES:
+        raise ValueError(f"Compare on 1 to {MAX_FACES} faces; got {settings.faces}.")
+    from training.faces_text_edits import frowning, without_glasses
+
+    pictures, _ = held_out_faces(settings.faces, settings.seed, frowning if settings.goal == "smile" else without_glasses)
+    folder = Path(tempfile.mkdtemp(prefix="compare-faces-"))
+    paths = []
+    for i, face in enumerate(images.postprocess(pictures * 2 - 1)):
+        paths.append(str(folder / f"face-{i:02d}.png"))
+        face.save(paths[-1])
+    results: list[Result] = []
+
+    def work(tracker: base.Tracker) -> Measured:
+        for i, path in enumerate(paths):
+            one = Settings(path, settings.goal, settings.strength, settings.seed, settings.model_id)
+            face = compared(one, Image.open(path).convert("RGB"), path,
+                            forwarded(tracker.callback, f"face {i + 1} of {len(paths)}"), tracker.stop)
+            if face.stopped:
+                return done(stopped=True)
+            results.append(face)
+        return done()
+
+    def done(stopped: bool = False) -> Measured:
+        failures = [(image, caption) for result in results for cell in result.cells
+                    if cell.image is not None and cell.read[GOALS[settings.goal]] != REACHED[settings.goal]
+                    for image, caption in ((result.gallery[0][0], f"face {results.index(result) + 1}"),
+                                           (cell.image, f"{cell.method}: missed"))]
+        return Measured(summary(results, settings.goal), failures, len(results),
+                        figure(results) if results else None, stopped)
+
+    return Job(loading.load_diffusion(settings.model_id), measure_cost(settings), None, "the number of faces",
+               len(paths), f"every method on {len(paths)} faces", work, lambda tracker: done(stopped=True))
+
+
+def measure(settings: MeasureSettings, *, callback: Callback | None = None,
+            stop: threading.Event | None = None) -> Measured:
+    """The comparison on `faces` held-out faces: each method's rates (Wilson 95%) and means, and its misses."""
+    return base.run(prepare_measure, settings, callback=callback, stop=stop)

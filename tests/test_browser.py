@@ -494,3 +494,20 @@ def test_the_ddib_baseline_sits_beside_sdedit_in_the_cycle_tab(page):
     tab.get_by_role("button", name="Run CycleDiffusion").click()
     tab.get_by_text("DDIB baseline: deterministic DDIM inversion to t0, then decoding").first.wait_for(timeout=120_000)
     page.get_by_text("DDIB baseline (deterministic)").first.wait_for(timeout=30_000)  # its PSNR / SSIM row
+
+
+def test_the_compare_tab_sets_every_method_side_by_side_with_its_table(page):
+    """Its first example on a fresh page: the frowning face made to smile by every method, the grid of outputs and
+    the table of what each reached, kept and cost."""
+    from runners import compare
+
+    tab = open_tab(page, "Compare")
+    tab.locator("table[role=grid]").first.locator("tr.tr-body").first.click()
+    playwright_api.expect(tab.get_by_role("radio", name="make it smile (frowning → smiling)")).to_be_checked()
+    tab.get_by_role("button", name="Compare every method").click()
+    tab.locator("button.thumbnail-item img, .gallery img").nth(len(compare.METHODS)).wait_for(timeout=300_000)
+    for method in compare.METHODS:
+        playwright_api.expect(tab.get_by_role("cell", name=method, exact=True)).to_be_visible(timeout=30_000)
+    assert tab.get_by_role("columnheader", name="goal reached").count() == 1
+    page.mouse.move(0, 0)
+    page.screenshot(path=str(SCREENSHOTS / "compare.png"), full_page=True)

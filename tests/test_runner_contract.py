@@ -10,20 +10,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runners import METHODS, Runner, asyrp, hspace, ilvr, settings_file
+from runners import METHODS, Runner, asyrp, compare, hspace, ilvr, settings_file
 from ui.widgets import settings_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 V1 = ROOT / "tests" / "data" / "settings-v1"  # written by the page before steer-settings/2, one per tab
 SETTINGS = {"ilvr": ilvr.Settings, "ilvr_grid": ilvr.GridSettings, "guidance": METHODS["guidance"].Settings,
             "cycle": METHODS["cycle"].Settings, "cycle_text": METHODS["cycle_text"].Settings,
-            "asyrp": asyrp.Settings, "asyrp_learn": asyrp.LearnSettings,
+            "asyrp": asyrp.Settings, "asyrp_learn": asyrp.LearnSettings, "compare": compare.Settings,
+            "compare_measure": compare.MeasureSettings,
             **{f"hspace_{view}": hspace.Settings for view in ("homogeneity", "linear_combination", "robustness",
                                                               "consistency")}}
 
 
 def test_every_method_provides_the_runner_contract():
-    assert set(METHODS) == {"ilvr", "guidance", "cycle", "cycle_text", "asyrp"}
+    assert set(METHODS) == {"ilvr", "guidance", "cycle", "cycle_text", "asyrp", "compare"}
     for tab, runner in METHODS.items():
         assert isinstance(runner, Runner) and runner.TAB == tab
         names = {f.name for f in dataclasses.fields(runner.Settings)}
@@ -40,7 +41,8 @@ def test_every_endpoint_takes_its_runners_settings_each_from_an_input_of_the_pag
     for name, settings in SETTINGS.items():
         published = [p["parameter_name"] for p in api[f"/{name}"]["parameters"]]
         fields = [f.name for f in dataclasses.fields(settings)]
-        kept = {"hspace": {"images", "direction_file", "t_edit", "t_boost"}, "asyrp": {"learned_path"}}
+        kept = {"hspace": {"images", "direction_file", "t_edit", "t_boost"}, "asyrp": {"learned_path"},
+                "compare": {"model_id"}}
         assert published == [f for f in fields if f not in kept.get(name.split("_")[0], set())], name
 
 

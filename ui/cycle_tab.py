@@ -134,8 +134,8 @@ def build_tab() -> None:
                                                label="Source class (class translation: what the input shows)")
                     target_class = gr.Dropdown(first_classes, value=first_target, allow_custom_value=True,
                                                label="Target class (class translation: what it should become)")
-                target_prompt = gr.Textbox(label="Target text (text edit)", placeholder="a smiling face")
-                source_prompt = gr.Textbox(label="Source text, optional (text edit: steer away from it)",
+                target_prompt = gr.Textbox("", label="Target text (text edit)", placeholder="a smiling face")
+                source_prompt = gr.Textbox("", label="Source text, optional (text edit: steer away from it)",
                                            placeholder="a face")
                 strength = gr.Slider(cycle.MIN_STRENGTH, 1.0, value=0.6, step=0.05,
                                      label="Strength (start t0 = strength × T; lower = more faithful)")

@@ -84,8 +84,10 @@ def build_tab() -> None:
                 image = gr.Image(type="filepath", label="Photo to edit", height=320)
                 model_id = gr.Dropdown(cycle_text.offered(), value=cycle_text.default_model(),
                                        label="Text-to-image model")
-                source_prompt = gr.Textbox(label="Source prompt (what the photo shows)", placeholder="a photo of a cat")
-                prompt = gr.Textbox(label="Target prompt (what the edit should show)", placeholder="a photo of a dog")
+                source_prompt = gr.Textbox("", label="Source prompt (what the photo shows)",
+                                           placeholder="a photo of a cat")
+                prompt = gr.Textbox("", label="Target prompt (what the edit should show)",
+                                    placeholder="a photo of a dog")
                 control = gr.Radio(list(cycle_text.CONTROLS), value="replace",
                                    label="Cross-attention control (replace: a word swap; refine: the target adds words)")
                 strength = gr.Slider(cycle_text.MIN_STRENGTH, 1.0, value=0.8, step=0.05,
@@ -102,7 +104,7 @@ def build_tab() -> None:
                                               label="Cross-attention follows the source for this share of the steps")
                     self_replace = gr.Slider(0, 1, value=0.4, step=0.05,
                                              label="Self-attention follows the source for this share of the steps")
-                    reweight_word = gr.Textbox(label="Reweight one target word (optional)", placeholder="dog")
+                    reweight_word = gr.Textbox("", label="Reweight one target word (optional)", placeholder="dog")
                     reweight_scale = gr.Slider(-2, 5, value=1.0, step=0.1, label="… by this factor")
                     attention_step = gr.Slider(1, 200, value=1, step=1, label="Attention maps at step k of the chain")
                     seed = seed_input()
