@@ -41,10 +41,11 @@ def build_demo() -> gr.Blocks:
 
 
 def launch_options() -> dict:
-    """What `python app.py` launches with (and the tests and benchmarks that serve the page): uploads capped, and
+    """What `python app.py` launches with (and the tests and benchmarks that serve the page): uploads capped,
     Gradio's state of each visitor's page (about 0.5 MB, a copy of the page's configuration) kept for the SESSIONS
-    most recent visitors, the older ones' dropped, so that memory stays flat however many visitors come."""
-    return dict(max_file_size="20mb", theme=gr.themes.Soft(), state_session_capacity=SESSIONS)
+    most recent visitors, the older ones' dropped, so that memory stays flat however many visitors come; and an MCP
+    server beside the page, whose tools are the method endpoints (gradio_api/mcp/)."""
+    return dict(max_file_size="20mb", theme=gr.themes.Soft(), state_session_capacity=SESSIONS, mcp_server=True)
 
 
 if gpu.ZERO_GPU:  # ZeroGPU runs each GPU function in a worker: load the models once, here

@@ -11,6 +11,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,7 +30,10 @@ class Server:
             port = s.getsockname()[1]
         self.url = f"http://127.0.0.1:{port}/"
         self.log_path = log_path
-        env = env | {"GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port)}
+        # a cache folder of its own: Gradio names its files by their content, and a server that stops deletes the ones
+        # it made (delete_cache), which would take them from any other server on the machine sharing the folder
+        env = {"GRADIO_TEMP_DIR": tempfile.mkdtemp(prefix="gradio-")} | env | {
+            "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port)}
         code = (f"import runpy, torch; torch.set_num_threads({threads})" if threads else "import runpy") + \
             "; runpy.run_path('app.py', run_name='__main__')"
         self.log = open(log_path, "w")

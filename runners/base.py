@@ -8,7 +8,10 @@ previews, the process view, Stop), and returns what the work gave, or what a sto
 
 from __future__ import annotations
 
+import inspect
+import io
 import threading
+import tokenize
 from dataclasses import dataclass, fields, replace
 from typing import Any, Callable, Protocol, runtime_checkable
 
@@ -93,6 +96,21 @@ class Job:
     stopped: Callable[[Tracker], Any]  # what a run stopped by the tracker shows -> the result
     preview_every: int = 0
     snapshots: int = 0  # steps whose x_t and x0_hat the process view keeps
+
+
+def field_docs(settings_class) -> dict[str, str]:
+    """What each setting does, as the comment beside its field in the Settings class says: name -> text ("" where a
+    field has none). The API page and the MCP tools show them."""
+    docs, field = {}, None
+    source = inspect.getsource(settings_class)
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        if token.type == tokenize.NAME and token.start[1] == 4 and field is None:
+            field = token.string  # a field's name starts a line of the class body
+        elif token.type == tokenize.COMMENT and field is not None:
+            docs[field] = token.string.lstrip("# ")
+        elif token.type == tokenize.NEWLINE:
+            field = None
+    return {f.name: docs.get(f.name, "") for f in fields(settings_class)}
 
 
 def coerced(settings):

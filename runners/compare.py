@@ -173,7 +173,7 @@ def plans(settings: Settings, image: str, read: dict[str, str], direction: str) 
              {"classifier-free guidance": (1, None)}),
         Plan(cycle, cycle.Settings(image, "class", model, strength=s, seed=seed, source_class=source,
                                    target_class=target, sdedit=True, ddib=True),
-             {"CycleDiffusion": (2, 2 * K), "SDEdit": (3, K), "DDIB": (4, 2 * K)}),
+             {"SDEdit": (3, K), "DDIB": (4, 2 * K), "CycleDiffusion": (2, 2 * K)}),
         Plan(cycle_text, cycle_text.Settings(image, TEXT_MODEL, text_source, text_target, strength=s, seed=seed,
                                              control=control, sdedit=False), {"text edit": (1, None)}),
         Plan(asyrp, asyrp.Settings(image, model, "file", file_path=direction, strip=False, t_edit=t_edit,

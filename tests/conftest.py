@@ -1,8 +1,12 @@
 import os
+import tempfile
 
 # set before huggingface_hub and gradio are imported: both read these once, at import
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+# Gradio's cache folder, the tests' own: Gradio names its files by their content and a page that closes deletes those
+# it made (the app's delete_cache), which would take them from an app another process serves from a shared folder
+os.environ.setdefault("GRADIO_TEMP_DIR", tempfile.mkdtemp(prefix="gradio-tests-"))
 # the time budget is measured on this machine, which tests share with other work: only the budget tests set one
 os.environ.setdefault("STEER_MAX_SECONDS", "3600")
 
@@ -142,7 +146,7 @@ def live_app(tmp_path_factory) -> LiveApp:
     import app
 
     demo = importlib.reload(app).build_demo()
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, **app.launch_options())
     yield LiveApp(url, str(model_dir), str(other_model_dir), other_model_id, str(clip_dir))
     demo.close()
     mp.undo()

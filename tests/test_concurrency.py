@@ -79,22 +79,18 @@ def test_ten_requests_of_every_method_four_at_a_time_match_their_solo_runs_bit_f
 # ---------------------------------------------------------------------------------------------------- over HTTP
 
 
-@pytest.fixture(scope="module")
-def served(monkeypatch_module):
-    """The page built and served at concurrency 4, as STEER_GPU_CONCURRENCY sets it."""
-    monkeypatch_module.setenv("STEER_GPU_CONCURRENCY", "4")
+@pytest.fixture(scope="session")
+def served():
+    """The page built and served at concurrency 4, as STEER_GPU_CONCURRENCY sets it; closed with the session, as
+    live_app is: a page that closes deletes the cached files it made, which the other page serves too."""
     import app
 
-    demo = importlib.reload(app).build_demo()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("STEER_GPU_CONCURRENCY", "4")
+        demo = importlib.reload(app).build_demo()
     _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, **app.launch_options())
     yield url
     demo.close()
-
-
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    with pytest.MonkeyPatch.context() as patch:
-        yield patch
 
 
 def http_call(url: str, parameters: dict, endpoint: str, settings) -> list[np.ndarray]:

@@ -14,7 +14,7 @@ from .handler import endpoint, estimator, live, user_errors
 from .hspace_panel import build_panel
 from .outputs import gallery as shown, output_folder
 from .widgets import (explanation, line_plot, model_dropdown, preview_slider, run_controls, seed_input,
-                      settings_inputs, stop_button, take_home)
+                      describe, settings_inputs, stop_button, take_home)
 
 EXPLANATION = r"""
 **Asyrp** (Kwon, Jeong & Uh, ICLR 2023) finds a *semantic latent space* in a frozen, unconditional diffusion model:
@@ -111,7 +111,7 @@ def render(result: asyrp.Result):
     return shown(result.gallery), result.note, delta_h_frame(result)
 
 
-run_asyrp = endpoint("run_asyrp", asyrp.Settings, asyrp.run, render, asyrp.cost)
+run_asyrp = endpoint("asyrp", asyrp.Settings, asyrp.run, render, asyrp.cost)
 
 
 def learned(settings: asyrp.LearnSettings, *, callback=None, stop=None):
@@ -119,7 +119,7 @@ def learned(settings: asyrp.LearnSettings, *, callback=None, stop=None):
     return str(path), str(path), message
 
 
-learn = endpoint("learn", asyrp.LearnSettings, learned, lambda done: done, asyrp.learn_cost)
+learn = endpoint("asyrp_learn", asyrp.LearnSettings, learned, lambda done: done, asyrp.learn_cost)
 
 
 def interval_sliders(model_id: str):
@@ -224,12 +224,14 @@ def build_tab() -> None:
         learn_inputs = settings_inputs(asyrp.LearnSettings, image=image, model_id=model_id, source_text=source_text,
                                        target_text=target_text, kind=kind, iterations=iterations, t_edit=t_edit,
                                        steps=steps)
+        describe(learn, asyrp.learn, asyrp.LearnSettings, learn_inputs)
         learn_button.click(learn, learn_inputs, [learned_path, learned_file, info], api_name="asyrp_learn",
                            preprocess=False, **concurrency())
         inputs = settings_inputs(asyrp.Settings, **settings)
         estimate = estimator(asyrp.Settings, asyrp.cost)
         costs = [model_id, source, strip, t_edit, steps]
         gr.on([c.change for c in costs], estimate, inputs, time_estimate, api_visibility="private")
+        describe(run_asyrp, asyrp.run, asyrp.Settings, inputs)
         event = run.click(live(run_asyrp, 3), inputs, [gallery, info, norms], api_name="asyrp", preprocess=False,
                           **concurrency())
         event.then(estimate, inputs, time_estimate, api_visibility="private")

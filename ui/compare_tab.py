@@ -10,7 +10,8 @@ from runners import compare
 from .gpu import concurrency
 from .handler import endpoint, estimator, live
 from .outputs import gallery as shown
-from .widgets import explanation, preview_slider, run_controls, seed_input, settings_inputs, stop_button, take_home
+from .widgets import (describe, explanation, preview_slider, run_controls, seed_input, settings_inputs, stop_button,
+                      take_home)
 
 EXPLANATION = r"""
 **One edit, every method.** Every paper here sets its method against the others (Asyrp's first figure: image
@@ -62,8 +63,8 @@ def render_measured(result: compare.Measured):
     return shown(result.failures), text, result.figure
 
 
-run_compare = endpoint("run_compare", compare.Settings, compare.run, render, compare.cost)
-run_measure = endpoint("run_compare_measure", compare.MeasureSettings, compare.measure, render_measured,
+run_compare = endpoint("compare", compare.Settings, compare.run, render, compare.cost)
+run_measure = endpoint("compare_measure", compare.MeasureSettings, compare.measure, render_measured,
                        compare.measure_cost)
 
 
@@ -92,6 +93,7 @@ def build_tab() -> None:
         inputs = settings_inputs(compare.Settings, **settings)
         estimate = estimator(compare.Settings, compare.cost)
         gr.on([c.change for c in (goal, strength)], estimate, inputs, time_estimate, api_visibility="private")
+        describe(run_compare, compare.run, compare.Settings, inputs)
         event = run.click(live(run_compare, 2), inputs, [gallery, rows], api_name="compare", preprocess=False,
                           **concurrency())
         event.then(estimate, inputs, time_estimate, api_visibility="private")
@@ -109,5 +111,6 @@ def build_tab() -> None:
             grid = gr.Image(label="Every face (rows): the input, then each method, in the table's order", height=360)
             measure_inputs = settings_inputs(compare.MeasureSettings, goal=goal, faces=faces, strength=strength,
                                              seed=seed, model_id=settings["model_id"])
+            describe(run_measure, compare.measure, compare.MeasureSettings, measure_inputs)
             measure.click(live(run_measure, 3), measure_inputs, [failures, measured, grid], api_name="compare_measure",
                           **concurrency())

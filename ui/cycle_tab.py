@@ -10,8 +10,8 @@ from runners import cycle
 from .gpu import concurrency
 from .handler import endpoint, estimator, live
 from .outputs import gallery as shown
-from .widgets import (explanation, model_dropdown, preview_slider, run_controls, seed_input, settings_inputs,
-                      take_home)
+from .widgets import (describe, explanation, model_dropdown, preview_slider, run_controls, seed_input,
+                      settings_inputs, take_home)
 
 MODES = [("reconstruct", "reconstruct"), ("translate: another model decodes z", "translate"),
          ("text edit: CLIP guidance", "text"), ("class translation", "class")]
@@ -112,7 +112,7 @@ def render(result: cycle.Result):
     return shown(result.gallery), metrics_markdown(result.metrics), shown(result.latent_maps)
 
 
-run_cycle = endpoint("run_cycle", cycle.Settings, cycle.run, render, cycle.cost)
+run_cycle = endpoint("cycle", cycle.Settings, cycle.run, render, cycle.cost)
 
 
 def build_tab() -> None:
@@ -178,6 +178,7 @@ def build_tab() -> None:
         estimate = estimator(cycle.Settings, cycle.cost, model_field="source_id")
         costs = [source_id, mode, strength, steps, exact_gradient, pnp_steps, sdedit, ddib]
         gr.on([c.change for c in costs], estimate, inputs, time_estimate, api_visibility="private")
+        describe(run_cycle, cycle.run, cycle.Settings, inputs)
         event = run.click(live(run_cycle, 3), inputs, [gallery, metrics, latent_view], api_name="cycle",
                           preprocess=False, **concurrency())
         event.then(estimate, inputs, time_estimate, api_visibility="private")

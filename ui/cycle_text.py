@@ -9,7 +9,7 @@ from runners import cycle_text
 from .gpu import concurrency
 from .handler import endpoint, estimator, live
 from .outputs import gallery as shown
-from .widgets import explanation, preview_slider, run_controls, seed_input, settings_inputs, take_home
+from .widgets import describe, explanation, preview_slider, run_controls, seed_input, settings_inputs, take_home
 
 EXPLANATION = r"""
 **The paper's headline: edit a photo by changing its text.** A text-to-image model (Stable Diffusion) is a
@@ -73,7 +73,7 @@ def render(result: cycle_text.Result):
     return shown(result.gallery), metrics_markdown(result), shown(result.attention), shown(result.latent_maps)
 
 
-run_cycle_text = endpoint("run_cycle_text", cycle_text.Settings, cycle_text.run, render, cycle_text.cost)
+run_cycle_text = endpoint("cycle_text", cycle_text.Settings, cycle_text.run, render, cycle_text.cost)
 
 
 def build_tab() -> None:
@@ -133,6 +133,7 @@ def build_tab() -> None:
         estimate = estimator(cycle_text.Settings, cycle_text.cost)
         gr.on([c.change for c in (model_id, strength, steps, guidance_scale, source_guidance_scale, sdedit, ddib)],
               estimate, inputs, time_estimate, api_visibility="private")
+        describe(run_cycle_text, cycle_text.run, cycle_text.Settings, inputs)
         event = run.click(live(run_cycle_text, 4), inputs, [gallery, metrics, attention, latent_view],
                           api_name="cycle_text", preprocess=False, **concurrency())
         event.then(estimate, inputs, time_estimate, api_visibility="private")

@@ -12,8 +12,8 @@ from runners.guidance import CLASSIFIER_FREE, CLIP_ZERO_SHOT, FACE_PROMPTS, NOIS
 from .gpu import concurrency
 from .handler import endpoint, estimator, live
 from .outputs import gallery as shown
-from .widgets import (explanation, line_plot, model_dropdown, preview_slider, run_controls, seed_input,
-                      settings_inputs, take_home)
+from .widgets import (describe, explanation, line_plot, model_dropdown, preview_slider, run_controls,
+                      seed_input, settings_inputs, take_home)
 
 EXPLANATION = r"""
 **Classifier guidance** (Dhariwal & Nichol, NeurIPS 2021) adds the gradient of a classifier's log-probability
@@ -102,7 +102,7 @@ def render(result: guidance.Result):
     return shown(result.gallery), pd.DataFrame(result.trace, columns=PLOT_COLUMNS), shown(result.gradient_maps)
 
 
-run_guidance = endpoint("run_guidance", guidance.Settings, guidance.run, render, guidance.cost)
+run_guidance = endpoint("guidance", guidance.Settings, guidance.run, render, guidance.cost)
 
 
 def build_tab() -> None:
@@ -166,6 +166,7 @@ def build_tab() -> None:
         costs = [model_id, classifier_kind, gradient, steps, samples, sweep, sweep_scales, scale, compare, image,
                  strength]
         gr.on([c.change for c in costs], estimate, inputs, time_estimate, api_visibility="private")
+        describe(run_guidance, guidance.run, guidance.Settings, inputs)
         event = run.click(live(run_guidance, 3), inputs, [gallery, plot, maps], api_name="guidance", **concurrency())
         event.then(estimate, inputs, time_estimate, api_visibility="private")
         with results:

@@ -73,7 +73,7 @@ _previews: contextvars.ContextVar[queue.Queue | None] = contextvars.ContextVar("
 log = logging.getLogger(__name__)
 # glibc's malloc_trim: requests run on several threads, each with a heap arena of its own that keeps the memory its
 # largest request freed; without handing it back after each request the server's memory creeps up request by request
-_malloc_trim = ctypes.CDLL(None).malloc_trim if sys.platform.startswith("linux") else None
+_malloc_trim = getattr(ctypes.CDLL(None), "malloc_trim", None) if sys.platform.startswith("linux") else None
 
 
 def release_freed_memory() -> None:
@@ -169,8 +169,9 @@ def duration(settings_class, cost: Callable) -> Callable[..., float]:
 
 
 def endpoint(name: str, settings_class, run: Callable, render: Callable, cost: Callable) -> Callable:
-    """The function a tab's button calls, named `name`, taking the settings' fields: it runs `run(settings,
-    callback=..., stop=...)` (on the GPU, asking ZeroGPU for `cost`'s estimate) and returns `render(result)`."""
+    """The function a tab's button calls, named `name` (its API name, which its MCP tool takes too), taking the
+    settings' fields: it runs `run(settings, callback=..., stop=...)` (on the GPU, asking ZeroGPU for `cost`'s
+    estimate) and returns `render(result)`."""
 
     def call(*args, **named):
         settings, request, progress = call_arguments(settings_class, args, named)

@@ -12,7 +12,7 @@ from runners import hspace
 from .gpu import concurrency
 from .handler import endpoint, live
 from .outputs import gallery as shown
-from .widgets import settings_inputs, stop_button
+from .widgets import describe, settings_inputs, stop_button
 
 VIEWS = {  # name: (button, what it shows, columns of its grid)
     "homogeneity": ("Homogeneity", "one Δh on every image, beside the Δε of image 1 on every image", 4),
@@ -36,7 +36,7 @@ def render(result: hspace.Result):
 
 def view_endpoint(view: str):
     run = getattr(hspace, view)
-    return endpoint(f"run_{view}", hspace.Settings,
+    return endpoint(f"hspace_{view}", hspace.Settings,
                     lambda settings, *, callback=None, stop=None: run(settings, callback=callback, stop=stop),
                     render, lambda settings: hspace.cost(settings, view))
 
@@ -63,5 +63,6 @@ def build_panel(model_id: gr.Dropdown, seed: gr.Number) -> None:
                 stop_button()
             pictures = gr.Gallery(label=label, columns=columns, height=260)
             numbers = gr.Markdown()
+            describe(ENDPOINTS[view], getattr(hspace, view), hspace.Settings, inputs)
             button.click(live(ENDPOINTS[view], 2), inputs, [pictures, numbers], api_name=f"hspace_{view}",
                          preprocess=False, **concurrency())

@@ -10,7 +10,8 @@ from runners.common import class_names
 from .handler import endpoint, estimator, live
 from .gpu import concurrency
 from .outputs import gallery as shown
-from .widgets import explanation, model_dropdown, preview_slider, run_controls, seed_input, settings_inputs, take_home
+from .widgets import (describe, explanation, model_dropdown, preview_slider, run_controls, seed_input,
+                      settings_inputs, take_home)
 
 EXPLANATION = r"""
 **ILVR** (Choi et al., ICCV 2021) steers an *unconditional* DDPM toward a reference image y without any training.
@@ -85,8 +86,8 @@ def render(result: ilvr.Result):
     return shown(result.gallery), shown(result.process)
 
 
-run_ilvr = endpoint("run_ilvr", ilvr.Settings, ilvr.run, render, ilvr.cost)
-run_ilvr_grid = endpoint("run_ilvr_grid", ilvr.GridSettings, ilvr.run_grid,
+run_ilvr = endpoint("ilvr", ilvr.Settings, ilvr.run, render, ilvr.cost)
+run_ilvr_grid = endpoint("ilvr_grid", ilvr.GridSettings, ilvr.run_grid,
                          lambda result: shown(result.gallery), ilvr.grid_cost)
 
 
@@ -145,8 +146,10 @@ def build_tab() -> None:
         gr.on([c.change for c in (model_id, steps, samples)], estimate, inputs, time_estimate, api_visibility="private")
         show_process.change(lambda show: gr.Gallery(visible=show), show_process, process, api_visibility="private")
         grid_inputs = settings_inputs(ilvr.GridSettings, reference=reference, model_id=model_id, steps=steps, seed=seed)
+        describe(run_ilvr_grid, ilvr.run_grid, ilvr.GridSettings, grid_inputs)
         grid_button.click(live(run_ilvr_grid, 1), grid_inputs, grid, api_name="ilvr_grid", preprocess=False,
                           **concurrency())
+        describe(run_ilvr, ilvr.run, ilvr.Settings, inputs)
         event = run.click(live(run_ilvr, 2), inputs, [gallery, process], api_name="ilvr", preprocess=False,
                           **concurrency())
         event.then(estimate, inputs, time_estimate, api_visibility="private")

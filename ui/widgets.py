@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import fields
 
 import gradio as gr
 from PIL import Image
 
-from runners import common, settings_file
+from runners import base, common, settings_file
 
 from .handler import stop_flags, unwrapped, user_errors
 from .outputs import output_folder
@@ -25,6 +26,35 @@ def settings_inputs(settings_class, **components) -> list:
         raise ValueError(f"{settings_class.__module__}.{settings_class.__qualname__}: no input for {missing}, "
                          f"no setting for {extra}")
     return [components[name] for name in names]
+
+
+def allowed(component) -> str:
+    """What the page lets a setting be: a slider's range, a menu's or radio's choices (their ids)."""
+    if isinstance(component, gr.Slider):
+        return f"from {component.minimum:g} to {component.maximum:g}"
+    choices = getattr(component, "choices", None)
+    if isinstance(component, (gr.Radio, gr.Dropdown)) and choices and not getattr(component, "allow_custom_value", 0):
+        values = [c[1] if isinstance(c, (tuple, list)) else c for c in choices]
+        return "one of " + ", ".join(repr(v) for v in values) if len(values) <= 12 else ""
+    return ""
+
+
+def describe(fn, run, settings_class, inputs: list) -> None:
+    """The docstring of the endpoint `fn` that calls `run`, which the API page and its MCP tool show: what the method
+    does (the runner module's docstring), then each setting the API takes (a gr.State is the page's to keep) with what
+    it does (its label on the page and its comment in Settings), what it may be, and its default; then what it
+    returns (`run`'s docstring). Set before the event is wired: `live` copies it."""
+    docs = base.field_docs(settings_class)
+    module = sys.modules[run.__module__].__doc__ or ""
+    lines = [" ".join(module.split("\n\n")[0].split()), "", "Args:"]
+    for field, component in zip(fields(settings_class), inputs):
+        if isinstance(component, gr.State):
+            continue
+        said = "; ".join(text for text in (getattr(component, "label", None), docs[field.name], allowed(component))
+                         if text)
+        lines.append(f"    {field.name}: {said} (default {field.default!r})")
+    lines += ["", "Returns:", "    " + " ".join((run.__doc__ or "").split())]
+    fn.__doc__ = "\n".join(lines)
 
 
 def explanation(text: str) -> gr.Markdown:
