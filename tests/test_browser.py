@@ -511,3 +511,39 @@ def test_the_compare_tab_sets_every_method_side_by_side_with_its_table(page):
     assert tab.get_by_role("columnheader", name="goal reached").count() == 1
     page.mouse.move(0, 0)
     page.screenshot(path=str(SCREENSHOTS / "compare.png"), full_page=True)
+
+
+def test_a_deep_link_reopens_a_result_on_a_fresh_page(browser, app_url):
+    """Run ILVR, copy the result's link, open it on a fresh page: the same settings and the same images."""
+    page = browser.new_page()
+    page.goto(app_url)
+    page.get_by_text("Steering a pretrained diffusion model").wait_for()
+    tab = ilvr_tab_on_the_bundled_model(page, 20)
+    tab.get_by_label("Seed (same seed + settings = same image)").fill("5")
+    tab.get_by_role("button", name="Run ILVR").click()
+    tab.get_by_text("sample 2").first.wait_for(timeout=60_000)
+    shown = [decode(page.request.get(img.get_attribute("src")).body())
+             for img in tab.locator("button.thumbnail-item img").all()]
+    browser.grant_permissions(["clipboard-read", "clipboard-write"], origin=app_url.rstrip("/"))
+    tab.get_by_role("button", name="Copy a link to this result").click()
+    for _ in range(60):  # the button fetches the link, then copies it
+        link = page.evaluate("async () => await navigator.clipboard.readText()")
+        if "deep_link=" in link:
+            break
+        page.wait_for_timeout(500)
+    page.close()
+    fresh = browser.new_page()
+    try:
+        fresh.goto(link)
+        fresh.get_by_text("Steering a pretrained diffusion model").wait_for()
+        tab = open_tab(fresh, "ILVR")
+        tab.get_by_text("Advanced").click()
+        playwright_api.expect(tab.get_by_label("Seed (same seed + settings = same image)")).to_have_value("5",
+                                                                                                    timeout=30_000)
+        playwright_api.expect(tab.get_by_role("slider", name="Sampling steps")).to_have_value("20")
+        tab.get_by_text("sample 2").first.wait_for(timeout=30_000)
+        again = [decode(fresh.request.get(img.get_attribute("src")).body())
+                 for img in tab.locator("button.thumbnail-item img").all()]
+        assert len(again) == len(shown) >= 4 and all(np.array_equal(a, b) for a, b in zip(shown, again))
+    finally:
+        fresh.close()

@@ -127,12 +127,15 @@ def load_settings(runner, upload) -> list:
 
 def take_home(runner, inputs: list, gallery: gr.Gallery, event) -> None:
     """Under a tab's result: its download (a PNG strip and a JSON of every setting, written when a run ends; the JSON
-    alone when it failed) and a button that loads such a JSON back into the tab's inputs (`inputs` are the runner's
-    settings, in order)."""
+    alone when it failed), a button that loads such a JSON back into the tab's inputs (`inputs` are the runner's
+    settings, in order), and a button that copies a link reopening the page as it is (Gradio's deep link: the
+    inputs and the result, kept while the server keeps the result's files)."""
     with gr.Row():
         downloads = gr.File(label="Take it home: the result as a PNG strip, its settings and seed as JSON",
                             file_count="multiple", interactive=False, height=140)
-        upload = gr.UploadButton("Load settings (.json) to reproduce a result", file_types=[".json"])
+        with gr.Column(min_width=200):
+            upload = gr.UploadButton("Load settings (.json) to reproduce a result", file_types=[".json"])
+            gr.DeepLinkButton("Copy a link to this result", "Link copied: it reopens these settings and this result")
     event.success(lambda value, *values: save_result(runner, value, list(values)), [gallery, *inputs], downloads,
                   api_visibility="private")
     event.failure(lambda *values: settings_after_failure(runner, list(values)), inputs, downloads,
