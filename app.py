@@ -17,13 +17,14 @@ from runners import status
 
 TABS = [ilvr_tab, guidance_tab, cycle_tab, cycle_text, asyrp_tab, compare_tab]
 
+TITLE = "### Steering a pretrained diffusion model without retraining it"
 INTRO = """
-# Steering a pretrained diffusion model
 Four published ways to control what a pretrained diffusion model draws, **without retraining it**: ILVR, classifier
 guidance, CycleDiffusion (on pixel models, and its headline text edit on Stable Diffusion) and Asyrp, one tab each;
-the explanation under a tab's title gives the update rule it adds to the sampler, and *Compare* sets them side by side
-on one face. All tabs share one copy of each model. The same seed and settings give the same image on the same device (a GPU in fp16 and a CPU in fp32 differ
-slightly).
+under a tab's title, the update rule it adds to the sampler, and its longer story under *How it works*; *Compare* sets
+them side by side on one face. All tabs share one copy of each model. The same seed and settings give the same image
+on the same device (a GPU in fp16 and a CPU in fp32 differ slightly). Every result downloads as a PNG and a settings
+file, and a link reopens it.
 """
 SESSIONS = int(os.environ.get("STEER_SESSIONS", "100"))  # visitors' page states kept; Gradio's own default is 10,000
 CACHE = (1800, 7200)  # every 30 min, the result files older than 2 h are deleted (and Gradio's record of them)
@@ -31,11 +32,16 @@ CACHE = (1800, 7200)  # every 30 min, the result files older than 2 h are delete
 
 def build_demo() -> gr.Blocks:
     with gr.Blocks(title="Steering diffusion models without retraining", delete_cache=CACHE) as demo:
-        gr.Markdown(INTRO)
-        status_line = gr.Markdown("Checking the default model…")
+        with gr.Row(equal_height=True):
+            gr.Markdown(TITLE)
+            status_line = gr.Markdown("Checking the default model…")
         for tab in TABS:
             tab.build_tab()
+        with gr.Accordion("About this Space, and where each model stands", open=False):
+            gr.Markdown(INTRO)
+            models = gr.Markdown()
         demo.load(status.status_markdown, outputs=status_line, api_visibility="private")
+        demo.load(status.models_markdown, outputs=models, api_visibility="private")
         demo.unload(stop_flags.drop)
     return demo.queue(default_concurrency_limit=2, max_size=int(os.environ.get("STEER_QUEUE_SIZE", "32")))
 

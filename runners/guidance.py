@@ -180,11 +180,12 @@ def prepare(settings: Settings) -> Job:
                           output_type="pil", classifier_free=free, image=start, strength=settings.strength)
     steps, map_steps = sampler_steps(settings, pipe), evenly(settings.steps, GRADIENT_MAPS)
     result = Result([] if start is None else [(start, "input")])
-    name = (lambda s: f"w={s:g}") if free else (lambda s: f"s={s:g}")  # w: classifier-free guidance's scale
+    symbol = "w" if free else "s"  # w: classifier-free guidance's scale
+    name = lambda s: f"{symbol}={s:g}"  # noqa: E731
 
     def work(tracker: base.Tracker) -> Result:
         for k, s in enumerate(scales):
-            tracker.desc = f"guided sampling, {name(s)}"
+            tracker.desc = f"guided sampling, {symbol} = {s:g}"
             out = pipe(labels, guidance_scale=s, sampler=settings.sampler, num_inference_steps=settings.steps,
                        eta=settings.eta, gradient=settings.gradient, generator=make_generator(settings.seed),
                        callback=tracker.offset(k * steps), return_log_probs=True, classifier_free=free, image=start,
@@ -211,7 +212,7 @@ def prepare(settings: Settings) -> Job:
                         classifier_kind=settings.classifier_kind, image=settings.image, strength=settings.strength)
     return Job(loading.load_diffusion(settings.model_id), cost(settings, pipe), cost(lightest, pipe),
                "the steps, the number of samples or the sweep's scales (or use the fixed-eps gradient, or untick the "
-               "unguided comparison)", steps * len(scales), f"guided sampling, {name(scales[0])}", work, stopped,
+               "unguided comparison)", steps * len(scales), f"guided sampling, {symbol} = {scales[0]:g}", work, stopped,
                settings.preview_every)
 
 

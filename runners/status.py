@@ -1,4 +1,5 @@
-"""The status line at the top of the page: the device, and where each offered model stands."""
+"""The status at the top of the page: one line of the device and the default model, and where each other offered
+model stands."""
 
 from __future__ import annotations
 
@@ -28,20 +29,30 @@ def model_state(model_id: str, kind: str) -> str:
 
 
 def status_markdown() -> str:
-    """The device, and for every model the page offers whether it is ready, where it would come from (with the
-    download size) and, once it has run, its measured seconds per U-Net evaluation; the default model is loaded."""
+    """One line: the device, and the default model, loaded (or why it cannot be)."""
     device, dtype = loading.device_and_dtype()
     model_id = registry.default_model_id()
     try:
         loading.load_diffusion(model_id)
-        state = f"default model **{model_id}** is ready ({model_state(model_id, 'ddpm')})."
+        state = f"default model **{model_id}** ready ({model_state(model_id, 'ddpm')})"
+    except loading.ModelLoadError:
+        state = f"⚠️ **{model_id}** cannot be loaded (see *About*)"
+    return f"Running on **{device.type.upper()}** ({str(dtype).removeprefix('torch.')}) · {state}"
+
+
+def models_markdown() -> str:
+    """Where every model the page offers stands: ready (or, for the default, why it cannot be), or where it would
+    come from (with the download size) and, once it has run, its measured seconds per U-Net evaluation; and Asyrp's
+    released directions."""
+    model_id, clip_id = registry.default_model_id(), registry.default_clip_id()
+    try:
+        loading.load_diffusion(model_id)
+        default = f"- the default model {model_id}: {model_state(model_id, 'ddpm')}"
     except loading.ModelLoadError as err:
-        state = f"⚠️ default model **{model_id}** cannot be loaded: {err}"
-    others = [f"{m}: {model_state(m, 'ddpm')}" for m in registry.diffusion_model_ids() if m != model_id]
-    clip_id = registry.default_clip_id()
+        default = f"- ⚠️ the default model {model_id} cannot be loaded: {err}"
+    others = [f"- {m}: {model_state(m, 'ddpm')}" for m in registry.diffusion_model_ids() if m != model_id]
     released = asyrp_released.released_status()
     ready = sum(state in ("offline copy", "cached") for state in released.values())
-    return (f"Running on **{device.type.upper()}** ({str(dtype).removeprefix('torch.')}); {state}  \n"
-            f"CLIP {clip_id}: {model_state(clip_id, 'clip')} · " + " · ".join(others) +
-            f"  \nAsyrp's released directions: {ready} of {len(released)} ready here (the others download on first "
-            f"use)")
+    return "\n".join([default, f"- CLIP {clip_id}: {model_state(clip_id, 'clip')}", *others,
+                      f"- Asyrp's released directions: {ready} of {len(released)} ready here (the others download on "
+                      f"first use)"])

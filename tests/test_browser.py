@@ -196,8 +196,9 @@ def test_guidance_tab_runs_shows_progress_and_images(page):
     tab.get_by_role("radio", name="DDPM (Algorithm 1: shift the mean)").check()  # the bundled model's clean sampler
     tab.get_by_text("Advanced").click()
     set_slider(tab, "Sampling steps", 30)
-    # 2 guided samples and the 2 unguided ones from the same seed, then the gradient maps at 4 steps
-    descriptions = run_and_watch(page, tab, "Run classifier guidance", images=2 + 2 + 4, screenshot="guidance", total=30)
+    # 2 guided samples and the 2 unguided ones from the same seed, then the gradient maps at 4 steps; one bar counts
+    # the request's 2 x 30 steps, each run under its own description
+    descriptions = run_and_watch(page, tab, "Run classifier guidance", images=2 + 2 + 4, screenshot="guidance", total=60)
     assert descriptions == {"guided sampling, s = 10", "guided sampling, s = 0"}
     tab.get_by_text("s=10, sample 2: p(target) =").first.wait_for(timeout=30_000)  # each sample's caption
     tab.get_by_text("s=0, sample 2: p(target) =").first.wait_for(timeout=30_000)  # the unguided comparison
@@ -298,7 +299,7 @@ PREVIEWS_EVERY = "Preview every k steps (0 = about 10 times a run)"
 PREVIEWS = {  # tab: (its Run button, model, input, (steps slider, steps), preview every k, its first two previews)
     "Classifier guidance": ("Run classifier guidance", "shapes-16", None,
                             ("Sampling steps (DDPM wants more than DDIM)", 1000), 0,
-                            ("step 100 of 1000", "step 200 of 1000")),
+                            ("step 200 of 2000", "step 400 of 2000")),  # guided, then unguided: 2 x 1000 steps
     "CycleDiffusion": ("Run CycleDiffusion", "shapes-16", "assets/shapes/red-circle.png",
                        ("Sampling steps", 999), 0,  # encode, reconstruct, translate, SDEdit: 4 x 599 steps
                        ("step 239 of 2396", "step 478 of 2396")),
@@ -401,8 +402,8 @@ def example_checks(name: str, row) -> list[tuple[str, str, object]]:
     if name == "CycleDiffusion":
         image, mode, source, target_id, target_prompt, source_prompt, strength, eta, steps, seed, src, dst = row
         return [("label", "Source model (encodes the input)", re.compile("^" + re.escape(source) + " ")),
-                ("label", "Source class (class translation: what the input shows)", src),
-                ("label", "Target class (class translation: what it should become)", dst)]
+                ("label", "Source class", src),
+                ("label", "Target class", dst)]
     image, model, source, k, direction, scale, strip, steps, seed, released = row
     return [("label", "Model", re.compile("^" + re.escape(model) + " ")),
             ("number", "Scale s (negative reverses the edit)", f"{scale:g}")]
@@ -415,6 +416,9 @@ def examples_of_every_tab():
             + [("Classifier guidance", *r) for r in example_rows(guidance_tab, 1)]
             + [("CycleDiffusion", *r) for r in example_rows(cycle_tab, 2)]
             + [("Asyrp", *r) for r in example_rows(asyrp, 1)])
+
+
+CLOSED = {"Classifier guidance": "Sweep the scale, compare with unguided sampling"}
 
 
 @pytest.mark.parametrize("attempt", [0, 1])
@@ -430,6 +434,8 @@ def test_every_bundled_example_fills_its_tab_as_written_on_a_fresh_page(browser,
             page.get_by_text("Steering a pretrained diffusion model").wait_for()
             tab = open_tab(page, name)
             tab.locator("table[role=grid]").nth(table).locator("tr.tr-body").nth(index).click()
+            if name in CLOSED:  # an accordion the example fills but leaves closed
+                tab.get_by_text(CLOSED[name]).click()
             for _ in range(2):  # as filled, and still so once every handler has run
                 for how, label, value in example_checks(name, row):
                     field = number(tab, label) if how == "number" else tab.get_by_label(label, exact=True)
@@ -547,3 +553,43 @@ def test_a_deep_link_reopens_a_result_on_a_fresh_page(browser, app_url):
         assert len(again) == len(shown) >= 4 and all(np.array_equal(a, b) for a, b in zip(shown, again))
     finally:
         fresh.close()
+
+
+PROJECTOR = {"width": 1280, "height": 720}
+RUN_BUTTONS = {"ILVR": "Run ILVR", "Classifier guidance": "Run classifier guidance",
+               "CycleDiffusion": "Run CycleDiffusion", "Text edit (Stable Diffusion)": "Edit with text",
+               "Asyrp": "Edit", "Compare": "Compare every method"}
+
+
+def inside(box: dict, viewport: dict) -> bool:
+    return box["x"] >= 0 and box["y"] >= 0 and box["x"] + box["width"] <= viewport["width"] and (
+        box["y"] + box["height"] <= viewport["height"])
+
+
+@pytest.mark.parametrize("viewport", [PROJECTOR, {"width": 1920, "height": 1080}], ids=["projector", "wide"])
+def test_every_tab_shows_its_rule_input_controls_run_and_result_on_the_first_screen(browser, app_url, viewport):
+    """At a projector's 1280x720, and on a wide 1920x1080 screen: for every tab, without scrolling, the method's rule,
+    its input, the Run button and the result's gallery; the longer story one click away, kept while switching."""
+    page = browser.new_page()
+    try:
+        page.set_viewport_size(viewport)
+        page.goto(app_url)
+        page.get_by_text("Steering a pretrained diffusion model").wait_for()
+        for name, button in RUN_BUTTONS.items():
+            tab = open_tab(page, name)
+            page.evaluate("window.scrollTo(0, 0)")
+            run = tab.get_by_role("button", name=button, exact=True)
+            for shown in (tab.locator(".tab-rule").first, tab.locator(".tab-input").first, run,
+                          tab.locator(".tab-result").first):
+                assert inside(shown.bounding_box(), viewport), (name, shown, shown.bounding_box())
+            if viewport is PROJECTOR:
+                page.mouse.move(0, 0)
+                page.screenshot(path=str(SCREENSHOTS / f"projector-{name.split()[0].lower()}.png"))
+        open_tab(page, "ILVR").get_by_text("How it works").click()
+        story = open_tab(page, "ILVR").get_by_text("toward a reference image y without any training")
+        playwright_api.expect(story).to_be_visible()
+        open_tab(page, "Asyrp")
+        playwright_api.expect(open_tab(page, "ILVR").get_by_text("toward a reference image y without any training")
+                              ).to_be_visible()  # still open after a visit to another tab
+    finally:
+        page.close()

@@ -15,6 +15,8 @@ from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.version import Version
 
+from ui import gpu
+
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 
@@ -118,7 +120,7 @@ if durations:  # each request asks for its own estimate: a long one for more tha
     from ui import ilvr_tab
     model = registry.default_model_id()
     ilvr_tab.run_ilvr("assets/astronaut.png", model, 4, 0, 2, 1, 0, False)  # measures the model's seconds per step
-    asked = {{steps: durations["run_ilvr"]("assets/astronaut.png", model, 4, 0, steps, 1, 0, False)
+    asked = {{steps: durations["ilvr"]("assets/astronaut.png", model, 4, 0, steps, 1, 0, False)
              for steps in (2, 1000)}}
 print(json.dumps(dict(wrapped=sorted(wrapped), endpoints=endpoints, gpu_is_identity=gpu.gpu(len, None) is len,
                       limits=limits, asked=asked)))
@@ -136,13 +138,12 @@ def zero_gpu_run(with_spaces: bool, **env) -> dict:
 
 def test_gpu_work_runs_under_spaces_gpu_when_spaces_is_installed_and_the_app_is_unchanged_without_it():
     with_spaces, without_spaces = zero_gpu_run(True), zero_gpu_run(False)
-    assert with_spaces["wrapped"] == ["learn", "run_asyrp", "run_consistency", "run_cycle", "run_cycle_text",
-                                      "run_guidance", "run_homogeneity", "run_ilvr", "run_ilvr_grid",
-                                      "run_linear_combination", "run_robustness"]  # all GPU work
+    endpoints = ["asyrp", "asyrp_learn", "compare", "compare_measure", "cycle", "cycle_text", "guidance",
+                 "hspace_consistency", "hspace_homogeneity", "hspace_linear_combination", "hspace_robustness", "ilvr",
+                 "ilvr_grid"]
+    assert with_spaces["wrapped"] == endpoints  # all GPU work, each function named as its endpoint
     assert without_spaces["wrapped"] == [] and without_spaces["gpu_is_identity"]
-    assert with_spaces["endpoints"] == without_spaces["endpoints"] == [
-        "asyrp", "asyrp_learn", "cycle", "cycle_text", "guidance", "hspace_consistency", "hspace_homogeneity",
-        "hspace_linear_combination", "hspace_robustness", "ilvr", "ilvr_grid"]
+    assert with_spaces["endpoints"] == without_spaces["endpoints"] == endpoints
 
 
 def test_on_zero_gpu_each_request_asks_for_its_own_duration_and_several_hold_a_gpu_at_once(tiny_model_dir):
@@ -152,7 +153,7 @@ def test_on_zero_gpu_each_request_asks_for_its_own_duration_and_several_hold_a_g
     short, long = zero["asked"]["2"], zero["asked"]["1000"]
     assert 0 < short < long <= 120  # the estimate, not a fixed 120 s; never past the limit
     assert zero["limits"] == [4]  # several ZeroGPU calls at once
-    assert zero_gpu_run(False)["limits"] == [1]  # a dedicated GPU or a CPU: one at a time
+    assert zero_gpu_run(False)["limits"] == [gpu.CPU_CONCURRENCY]  # this machine's CPU: as bench_lecture measured
     assert zero_gpu_run(False, STEER_GPU_CONCURRENCY="3")["limits"] == [3]  # the operator's choice
 
 

@@ -77,7 +77,7 @@ def test_a_preview_every_k_steps_streams_at_those_steps():
 
 
 def test_an_ilvr_result_goes_home_as_a_png_strip_and_settings_that_reproduce_it(bundled, tmp_path):
-    settings = ["assets/shapes/yellow-circle.png", "shapes-16", 4, 0, 20, 2, 5, False, 50, 0]
+    settings = ["assets/shapes/yellow-circle.png", "shapes-16", 4, 0, 20, 2, 5, False, 50, 0, ""]
     gallery, _ = ilvr_tab.run_ilvr(*settings, progress=no_progress)
     strip, document = save_result(ilvr, gallery, settings)
     widths = [Image.open(path).width for path, _ in gallery]

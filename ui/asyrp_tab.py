@@ -13,8 +13,12 @@ from .gpu import concurrency
 from .handler import endpoint, estimator, live, user_errors
 from .hspace_panel import build_panel
 from .outputs import gallery as shown, output_folder
-from .widgets import (explanation, line_plot, model_dropdown, preview_slider, run_controls, seed_input,
-                      describe, settings_inputs, stop_button, take_home)
+from .widgets import (describe, how_it_works, line_plot, model_dropdown, preview_slider, rule, run_controls,
+                      seed_input, settings_inputs, stop_button, take_home)
+
+RULE = r"""**Asyrp** (Kwon, Jeong & Uh, ICLR 2023): shift the U-Net's bottleneck h in the predicted clean image only,
+$x_{t-1} = \sqrt{\bar\alpha_{t-1}}\, P_t(\epsilon_\theta(x_t \mid h_t + s\,\Delta h_t)) + D_t(\epsilon_\theta(x_t))$ for
+$t \ge t_\text{edit}$."""
 
 EXPLANATION = r"""
 **Asyrp** (Kwon, Jeong & Uh, ICLR 2023) finds a *semantic latent space* in a frozen, unconditional diffusion model:
@@ -166,16 +170,29 @@ def timeline_of(model_id: str, t_edit, t_boost) -> str:
 
 def build_tab() -> None:
     with gr.Tab("Asyrp"):
-        explanation(EXPLANATION)
+        rule(RULE)
         learned_path = gr.State(None)
         with gr.Row():
             with gr.Column():
-                image = gr.Image(type="filepath", label="Image to edit", height=320)
-                model_id = model_dropdown()
-                default_edit, default_boost = asyrp.interval(model_id.value)
-                source = gr.Radio(SOURCES, value="principal", label="Direction")
-                k = gr.Slider(1, asyrp.MAX_K, value=1, step=1,
-                              label="k (unsupervised: the k-th principal direction of h)")
+                with gr.Row():
+                    image = gr.Image(type="filepath", label="Image to edit", height=230, elem_classes="tab-input")
+                    with gr.Column():
+                        model_id = model_dropdown()
+                        default_edit, default_boost = asyrp.interval(model_id.value)
+                        source = gr.Radio(SOURCES, value="principal", label="Direction")
+                with gr.Row():
+                    k = gr.Slider(1, asyrp.MAX_K, value=1, step=1,
+                                  label="k (unsupervised: the k-th principal direction of h)")
+                    scale = gr.Slider(-asyrp.MAX_SCALE, asyrp.MAX_SCALE, value=1.0, step=0.1,
+                                      label="Scale s (negative reverses the edit)")
+                run, time_estimate = run_controls("Edit")
+                how_it_works(EXPLANATION)
+                strip = gr.Checkbox(True, label="Show a strip of scales (-2s, -s, s, 2s) to see the linearity")
+                direction_file = gr.File(label="Direction file (.safetensors)", file_types=[".safetensors"],
+                                         height=110)
+                released = released_menu(model_id.value)
+                with gr.Accordion("About the released directions", open=False):
+                    gr.Markdown(RELEASED_NOTE)
                 with gr.Accordion("Learn a direction from two texts", open=False):
                     source_text = gr.Textbox("a face", label="Source text (what the image shows)")
                     target_text = gr.Textbox("a smiling face", label="Target text (what it should show)")
@@ -186,12 +203,6 @@ def build_tab() -> None:
                         stop_button()
                     learned_file = gr.File(label="Learned direction (.safetensors, download to reuse)",
                                            interactive=False)
-                direction_file = gr.File(label="Direction file (.safetensors)", file_types=[".safetensors"])
-                released = released_menu(model_id.value)
-                gr.Markdown(RELEASED_NOTE)
-                scale = gr.Slider(-asyrp.MAX_SCALE, asyrp.MAX_SCALE, value=1.0, step=0.1,
-                                  label="Scale s (negative reverses the edit)")
-                strip = gr.Checkbox(True, label="Show a strip of scales (-2s, -s, s, 2s) to see the linearity")
                 with gr.Accordion("Advanced", open=False):
                     gr.Markdown(INTERVAL_NOTE)
                     auto = gr.Checkbox(False, label="Choose t_edit and t_boost automatically (LPIPS)")
@@ -202,9 +213,8 @@ def build_tab() -> None:
                                       label="Steps (inversion and sampling; the paper uses 40)")
                     seed = seed_input()
                     preview_every = preview_slider()
-                run, time_estimate = run_controls("Edit")
             with gr.Column():
-                gallery = gr.Gallery(label="Input, reconstruction, edits", columns=3, height=460)
+                gallery = gr.Gallery(elem_classes="tab-result", label="Input, reconstruction, edits", columns=3, height=380, interactive=False)
                 info = gr.Markdown()
                 stages = gr.HTML(timeline_of(model_id.value, default_edit, default_boost))
                 norms = line_plot("|s Δh_t|, the shift added to h at each edited step (t from T down to t_edit)",

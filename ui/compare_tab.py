@@ -10,8 +10,11 @@ from runners import compare
 from .gpu import concurrency
 from .handler import endpoint, estimator, live
 from .outputs import gallery as shown
-from .widgets import (describe, explanation, preview_slider, run_controls, seed_input, settings_inputs, stop_button,
-                      take_home)
+from .widgets import (describe, how_it_works, preview_slider, rule, run_controls, seed_input, settings_inputs,
+                      stop_button, take_home)
+
+RULE = r"""**One edit, every method**: one face, one goal (*smile* or *add glasses*), one strength $t_0 = \text{strength}
+\times T$ and one seed, each method at its tab's defaults; every output read back from its pixels, no model judging."""
 
 EXPLANATION = r"""
 **One edit, every method.** Every paper here sets its method against the others (Asyrp's first figure: image
@@ -70,20 +73,25 @@ run_measure = endpoint("compare_measure", compare.MeasureSettings, compare.measu
 
 def build_tab() -> None:
     with gr.Tab("Compare"):
-        explanation(EXPLANATION)
+        rule(RULE)
         with gr.Row():
             with gr.Column():
-                image = gr.Image(type="filepath", label="A face (an upload is centre-cropped to 32 px)", height=260)
-                goal = gr.Radio(GOALS, value="smile", label="Goal")
-                strength = gr.Slider(0.1, 1.0, value=0.6, step=0.05,
-                                     label="Strength (t0 = strength × T, for the methods that start from the noised "
-                                           "input)")
+                with gr.Row():
+                    image = gr.Image(type="filepath", label="A face (an upload is centre-cropped to 32 px)", height=230,
+                                     elem_classes="tab-input")
+                    with gr.Column():
+                        goal = gr.Radio(GOALS, value="smile", label="Goal")
+                        strength = gr.Slider(0.1, 1.0, value=0.6, step=0.05,
+                                             label="Strength (t0 = strength × T, for the methods that start from the "
+                                                   "noised input)")
+                run, time_estimate = run_controls("Compare every method")
+                how_it_works(EXPLANATION)
                 with gr.Accordion("Advanced", open=False):
                     seed = seed_input()
                     preview_every = preview_slider()
-                run, time_estimate = run_controls("Compare every method")
             with gr.Column():
-                gallery = gr.Gallery(label="The input, then each method's output", columns=5, height=420)
+                gallery = gr.Gallery(elem_classes="tab-result", label="The input, then each method's output", columns=5, height=380,
+                                     interactive=False)
                 rows = gr.Markdown()
                 results = gr.Column()
         settings = dict(image=image, goal=goal, strength=strength, seed=seed, model_id=gr.State(compare.MODEL),
@@ -107,7 +115,7 @@ def build_tab() -> None:
                 stop_button()
             measured = gr.Markdown()
             failures = gr.Gallery(label="Where a method missed the goal: the face, then its output", columns=6,
-                                  height=240)
+                                  height=240, interactive=False)
             grid = gr.Image(label="Every face (rows): the input, then each method, in the table's order", height=360)
             measure_inputs = settings_inputs(compare.MeasureSettings, goal=goal, faces=faces, strength=strength,
                                              seed=seed, model_id=settings["model_id"])

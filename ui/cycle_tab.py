@@ -10,11 +10,15 @@ from runners import cycle
 from .gpu import concurrency
 from .handler import endpoint, estimator, live
 from .outputs import gallery as shown
-from .widgets import (describe, explanation, model_dropdown, preview_slider, run_controls, seed_input,
+from .widgets import (describe, how_it_works, model_dropdown, preview_slider, rule, run_controls, seed_input,
                       settings_inputs, take_home)
 
-MODES = [("reconstruct", "reconstruct"), ("translate: another model decodes z", "translate"),
-         ("text edit: CLIP guidance", "text"), ("class translation", "class")]
+MODES = [("reconstruct", "reconstruct"), ("translate", "translate"), ("text edit (CLIP)", "text"),
+         ("class translation", "class")]
+
+RULE = r"""**CycleDiffusion** (Wu & De la Torre, ICCV 2023): encode the image into the noise of a stochastic sampler,
+$\epsilon_t = (x_{t-1} - \mu_\theta(x_t, t)) / \sigma_t$, and decode the same
+$z = (x_{t_0}, \epsilon_{t_0}, \dots, \epsilon_1)$ with another class, model or text."""
 
 EXPLANATION = r"""
 **CycleDiffusion** (Wu & De la Torre, ICCV 2023) gives a stochastic sampler (DDIM with $\eta > 0$) a latent code:
@@ -36,8 +40,8 @@ baseline** decodes the same $x_{t_0}$ with fresh noise instead of the encoded $\
 the result is what the inferred noise contributes. Below the result, $z$ itself: $x_{t_0}$ and a few noise maps.
 """
 
-EXAMPLE_FIELDS = ("image", "mode", "source_id", "target_id", "target_prompt", "source_prompt", "strength", "eta", "steps",
-                  "seed", "source_class", "target_class")
+EXAMPLE_FIELDS = ("image", "mode", "source_id", "target_id", "target_prompt", "source_prompt", "strength", "eta",
+                  "steps", "seed", "source_class", "target_class")
 EXAMPLES = [
     ["assets/faces/frowning.png", "class", "faces-32", None, "", "", 0.5, 1.0, 50, 0, "frowning", "smiling"],
     ["assets/faces/frowning.png", "class", "faces-32", None, "", "", 0.5, 1.0, 50, 0, "frowning",
@@ -117,28 +121,37 @@ run_cycle = endpoint("cycle", cycle.Settings, cycle.run, render, cycle.cost)
 
 def build_tab() -> None:
     with gr.Tab("CycleDiffusion"):
-        explanation(EXPLANATION)
+        rule(RULE)
         with gr.Row():
             with gr.Column():
-                image = gr.Image(type="filepath", label="Input image", height=320)
-                source_id = model_dropdown("Source model (encodes the input)")
-                first_classes = list(cycle.class_names(source_id.value))
-                mode = gr.Radio(MODES, value="class" if first_classes else "translate", label="Mode")
-                first_targets = cycle.target_choices(source_id.value)
-                target_id = gr.Dropdown(first_targets, value=first_targets[0] if first_targets else None,
-                                        allow_custom_value=True,
-                                        label="Target model (translate: same resolution as the source)")
                 with gr.Row():
-                    first_source, first_target = class_values(first_classes, None, None)
-                    source_class = gr.Dropdown(first_classes, value=first_source, allow_custom_value=True,
-                                               label="Source class (class translation: what the input shows)")
-                    target_class = gr.Dropdown(first_classes, value=first_target, allow_custom_value=True,
-                                               label="Target class (class translation: what it should become)")
-                target_prompt = gr.Textbox("", label="Target text (text edit)", placeholder="a smiling face")
-                source_prompt = gr.Textbox("", label="Source text, optional (text edit: steer away from it)",
-                                           placeholder="a face")
-                strength = gr.Slider(cycle.MIN_STRENGTH, 1.0, value=0.6, step=0.05,
-                                     label="Strength (start t0 = strength × T; lower = more faithful)")
+                    image = gr.Image(type="filepath", label="Input image", height=230, elem_classes="tab-input")
+                    with gr.Column():
+                        source_id = model_dropdown("Source model (encodes the input)")
+                        first_classes = list(cycle.class_names(source_id.value))
+                        first_source, first_target = class_values(first_classes, None, None)
+                        with gr.Row():
+                            source_class = gr.Dropdown(first_classes, value=first_source, allow_custom_value=True,
+                                                       label="Source class", min_width=100)
+                            target_class = gr.Dropdown(first_classes, value=first_target, allow_custom_value=True,
+                                                       label="Target class", min_width=100)
+                        strength = gr.Slider(cycle.MIN_STRENGTH, 1.0, value=0.6, step=0.05,
+                                             label="Strength (t0 = strength × T)")
+                mode = gr.Radio(MODES, value="class" if first_classes else "translate", label="Mode")
+                run, time_estimate = run_controls("Run CycleDiffusion")
+                how_it_works(EXPLANATION)
+                with gr.Accordion("Translate to another model, or edit toward a text (CLIP guidance)", open=False):
+                    first_targets = cycle.target_choices(source_id.value)
+                    target_id = gr.Dropdown(first_targets, value=first_targets[0] if first_targets else None,
+                                            allow_custom_value=True,
+                                            label="Target model (translate: same resolution as the source)")
+                    target_prompt = gr.Textbox("", label="Target text (text edit)", placeholder="a smiling face")
+                    source_prompt = gr.Textbox("", label="Source text, optional (text edit: steer away from it)",
+                                               placeholder="a face")
+                sdedit = gr.Checkbox(True, label="Also decode the SDEdit baseline: the same x_t0, fresh noise instead "
+                                                 "of the encoded ε (what the inferred noise contributes)")
+                ddib = gr.Checkbox(False, label="Also decode the DDIB baseline: deterministic DDIM inversion to t0, then "
+                                                "decoding with the target (translations; what the stochastic latent adds)")
                 with gr.Accordion("Advanced", open=False):
                     eta = gr.Slider(0.05, 1.0, value=1.0, step=0.05,
                                     label="η (noise of the sampler; must be > 0, the paper uses 1)")
@@ -152,16 +165,13 @@ def build_tab() -> None:
                     step_size = gr.Number(1e-3, minimum=1e-6, maximum=1.0, label="Langevin step size λ")
                     seed = seed_input()
                     preview_every = preview_slider()
-                sdedit = gr.Checkbox(True, label="Also decode the SDEdit baseline: the same x_t0, fresh noise instead "
-                                                 "of the encoded ε (what the inferred noise contributes)")
-                ddib = gr.Checkbox(False, label="Also decode the DDIB baseline: deterministic DDIM inversion to t0, then "
-                                                "decoding with the target (translations; what the stochastic latent adds)")
-                run, time_estimate = run_controls("Run CycleDiffusion")
             with gr.Column():
-                gallery = gr.Gallery(label="Input, reconstruction, result, SDEdit baseline", columns=4, height=420)
+                gallery = gr.Gallery(elem_classes="tab-result", label="Input, reconstruction, result, SDEdit baseline", columns=4, height=380,
+                                     interactive=False)
                 metrics = gr.Markdown()
                 latent_view = gr.Gallery(label="The latent z of the input: x_t0 and noise maps ε_t (grey = 0, "
-                                               "black/white = ∓3σ)", columns=1 + cycle.LATENT_MAPS, height=220)
+                                               "black/white = ∓3σ)", columns=1 + cycle.LATENT_MAPS, height=220,
+                                               interactive=False)
                 results = gr.Column()
         menus = [target_id, source_class, target_class]
         # the menus follow the user's picks (.input); an example sets them as written, choices included

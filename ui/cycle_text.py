@@ -9,7 +9,11 @@ from runners import cycle_text
 from .gpu import concurrency
 from .handler import endpoint, estimator, live
 from .outputs import gallery as shown
-from .widgets import describe, explanation, preview_slider, run_controls, seed_input, settings_inputs, take_home
+from .widgets import describe, how_it_works, preview_slider, rule, run_controls, seed_input, settings_inputs, take_home
+
+RULE = r"""**Text edit** (CycleDiffusion's headline, on Stable Diffusion): encode the photo under its source prompt into
+$z = (x_{t_0}, \epsilon_{t_0}, \dots, \epsilon_1)$, decode the same $z$ under the target prompt; cross-attention control
+keeps the layout."""
 
 EXPLANATION = r"""
 **The paper's headline: edit a photo by changing its text.** A text-to-image model (Stable Diffusion) is a
@@ -24,7 +28,8 @@ $x_{t_0}$ with fresh noise. Stable Diffusion wants a GPU; on a CPU the bundled *
 background”) runs in seconds, and its edits are read back from the pixels: try “frowning” → “smiling”.
 """
 
-EXAMPLE_FIELDS = ("image", "model_id", "source_prompt", "prompt", "strength", "steps", "guidance_scale", "control", "seed")
+EXAMPLE_FIELDS = ("image", "model_id", "source_prompt", "prompt", "strength", "steps", "guidance_scale", "control",
+                  "seed")
 EXAMPLES = [  # the bundled faces-text-32 first: a few seconds each on a CPU
     ["assets/faces/frowning-glasses.png", "faces-text-32",
      "a frowning face with glasses, black hair and medium skin on a purple background",
@@ -78,20 +83,28 @@ run_cycle_text = endpoint("cycle_text", cycle_text.Settings, cycle_text.run, ren
 
 def build_tab() -> None:
     with gr.Tab("Text edit (Stable Diffusion)"):
-        explanation(EXPLANATION)
+        rule(RULE)
         with gr.Row():
             with gr.Column():
-                image = gr.Image(type="filepath", label="Photo to edit", height=320)
-                model_id = gr.Dropdown(cycle_text.offered(), value=cycle_text.default_model(),
-                                       label="Text-to-image model")
+                with gr.Row():
+                    image = gr.Image(type="filepath", label="Photo to edit", height=230, elem_classes="tab-input")
+                    with gr.Column():
+                        model_id = gr.Dropdown(cycle_text.offered(), value=cycle_text.default_model(),
+                                               label="Text-to-image model")
+                        control = gr.Radio(list(cycle_text.CONTROLS), value="replace",
+                                           label="Cross-attention control (replace: a word swap; refine: the target "
+                                                 "adds words)")
                 source_prompt = gr.Textbox("", label="Source prompt (what the photo shows)",
                                            placeholder="a photo of a cat")
                 prompt = gr.Textbox("", label="Target prompt (what the edit should show)",
                                     placeholder="a photo of a dog")
-                control = gr.Radio(list(cycle_text.CONTROLS), value="replace",
-                                   label="Cross-attention control (replace: a word swap; refine: the target adds words)")
+                run, time_estimate = run_controls("Edit with text")
+                how_it_works(EXPLANATION)
                 strength = gr.Slider(cycle_text.MIN_STRENGTH, 1.0, value=0.8, step=0.05,
                                      label="Strength (start t0 = strength × T; lower = more faithful)")
+                sdedit = gr.Checkbox(True, label="Also decode the SDEdit baseline: the same x_t0, fresh noise")
+                ddib = gr.Checkbox(False, label="Also decode the DDIB baseline: deterministic DDIM inversion to t0 "
+                                                "under the source prompt, decoded under the target prompt")
                 with gr.Accordion("Advanced", open=False):
                     guidance_scale = gr.Slider(0, cycle_text.MAX_GUIDANCE_SCALE, value=2.0, step=0.5,
                                                label="Target guidance scale (classifier-free; ≤ 1 = off)")
@@ -109,17 +122,14 @@ def build_tab() -> None:
                     attention_step = gr.Slider(1, 200, value=1, step=1, label="Attention maps at step k of the chain")
                     seed = seed_input()
                     preview_every = preview_slider()
-                sdedit = gr.Checkbox(True, label="Also decode the SDEdit baseline: the same x_t0, fresh noise")
-                ddib = gr.Checkbox(False, label="Also decode the DDIB baseline: deterministic DDIM inversion to t0 "
-                                                "under the source prompt, decoded under the target prompt")
-                run, time_estimate = run_controls("Edit with text")
             with gr.Column():
-                gallery = gr.Gallery(label="Input, edit, SDEdit and DDIB baselines", columns=4, height=420)
+                gallery = gr.Gallery(elem_classes="tab-result", label="Input, edit, SDEdit and DDIB baselines", columns=4, height=380,
+                                     interactive=False)
                 metrics = gr.Markdown()
                 attention = gr.Gallery(label="Where each word attends (source words, then target words; white = most)",
-                                       columns=8, height=260)
+                                       columns=8, height=260, interactive=False)
                 latent_view = gr.Gallery(label="The latent z: x_t0 and noise maps ε_t (3 of the latent's channels)",
-                                         columns=1 + cycle_text.LATENT_MAPS, height=200)
+                                         columns=1 + cycle_text.LATENT_MAPS, height=200, interactive=False)
                 results = gr.Column()
         settings = dict(image=image, model_id=model_id, source_prompt=source_prompt, prompt=prompt, strength=strength,
                         steps=steps, guidance_scale=guidance_scale, source_guidance_scale=source_guidance_scale,

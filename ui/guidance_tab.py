@@ -12,8 +12,12 @@ from runners.guidance import CLASSIFIER_FREE, CLIP_ZERO_SHOT, FACE_PROMPTS, NOIS
 from .gpu import concurrency
 from .handler import endpoint, estimator, live
 from .outputs import gallery as shown
-from .widgets import (describe, explanation, line_plot, model_dropdown, preview_slider, run_controls,
+from .widgets import (describe, how_it_works, line_plot, model_dropdown, preview_slider, rule, run_controls,
                       seed_input, settings_inputs, take_home)
+
+RULE = r"""**Classifier guidance** (Dhariwal & Nichol, NeurIPS 2021): each step climbs a classifier's log-probability of
+the target, DDPM $\mu + s\,\Sigma\,\nabla_{x_t}\log p(y \mid x_t)$, DDIM
+$\hat\epsilon = \epsilon_\theta - \sqrt{1-\bar\alpha_t}\,s\,\nabla_{x_t}\log p(y \mid x_t)$; beside it, classifier-free guidance."""
 
 EXPLANATION = r"""
 **Classifier guidance** (Dhariwal & Nichol, NeurIPS 2021) adds the gradient of a classifier's log-probability
@@ -60,9 +64,8 @@ EXAMPLES = [
      "a photo of a car", 20, "ddpm", 100, 2, 1, False, "0, 10, 20"],
 ]
 
-CLASSIFIERS = [("noise-aware classifier of the model (trained on noisy x_t)", NOISE_AWARE),
-               ("CLIP zero-shot over label prompts", CLIP_ZERO_SHOT),
-               ("none: classifier-free guidance by the model's own classes", CLASSIFIER_FREE)]
+CLASSIFIERS = [("the model's noise-aware classifier", NOISE_AWARE),
+               ("CLIP zero-shot over label prompts", CLIP_ZERO_SHOT), ("none: classifier-free guidance", CLASSIFIER_FREE)]
 SAMPLERS = [("DDIM (Algorithm 2: shift the noise)", "ddim"), ("DDPM (Algorithm 1: shift the mean)", "ddpm")]
 GRADIENTS = [("fast: eps held fixed", "fixed_eps"), ("exact: through the U-Net", "exact")]
 PLOT_COLUMNS = ["step", "p(target | x_t)", "run"]
@@ -107,24 +110,36 @@ run_guidance = endpoint("guidance", guidance.Settings, guidance.run, render, gui
 
 def build_tab() -> None:
     with gr.Tab("Classifier guidance"):
-        explanation(EXPLANATION)
+        rule(RULE)
         with gr.Row():
             with gr.Column():
-                model_id = model_dropdown()
-                kind = guidance.default_classifier(model_id.value)
-                classifier_kind = gr.Radio(CLASSIFIERS, value=kind, label="Classifier p(y | x_t)")
-                prompts = gr.Textbox(FACE_PROMPTS, lines=3, label="Label prompts, one per line (CLIP's classes)",
-                                     visible=kind == CLIP_ZERO_SHOT)
-                labels = labels_or_none(kind, FACE_PROMPTS, model_id.value)
-                target = gr.Dropdown(labels, value=next(iter(labels), None), allow_custom_value=True,
-                                     label="Target class y")
-                scale = gr.Slider(0, guidance.MAX_SCALE, value=10, step=0.5, label="Guidance scale s (0 = no guidance)")
+                with gr.Row():
+                    model_id = model_dropdown()
+                    kind = guidance.default_classifier(model_id.value)
+                    labels = labels_or_none(kind, FACE_PROMPTS, model_id.value)
+                    target = gr.Dropdown(labels, value=next(iter(labels), None), allow_custom_value=True,
+                                         label="Target class y", elem_classes="tab-input")
+                with gr.Row():
+                    classifier_kind = gr.Radio(CLASSIFIERS, value=kind, label="Classifier p(y | x_t)")
+                    prompts = gr.Textbox(FACE_PROMPTS, lines=3, max_lines=16,
+                                         label="Label prompts, one per line (CLIP's classes)",
+                                         visible=kind == CLIP_ZERO_SHOT)
+                with gr.Row():
+                    scale = gr.Slider(0, guidance.MAX_SCALE, value=10, step=0.5,
+                                      label="Guidance scale s (0 = no guidance)")
+                    samples = gr.Slider(1, 8, value=2, step=1, label="Number of samples")
+                run, time_estimate = run_controls("Run classifier guidance")
                 sampler = gr.Radio(SAMPLERS, value=guidance.default_sampler(model_id.value), label="Sampler")
-                samples = gr.Slider(1, 8, value=2, step=1, label="Number of samples")
-                sweep = gr.Checkbox(False, label="Sweep: the same seed at several scales side by side")
-                sweep_scales = gr.Textbox("0, 5, 10, 20", label="Sweep scales (comma-separated)")
-                compare = gr.Checkbox(True, label="Also run unguided (s = 0) from the same seed, to compare in the "
-                                                  "plot of p(target | x_t)")
+                how_it_works(EXPLANATION)
+                with gr.Accordion("Sweep the scale, compare with unguided sampling", open=False):
+                    sweep = gr.Checkbox(False, label="Sweep: the same seed at several scales side by side")
+                    sweep_scales = gr.Textbox("0, 5, 10, 20", label="Sweep scales (comma-separated)")
+                    compare = gr.Checkbox(True, label="Also run unguided (s = 0) from the same seed, to compare in "
+                                                      "the plot of p(target | x_t)")
+                with gr.Accordion("Start from an image instead of noise (at scale 0: SDEdit)", open=False):
+                    image = gr.Image(type="filepath", label="Image, noised to t0 (none: sample from noise)", height=200)
+                    strength = gr.Slider(0.05, 1.0, value=1.0, step=0.05,
+                                         label="Strength (start t0 = strength × T; lower = more of the image)")
                 with gr.Accordion("Advanced", open=False):
                     gradient = gr.Radio(GRADIENTS, value="fixed_eps",
                                         label="CLIP: gradient of log p(y | x̂0) with respect to x_t (the noise-aware "
@@ -134,19 +149,14 @@ def build_tab() -> None:
                                       label="Sampling steps (DDPM wants more than DDIM)")
                     seed = seed_input()
                     preview_every = preview_slider()
-                with gr.Accordion("Start from an image instead of noise (at scale 0: SDEdit)", open=False):
-                    image = gr.Image(type="filepath", label="Image, noised to t0 (none: sample from noise)", height=200)
-                    strength = gr.Slider(0.05, 1.0, value=1.0, step=0.05,
-                                         label="Strength (start t0 = strength × T; lower = more of the image)")
-                run, time_estimate = run_controls("Run classifier guidance")
             with gr.Column():
-                gallery = gr.Gallery(label="Samples with the classifier's probability of the target", columns=4,
-                                     height=460)
+                gallery = gr.Gallery(elem_classes="tab-result", label="Samples with the classifier's probability of the target", columns=4,
+                                     height=360, interactive=False)
                 plot = line_plot("The classifier's p(target | x_t) at each step, guided and unguided", "step",
                                  "p(target | x_t)")
                 maps = gr.Gallery(label="|∇ log p(y | x_t)| of the first guided sample at a few steps (white = its "
                                         "largest): where the classifier pushes", columns=guidance.GRADIENT_MAPS,
-                                  height=240)
+                                  height=240, interactive=False)
                 results = gr.Column()
         # the menus follow the user's picks (.input); an example sets them as written, choices included
         model_id.input(model_controls, [model_id, prompts, target], [classifier_kind, prompts, target, sampler],

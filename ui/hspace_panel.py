@@ -61,7 +61,7 @@ def build_panel(model_id: gr.Dropdown, seed: gr.Number) -> None:
             with gr.Row():
                 button = gr.Button(f"{label}: {what}")
                 stop_button()
-            pictures = gr.Gallery(label=label, columns=columns, height=260)
+            pictures = gr.Gallery(label=label, columns=columns, height=260, interactive=False)
             numbers = gr.Markdown()
             describe(ENDPOINTS[view], getattr(hspace, view), hspace.Settings, inputs)
             button.click(live(ENDPOINTS[view], 2), inputs, [pictures, numbers], api_name=f"hspace_{view}",

@@ -10,8 +10,11 @@ from runners.common import class_names
 from .handler import endpoint, estimator, live
 from .gpu import concurrency
 from .outputs import gallery as shown
-from .widgets import (describe, explanation, model_dropdown, preview_slider, run_controls, seed_input,
+from .widgets import (describe, how_it_works, model_dropdown, preview_slider, rule, run_controls, seed_input,
                       settings_inputs, take_home)
+
+RULE = r"""**ILVR** (Choi et al., ICCV 2021): after each DDPM step the sample's low frequencies become the noised
+reference's, $x_{t-1} = \phi_N(y_{t-1}) + (I - \phi_N)(x'_{t-1})$: the samples share the reference's layout."""
 
 EXPLANATION = r"""
 **ILVR** (Choi et al., ICCV 2021) steers an *unconditional* DDPM toward a reference image y without any training.
@@ -93,10 +96,18 @@ run_ilvr_grid = endpoint("ilvr_grid", ilvr.GridSettings, ilvr.run_grid,
 
 def build_tab() -> None:
     with gr.Tab("ILVR"):
-        explanation(EXPLANATION)
+        rule(RULE)
         with gr.Row():
             with gr.Column():
-                reference = gr.Image(type="filepath", label="Reference image y", height=320)
+                with gr.Row():
+                    reference = gr.Image(type="filepath", label="Reference image y", height=230, elem_classes="tab-input")
+                    with gr.Column():
+                        model_id = model_dropdown()
+                        down_factor = gr.Dropdown(list(ilvr.DOWN_FACTORS), value=4,
+                                                  label="Downsampling factor N (larger = looser)")
+                        samples = gr.Slider(1, 8, value=2, step=1, label="Number of samples")
+                run, time_estimate = run_controls("Run ILVR")
+                how_it_works(EXPLANATION)
                 with gr.Accordion("Draw the reference: paint-to-image, or scribble on a photo", open=False):
                     gr.Markdown("Paint a few colour strokes (a large N keeps only their colours and layout), or "
                                 "upload a photo into the canvas and scribble on it; then use it as the reference.")
@@ -104,9 +115,6 @@ def build_tab() -> None:
                                             sources=("upload", "clipboard"), label="Canvas",
                                             brush=gr.Brush(colors=BRUSH_COLOURS, default_size=12, color_mode="defaults"))
                     use_drawing = gr.Button("Use the drawing as the reference")
-                model_id = model_dropdown()
-                down_factor = gr.Dropdown(list(ilvr.DOWN_FACTORS), value=4, label="Downsampling factor N (larger = looser)")
-                samples = gr.Slider(1, 8, value=2, step=1, label="Number of samples")
                 with gr.Accordion("Advanced", open=False):
                     range_t = gr.Slider(0, 1000, value=0, step=10, label="Condition while t > (0 = every step, 1000 = never)")
                     steps = gr.Slider(ilvr.MIN_STEPS, 1000, value=100, step=10, label="Sampling steps (the paper uses 1000)")
@@ -120,18 +128,19 @@ def build_tab() -> None:
                                                interactive=bool(class_names(model_id.value)),
                                                label="Class y* of the proposals (a class-conditional model's: the "
                                                      "reference keeps the layout, the class sets what is drawn)")
-                run, time_estimate = run_controls("Run ILVR")
             with gr.Column():
-                gallery = gr.Gallery(label="Reference, its low-pass φ_N(y), samples", columns=4, height=420)
+                gallery = gr.Gallery(elem_classes="tab-result", label="Reference, its low-pass φ_N(y), samples", columns=4, height=380,
+                                     interactive=False)
                 process = gr.Gallery(label="The process, first sample: x_t and predicted x0, then the frequency split",
-                                     columns=6, visible=False)
+                                     columns=6, visible=False, interactive=False)
                 results = gr.Column()
                 with gr.Accordion("Grid over N and the conditioning range, as in the paper's figures", open=False):
                     gr.Markdown(f"One sample from the seed above for each factor N (rows: the {ilvr.GRID_FACTORS} "
                                 f"smallest that suit the model) and each range (columns: condition while t > "
                                 f"{', '.join(map(str, ilvr.GRID_RANGES))}).")
                     grid_button = gr.Button("Run the grid")
-                    grid = gr.Gallery(label="Rows: N; columns: the conditioning range", columns=len(ilvr.GRID_RANGES))
+                    grid = gr.Gallery(label="Rows: N; columns: the conditioning range", columns=len(ilvr.GRID_RANGES),
+                                      interactive=False)
         settings = dict(reference=reference, model_id=model_id, down_factor=down_factor, range_t=range_t, steps=steps,
                         samples=samples, seed=seed, show_process=show_process, split_step=split_step,
                         preview_every=preview_every, target_class=target_class)

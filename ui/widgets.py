@@ -57,8 +57,16 @@ def describe(fn, run, settings_class, inputs: list) -> None:
     fn.__doc__ = "\n".join(lines)
 
 
-def explanation(text: str) -> gr.Markdown:
-    return gr.Markdown(text, latex_delimiters=LATEX)
+def rule(text: str) -> gr.Markdown:
+    """A tab's head: the method's rule in a line or two, with its equation."""
+    return gr.Markdown(text, latex_delimiters=LATEX, elem_classes="tab-rule")
+
+
+def how_it_works(text: str) -> None:
+    """The longer story of a method, one click away (closed at first; open or closed as the visitor left it while
+    they switch tabs)."""
+    with gr.Accordion("How it works", open=False):
+        gr.Markdown(text, latex_delimiters=LATEX)
 
 
 def model_dropdown(label: str = "Model") -> gr.Dropdown:
