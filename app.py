@@ -27,7 +27,7 @@ on the same device (a GPU in fp16 and a CPU in fp32 differ slightly). Every resu
 file, and a link reopens it.
 """
 SESSIONS = int(os.environ.get("STEER_SESSIONS", "100"))  # visitors' page states kept; Gradio's own default is 10,000
-CACHE = (1800, 7200)  # every 30 min, the result files older than 2 h are deleted (and Gradio's record of them)
+CACHE = (3600, 86400)  # every hour, the result files (and deep links) older than a day are deleted
 
 
 def build_demo() -> gr.Blocks:

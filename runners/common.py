@@ -123,6 +123,12 @@ def class_names(model_id: str | None) -> tuple[str, ...]:
     return info.class_names if info is not None else ()
 
 
+def bundled(model_id: str) -> bool:
+    """A model that ships with the Space, under assets/ (runs offline on a CPU in seconds)."""
+    info = registry.REGISTRY.get(model_id)
+    return info is not None and bool(info.path)
+
+
 def default_model() -> str:
     """The model the page opens on: STEER_MODEL, else the hub's celebahq on a GPU that can serve it, else faces-32."""
     return registry.default_model_id()

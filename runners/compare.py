@@ -16,6 +16,7 @@ Methods on the bundled faces-32 (and the text edit on faces-text-32):
 from __future__ import annotations
 
 import math
+import shutil
 import tempfile
 import threading
 import time
@@ -357,14 +358,17 @@ def prepare_measure(settings: MeasureSettings) -> Job:
     results: list[Result] = []
 
     def work(tracker: base.Tracker) -> Measured:
-        for i, path in enumerate(paths):
-            one = Settings(path, settings.goal, settings.strength, settings.seed, settings.model_id)
-            face = compared(one, Image.open(path).convert("RGB"), path,
-                            forwarded(tracker.callback, f"face {i + 1} of {len(paths)}"), tracker.stop)
-            if face.stopped:
-                return done(stopped=True)
-            results.append(face)
-        return done()
+        try:
+            for i, path in enumerate(paths):
+                one = Settings(path, settings.goal, settings.strength, settings.seed, settings.model_id)
+                face = compared(one, Image.open(path).convert("RGB"), path,
+                                forwarded(tracker.callback, f"face {i + 1} of {len(paths)}"), tracker.stop)
+                if face.stopped:
+                    return done(stopped=True)
+                results.append(face)
+            return done()
+        finally:  # the faces live in the results now
+            shutil.rmtree(folder, ignore_errors=True)
 
     def done(stopped: bool = False) -> Measured:
         failures = [(image, caption) for result in results for cell in result.cells

@@ -4,6 +4,7 @@ Skipped where /usr/bin/chromium or playwright is missing; .ci/run installs both.
 docs/screenshots/, which the README shows.
 """
 
+import functools
 import io
 import re
 import shutil
@@ -440,7 +441,7 @@ def test_every_bundled_example_fills_its_tab_as_written_on_a_fresh_page(browser,
                 for how, label, value in example_checks(name, row):
                     field = number(tab, label) if how == "number" else tab.get_by_label(label, exact=True)
                     playwright_api.expect(field).to_have_value(value, timeout=15_000)
-                page.wait_for_timeout(1_500)
+                page.wait_for_timeout(500)
         finally:
             page.close()
 
@@ -593,3 +594,43 @@ def test_every_tab_shows_its_rule_input_controls_run_and_result_on_the_first_scr
                               ).to_be_visible()  # still open after a visit to another tab
     finally:
         page.close()
+
+
+def test_a_kept_example_runs_once_and_the_next_visitor_sees_its_result_at_once(browser, tmp_path, monkeypatch):
+    """Examples cached lazily, as the hub models' are on GPU hardware (here the bundled model's, forced into the
+    cache): the first visitor's pick runs it and keeps its result in a folder keyed by the code and models; a fresh
+    page's pick shows the same images without running again."""
+    import gradio as gr
+
+    from ui import examples, ilvr_tab
+
+    monkeypatch.setenv("STEER_CACHE_EXAMPLES", "1")
+    monkeypatch.setenv("GRADIO_EXAMPLES_CACHE", str(tmp_path))
+    monkeypatch.setattr(examples.common, "bundled", lambda model_id: False)  # every row into the kept table
+    runs = []
+    run_ilvr = ilvr_tab.run_ilvr
+    monkeypatch.setattr(ilvr_tab, "run_ilvr", functools.wraps(run_ilvr)(
+        lambda *args, **kwargs: runs.append(kwargs) or run_ilvr(*args, **kwargs)))
+    with gr.Blocks() as demo:
+        ilvr_tab.build_tab()
+    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+    row = 3  # blue-square.png on shapes-16, 50 steps, 4 samples
+    assert ilvr_tab.EXAMPLES[row][1] == "shapes-16"
+    try:
+        shown = []
+        for _ in range(2):  # two visitors, each on a fresh page
+            page = browser.new_page()
+            try:
+                page.goto(url)
+                page.locator("table[role=grid]").first.locator("tr.tr-body").nth(row).click()
+                page.locator(".tab-result").get_by_text("sample 4").first.wait_for(timeout=120_000)
+                shown.append([decode(page.request.get(img.get_attribute("src")).body())
+                              for img in page.locator(".tab-result button.thumbnail-item img").all()])
+            finally:
+                page.close()
+        assert [run["seed"] for run in runs] == [ilvr_tab.EXAMPLES[row][6]]  # run once, with the example's settings
+        assert len(shown[0]) == 6 and all(np.array_equal(a, b) for a, b in zip(*shown))  # y, phi_N(y), 4 samples
+        kept = [folder for folder in tmp_path.glob("*/*") if (folder / "log.csv").exists()]
+        assert [folder.parent.name for folder in kept] == [examples.digest()]
+    finally:
+        demo.close()

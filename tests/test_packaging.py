@@ -58,7 +58,7 @@ def test_readme_has_exactly_two_setup_commands_and_ci_runs_the_test_one():
 
 
 def test_readme_documents_every_environment_variable_the_code_reads():
-    sources = [*ROOT.glob("*.py"), *ROOT.glob("pipelines/*.py"), *ROOT.glob("ui/*.py"), *ROOT.glob("runners/*.py")]
+    sources = [*ROOT.glob("*.py"), *ROOT.glob("pipelines/**/*.py"), *ROOT.glob("ui/*.py"), *ROOT.glob("runners/*.py")]
     pattern = r"(?:environ(?:\.get)?[\[(]|getenv\()\s*[\"'](\w+)[\"']"
     read = {name for source in sources for name in re.findall(pattern, source.read_text())}
     assert read, "expected the app to read some environment variables"

@@ -9,12 +9,13 @@ from runners import asyrp
 from runners.asyrp import LPIPS_BOOST, LPIPS_EDIT
 from runners.common import ModelLoadError
 
+from . import examples
 from .gpu import concurrency
 from .handler import endpoint, estimator, live, user_errors
 from .hspace_panel import build_panel
 from .outputs import gallery as shown, output_folder
-from .widgets import (describe, how_it_works, line_plot, model_dropdown, preview_slider, rule, run_controls,
-                      seed_input, settings_inputs, stop_button, take_home)
+from .widgets import (describe, how_it_works, line_plot, model_dropdown, preview_slider, result_gallery, rule,
+                      run_controls, seed_input, settings_inputs, stop_button, take_home)
 
 RULE = r"""**Asyrp** (Kwon, Jeong & Uh, ICLR 2023): shift the U-Net's bottleneck h in the predicted clean image only,
 $x_{t-1} = \sqrt{\bar\alpha_{t-1}}\, P_t(\epsilon_\theta(x_t \mid h_t + s\,\Delta h_t)) + D_t(\epsilon_\theta(x_t))$ for
@@ -214,7 +215,7 @@ def build_tab() -> None:
                     seed = seed_input()
                     preview_every = preview_slider()
             with gr.Column():
-                gallery = gr.Gallery(elem_classes="tab-result", label="Input, reconstruction, edits", columns=3, height=380, interactive=False)
+                gallery = result_gallery("Input, reconstruction, edits", 3)
                 info = gr.Markdown()
                 stages = gr.HTML(timeline_of(model_id.value, default_edit, default_boost))
                 norms = line_plot("|s Δh_t|, the shift added to h at each edited step (t from T down to t_edit)",
@@ -223,9 +224,9 @@ def build_tab() -> None:
         settings = dict(image=image, model_id=model_id, source=source, k=k, learned_path=learned_path,
                         file_path=direction_file, scale=scale, strip=strip, auto=auto, t_edit=t_edit, t_boost=t_boost,
                         steps=steps, seed=seed, preview_every=preview_every, released=released)
-        gr.Examples(EXAMPLES, inputs=[settings[name] for name in EXAMPLE_FIELDS], outputs=[t_edit, t_boost, released],
-                    fn=example_controls, run_on_click=True, cache_examples=False,
-                    label="Examples (pick one, then Edit)")
+        examples.add(EXAMPLES, EXAMPLE_FIELDS, settings, model_field="model_id", label="Examples (pick one, then Edit)",
+                     run=run_asyrp, outputs=[gallery, info, norms],
+                     fill=(example_controls, [t_edit, t_boost, released]))
         # the menus follow the user's picks (.input); an example sets them as written, choices included
         model_id.input(model_controls, [model_id, released], [t_edit, t_boost, released], api_visibility="private")
         released.input(released_picked, released, [source, t_edit], api_visibility="private")

@@ -10,8 +10,8 @@ from runners import compare
 from .gpu import concurrency
 from .handler import endpoint, estimator, live
 from .outputs import gallery as shown
-from .widgets import (describe, how_it_works, preview_slider, rule, run_controls, seed_input, settings_inputs,
-                      stop_button, take_home)
+from .widgets import (describe, how_it_works, preview_slider, result_gallery, rule, run_controls, seed_input,
+                      settings_inputs, stop_button, take_home)
 
 RULE = r"""**One edit, every method**: one face, one goal (*smile* or *add glasses*), one strength $t_0 = \text{strength}
 \times T$ and one seed, each method at its tab's defaults; every output read back from its pixels, no model judging."""
@@ -90,8 +90,7 @@ def build_tab() -> None:
                     seed = seed_input()
                     preview_every = preview_slider()
             with gr.Column():
-                gallery = gr.Gallery(elem_classes="tab-result", label="The input, then each method's output", columns=5, height=380,
-                                     interactive=False)
+                gallery = result_gallery("The input, then each method's output", 5)
                 rows = gr.Markdown()
                 results = gr.Column()
         settings = dict(image=image, goal=goal, strength=strength, seed=seed, model_id=gr.State(compare.MODEL),

@@ -7,11 +7,12 @@ import gradio as gr
 
 from runners import cycle
 
+from . import examples
 from .gpu import concurrency
 from .handler import endpoint, estimator, live
 from .outputs import gallery as shown
-from .widgets import (describe, how_it_works, model_dropdown, preview_slider, rule, run_controls, seed_input,
-                      settings_inputs, take_home)
+from .widgets import (describe, how_it_works, model_dropdown, preview_slider, result_gallery, rule, run_controls,
+                      seed_input, settings_inputs, take_home)
 
 MODES = [("reconstruct", "reconstruct"), ("translate", "translate"), ("text edit (CLIP)", "text"),
          ("class translation", "class")]
@@ -166,8 +167,7 @@ def build_tab() -> None:
                     seed = seed_input()
                     preview_every = preview_slider()
             with gr.Column():
-                gallery = gr.Gallery(elem_classes="tab-result", label="Input, reconstruction, result, SDEdit baseline", columns=4, height=380,
-                                     interactive=False)
+                gallery = result_gallery("Input, reconstruction, result, SDEdit baseline", 4)
                 metrics = gr.Markdown()
                 latent_view = gr.Gallery(label="The latent z of the input: x_t0 and noise maps ε_t (grey = 0, "
                                                "black/white = ∓3σ)", columns=1 + cycle.LATENT_MAPS, height=220,
@@ -181,9 +181,8 @@ def build_tab() -> None:
                         guidance_scale=guidance_scale, exact_gradient=exact_gradient, pnp_steps=pnp_steps,
                         step_size=step_size, seed=seed, source_class=source_class, target_class=target_class,
                         sdedit=sdedit, preview_every=preview_every, ddib=ddib)
-        gr.Examples(EXAMPLES, inputs=[settings[name] for name in EXAMPLE_FIELDS], outputs=menus, fn=example_controls,
-                    run_on_click=True, cache_examples=False,
-                    label="Examples (pick one, then Run)")
+        examples.add(EXAMPLES, EXAMPLE_FIELDS, settings, model_field="source_id", label="Examples (pick one, then Run)",
+                     run=run_cycle, outputs=[gallery, metrics, latent_view], fill=(example_controls, menus))
         inputs = settings_inputs(cycle.Settings, **settings)
         estimate = estimator(cycle.Settings, cycle.cost, model_field="source_id")
         costs = [source_id, mode, strength, steps, exact_gradient, pnp_steps, sdedit, ddib]

@@ -6,10 +6,12 @@ import gradio as gr
 
 from runners import cycle_text
 
+from . import examples
 from .gpu import concurrency
 from .handler import endpoint, estimator, live
 from .outputs import gallery as shown
-from .widgets import describe, how_it_works, preview_slider, rule, run_controls, seed_input, settings_inputs, take_home
+from .widgets import (describe, how_it_works, preview_slider, result_gallery, rule, run_controls, seed_input,
+                      settings_inputs, take_home)
 
 RULE = r"""**Text edit** (CycleDiffusion's headline, on Stable Diffusion): encode the photo under its source prompt into
 $z = (x_{t_0}, \epsilon_{t_0}, \dots, \epsilon_1)$, decode the same $z$ under the target prompt; cross-attention control
@@ -123,8 +125,7 @@ def build_tab() -> None:
                     seed = seed_input()
                     preview_every = preview_slider()
             with gr.Column():
-                gallery = gr.Gallery(elem_classes="tab-result", label="Input, edit, SDEdit and DDIB baselines", columns=4, height=380,
-                                     interactive=False)
+                gallery = result_gallery("Input, edit, SDEdit and DDIB baselines", 4)
                 metrics = gr.Markdown()
                 attention = gr.Gallery(label="Where each word attends (source words, then target words; white = most)",
                                        columns=8, height=260, interactive=False)
@@ -136,9 +137,10 @@ def build_tab() -> None:
                         eta=eta, control=control, cross_replace_steps=cross_replace, self_replace_steps=self_replace,
                         reweight_word=reweight_word, reweight_scale=reweight_scale, attention_step=attention_step,
                         seed=seed, sdedit=sdedit, preview_every=preview_every, ddib=ddib)
-        gr.Examples(EXAMPLES, inputs=[settings[name] for name in EXAMPLE_FIELDS],
-                    label="Examples (pick one, then Edit with text; faces-text-32 runs in seconds on a CPU, "
-                          "Stable Diffusion wants a GPU)")
+        examples.add(EXAMPLES, EXAMPLE_FIELDS, settings, model_field="model_id",
+                     label="Examples (pick one, then Edit with text; faces-text-32 runs in seconds on a CPU, "
+                           "Stable Diffusion wants a GPU)",
+                     run=run_cycle_text, outputs=[gallery, metrics, attention, latent_view])
         inputs = settings_inputs(cycle_text.Settings, **settings)
         estimate = estimator(cycle_text.Settings, cycle_text.cost)
         gr.on([c.change for c in (model_id, strength, steps, guidance_scale, source_guidance_scale, sdedit, ddib)],

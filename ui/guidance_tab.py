@@ -9,11 +9,12 @@ import pandas as pd
 from runners import guidance
 from runners.guidance import CLASSIFIER_FREE, CLIP_ZERO_SHOT, FACE_PROMPTS, NOISE_AWARE
 
+from . import examples
 from .gpu import concurrency
 from .handler import endpoint, estimator, live
 from .outputs import gallery as shown
-from .widgets import (describe, how_it_works, line_plot, model_dropdown, preview_slider, rule, run_controls,
-                      seed_input, settings_inputs, take_home)
+from .widgets import (describe, how_it_works, line_plot, model_dropdown, preview_slider, result_gallery, rule,
+                      run_controls, seed_input, settings_inputs, take_home)
 
 RULE = r"""**Classifier guidance** (Dhariwal & Nichol, NeurIPS 2021): each step climbs a classifier's log-probability of
 the target, DDPM $\mu + s\,\Sigma\,\nabla_{x_t}\log p(y \mid x_t)$, DDIM
@@ -150,8 +151,7 @@ def build_tab() -> None:
                     seed = seed_input()
                     preview_every = preview_slider()
             with gr.Column():
-                gallery = gr.Gallery(elem_classes="tab-result", label="Samples with the classifier's probability of the target", columns=4,
-                                     height=360, interactive=False)
+                gallery = result_gallery("Samples with the classifier's probability of the target", 4, height=360)
                 plot = line_plot("The classifier's p(target | x_t) at each step, guided and unguided", "step",
                                  "p(target | x_t)")
                 maps = gr.Gallery(label="|∇ log p(y | x_t)| of the first guided sample at a few steps (white = its "
@@ -168,9 +168,8 @@ def build_tab() -> None:
                         gradient=gradient, eta=eta, steps=steps, samples=samples, seed=seed, sweep=sweep,
                         sweep_scales=sweep_scales, classifier_kind=classifier_kind, compare=compare,
                         preview_every=preview_every, image=image, strength=strength)
-        gr.Examples(EXAMPLES, inputs=[settings[name] for name in EXAMPLE_FIELDS], outputs=[prompts, target],
-                    fn=example_controls,
-                    run_on_click=True, cache_examples=False, label="Examples (pick one, then Run)")
+        examples.add(EXAMPLES, EXAMPLE_FIELDS, settings, model_field="model_id", label="Examples (pick one, then Run)",
+                     run=run_guidance, outputs=[gallery, plot, maps], fill=(example_controls, [prompts, target]))
         inputs = settings_inputs(guidance.Settings, **settings)
         estimate = estimator(guidance.Settings, guidance.cost)
         costs = [model_id, classifier_kind, gradient, steps, samples, sweep, sweep_scales, scale, compare, image,

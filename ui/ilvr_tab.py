@@ -7,11 +7,12 @@ import gradio as gr
 from runners import ilvr
 from runners.common import class_names
 
+from . import examples
 from .handler import endpoint, estimator, live
 from .gpu import concurrency
 from .outputs import gallery as shown
-from .widgets import (describe, how_it_works, model_dropdown, preview_slider, rule, run_controls, seed_input,
-                      settings_inputs, take_home)
+from .widgets import (describe, how_it_works, model_dropdown, preview_slider, result_gallery, rule, run_controls,
+                      seed_input, settings_inputs, take_home)
 
 RULE = r"""**ILVR** (Choi et al., ICCV 2021): after each DDPM step the sample's low frequencies become the noised
 reference's, $x_{t-1} = \phi_N(y_{t-1}) + (I - \phi_N)(x'_{t-1})$: the samples share the reference's layout."""
@@ -129,8 +130,7 @@ def build_tab() -> None:
                                                label="Class y* of the proposals (a class-conditional model's: the "
                                                      "reference keeps the layout, the class sets what is drawn)")
             with gr.Column():
-                gallery = gr.Gallery(elem_classes="tab-result", label="Reference, its low-pass φ_N(y), samples", columns=4, height=380,
-                                     interactive=False)
+                gallery = result_gallery("Reference, its low-pass φ_N(y), samples", 4)
                 process = gr.Gallery(label="The process, first sample: x_t and predicted x0, then the frequency split",
                                      columns=6, visible=False, interactive=False)
                 results = gr.Column()
@@ -146,10 +146,12 @@ def build_tab() -> None:
                         preview_every=preview_every, target_class=target_class)
         inputs = settings_inputs(ilvr.Settings, **settings)
         model_id.change(class_menu, model_id, target_class, api_visibility="private")
-        examples = [settings[name] for name in EXAMPLE_FIELDS]
-        gr.Examples(EXAMPLES, inputs=examples, label="Examples (pick one, then Run)")
-        gr.Examples(SKETCH_EXAMPLES, inputs=[canvas, *examples],
-                    label="Drawn references (pick one to see it on the canvas and as the reference, then Run)")
+        shown_in = dict(settings, canvas=canvas)
+        examples.add(EXAMPLES, EXAMPLE_FIELDS, shown_in, model_field="model_id", label="Examples (pick one, then Run)",
+                     run=run_ilvr, outputs=[gallery, process])
+        examples.add(SKETCH_EXAMPLES, ("canvas", *EXAMPLE_FIELDS), shown_in, model_field="model_id",
+                     label="Drawn references (pick one to see it on the canvas and as the reference, then Run)",
+                     run=run_ilvr, outputs=[gallery, process])
         use_drawing.click(drawing_reference, canvas, reference, api_visibility="private")
         estimate = estimator(ilvr.Settings, ilvr.cost)
         gr.on([c.change for c in (model_id, steps, samples)], estimate, inputs, time_estimate, api_visibility="private")

@@ -69,6 +69,11 @@ def how_it_works(text: str) -> None:
         gr.Markdown(text, latex_delimiters=LATEX)
 
 
+def result_gallery(label: str, columns: int, height: int = 380) -> gr.Gallery:
+    """A tab's result: the gallery a projector's first screen shows beside the controls."""
+    return gr.Gallery(label=label, columns=columns, height=height, interactive=False, elem_classes="tab-result")
+
+
 def model_dropdown(label: str = "Model") -> gr.Dropdown:
     return gr.Dropdown(choices=common.model_choices(), value=common.default_model(), label=label)
 
