@@ -20,11 +20,11 @@ TABS = [ilvr_tab, guidance_tab, cycle_tab, cycle_text, asyrp_tab, compare_tab]
 TITLE = "### Steering a pretrained diffusion model without retraining it"
 INTRO = """
 Four published ways to control what a pretrained diffusion model draws, **without retraining it**: ILVR, classifier
-guidance, CycleDiffusion (on pixel models, and its headline text edit on Stable Diffusion) and Asyrp, one tab each;
-under a tab's title, the update rule it adds to the sampler, and its longer story under *How it works*; *Compare* sets
-them side by side on one face. All tabs share one copy of each model. The same seed and settings give the same image
-on the same device (a GPU in fp16 and a CPU in fp32 differ slightly). Every result downloads as a PNG and a settings
-file, and a link reopens it.
+guidance, CycleDiffusion (on pixel models, and in a tab of its own its headline, the text edit on Stable Diffusion)
+and Asyrp; under a tab's title, the update rule it adds to the sampler, and its longer story under *How it works*;
+*Compare* sets them side by side on one face. All tabs share one copy of each model. The same seed and settings give
+the same image on the same device (a GPU in fp16 and a CPU in fp32 differ slightly). Every result downloads as a PNG
+and a settings file, and a link reopens it.
 """
 SESSIONS = int(os.environ.get("STEER_SESSIONS", "100"))  # visitors' page states kept; Gradio's own default is 10,000
 CACHE = (3600, 86400)  # every hour, the result files (and deep links) older than a day are deleted

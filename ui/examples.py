@@ -26,6 +26,7 @@ from typing import Callable
 import gradio as gr
 
 from runners import common
+from runners.budget import device_name
 
 from . import gpu
 
@@ -36,8 +37,6 @@ LIBRARIES = ("torch", "diffusers", "transformers", "gradio")
 
 def caching() -> bool:
     """Whether the hub models' examples are cached: STEER_CACHE_EXAMPLES=1 or 0 where set, else on GPU hardware."""
-    from runners.budget import device_name  # torch after `spaces` (ui.gpu)
-
     if "STEER_CACHE_EXAMPLES" in os.environ:
         return os.environ["STEER_CACHE_EXAMPLES"].strip().lower() in ("1", "true", "yes")
     return gpu.ZERO_GPU or device_name() != "CPU"
