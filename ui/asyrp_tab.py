@@ -14,8 +14,8 @@ from .gpu import concurrency
 from .handler import endpoint, estimator, live, user_errors
 from .hspace_panel import build_panel
 from .outputs import gallery as shown, output_folder
-from .widgets import (describe, how_it_works, line_plot, model_dropdown, preview_slider, result_gallery, rule,
-                      run_controls, seed_input, settings_inputs, stop_button, take_home)
+from .widgets import (describe, how_it_works, input_image, line_plot, model_dropdown, preview_slider, result_gallery,
+                      rule, run_controls, seed_input, settings_inputs, stop_button, take_home)
 
 RULE = r"""**Asyrp** (Kwon, Jeong & Uh, ICLR 2023): shift the U-Net's bottleneck h in the predicted clean image only,
 $x_{t-1} = \sqrt{\bar\alpha_{t-1}}\, P_t(\epsilon_\theta(x_t \mid h_t + s\,\Delta h_t)) + D_t(\epsilon_\theta(x_t))$ for
@@ -176,7 +176,7 @@ def build_tab() -> None:
         with gr.Row():
             with gr.Column():
                 with gr.Row():
-                    image = gr.Image(type="filepath", label="Image to edit", height=230, elem_classes="tab-input")
+                    image = input_image("Image to edit")
                     with gr.Column():
                         model_id = model_dropdown()
                         default_edit, default_boost = asyrp.interval(model_id.value)

@@ -10,8 +10,8 @@ from runners import compare
 from .gpu import concurrency
 from .handler import endpoint, estimator, live
 from .outputs import gallery as shown
-from .widgets import (describe, how_it_works, preview_slider, result_gallery, rule, run_controls, seed_input,
-                      settings_inputs, stop_button, take_home)
+from .widgets import (describe, how_it_works, input_image, preview_slider, result_gallery, rule, run_controls,
+                      seed_input, settings_inputs, stop_button, take_home)
 
 RULE = r"""**One edit, every method**: one face, one goal (*smile* or *add glasses*), one strength $t_0 = \text{strength}
 \times T$ and one seed, each method at its tab's defaults; every output read back from its pixels, no model judging."""
@@ -77,8 +77,7 @@ def build_tab() -> None:
         with gr.Row():
             with gr.Column():
                 with gr.Row():
-                    image = gr.Image(type="filepath", label="A face (an upload is centre-cropped to 32 px)", height=230,
-                                     elem_classes="tab-input")
+                    image = input_image("A face (an upload is centre-cropped to 32 px)")
                     with gr.Column():
                         goal = gr.Radio(GOALS, value="smile", label="Goal")
                         strength = gr.Slider(0.1, 1.0, value=0.6, step=0.05,

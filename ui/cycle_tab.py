@@ -11,8 +11,8 @@ from . import examples
 from .gpu import concurrency
 from .handler import endpoint, estimator, live
 from .outputs import gallery as shown
-from .widgets import (describe, how_it_works, model_dropdown, preview_slider, result_gallery, rule, run_controls,
-                      seed_input, settings_inputs, take_home)
+from .widgets import (describe, how_it_works, input_image, model_dropdown, preview_slider, result_gallery, rule,
+                      run_controls, seed_input, settings_inputs, take_home)
 
 MODES = [("reconstruct", "reconstruct"), ("translate", "translate"), ("text edit (CLIP)", "text"),
          ("class translation", "class")]
@@ -126,7 +126,7 @@ def build_tab() -> None:
         with gr.Row():
             with gr.Column():
                 with gr.Row():
-                    image = gr.Image(type="filepath", label="Input image", height=230, elem_classes="tab-input")
+                    image = input_image("Input image")
                     with gr.Column():
                         source_id = model_dropdown("Source model (encodes the input)")
                         first_classes = list(cycle.class_names(source_id.value))

@@ -10,8 +10,8 @@ from . import examples
 from .gpu import concurrency
 from .handler import endpoint, estimator, live
 from .outputs import gallery as shown
-from .widgets import (describe, how_it_works, preview_slider, result_gallery, rule, run_controls, seed_input,
-                      settings_inputs, take_home)
+from .widgets import (describe, how_it_works, input_image, preview_slider, result_gallery, rule, run_controls,
+                      seed_input, settings_inputs, take_home)
 
 RULE = r"""**Text edit** (CycleDiffusion's headline, on Stable Diffusion): encode the photo under its source prompt into
 $z = (x_{t_0}, \epsilon_{t_0}, \dots, \epsilon_1)$, decode the same $z$ under the target prompt; cross-attention control
@@ -89,7 +89,7 @@ def build_tab() -> None:
         with gr.Row():
             with gr.Column():
                 with gr.Row():
-                    image = gr.Image(type="filepath", label="Photo to edit", height=230, elem_classes="tab-input")
+                    image = input_image("Photo to edit")
                     with gr.Column():
                         model_id = gr.Dropdown(cycle_text.offered(), value=cycle_text.default_model(),
                                                label="Text-to-image model")

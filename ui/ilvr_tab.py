@@ -11,8 +11,8 @@ from . import examples
 from .handler import endpoint, estimator, live
 from .gpu import concurrency
 from .outputs import gallery as shown
-from .widgets import (describe, how_it_works, model_dropdown, preview_slider, result_gallery, rule, run_controls,
-                      seed_input, settings_inputs, take_home)
+from .widgets import (describe, how_it_works, input_image, model_dropdown, preview_slider, result_gallery, rule,
+                      run_controls, seed_input, settings_inputs, take_home)
 
 RULE = r"""**ILVR** (Choi et al., ICCV 2021): after each DDPM step the sample's low frequencies become the noised
 reference's, $x_{t-1} = \phi_N(y_{t-1}) + (I - \phi_N)(x'_{t-1})$: the samples share the reference's layout."""
@@ -101,7 +101,7 @@ def build_tab() -> None:
         with gr.Row():
             with gr.Column():
                 with gr.Row():
-                    reference = gr.Image(type="filepath", label="Reference image y", height=230, elem_classes="tab-input")
+                    reference = input_image("Reference image y")
                     with gr.Column():
                         model_id = model_dropdown()
                         down_factor = gr.Dropdown(list(ilvr.DOWN_FACTORS), value=4,

@@ -69,6 +69,11 @@ def how_it_works(text: str) -> None:
         gr.Markdown(text, latex_delimiters=LATEX)
 
 
+def input_image(label: str) -> gr.Image:
+    """A tab's input picture: the box a projector's first screen shows beside the main controls."""
+    return gr.Image(type="filepath", label=label, height=230, elem_classes="tab-input")
+
+
 def result_gallery(label: str, columns: int, height: int = 380) -> gr.Gallery:
     """A tab's result: the gallery a projector's first screen shows beside the controls."""
     return gr.Gallery(label=label, columns=columns, height=height, interactive=False, elem_classes="tab-result")
